@@ -1,0 +1,31 @@
+# camloc: two entry points. `make demo` runs explain on the bundled sample photos with the offline
+# default model; `make test` runs the test suite. Both create .venv and install what they need.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+DEMO_OUT ?= demo-out
+
+.PHONY: demo test venv bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/camloc explain src/camloc/assets/samples --out $(DEMO_OUT) --top-k 3 --overwrite
+	@echo "Overlays and results.jsonl are in $(DEMO_OUT)/"
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 --dist loadfile -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_cam_overhead.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
