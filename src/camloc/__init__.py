@@ -23,8 +23,15 @@ from camloc.errors import (
 
 __version__ = "0.1.0"
 
+from camloc.models import CamModel, load_model  # noqa: E402
+from camloc.explain import Explanation, explain  # noqa: E402
+
 __all__ = [
     "__version__",
+    "CamModel",
+    "Explanation",
+    "explain",
+    "load_model",
     "CamlocError",
     "CheckpointError",
     "ConfigError",

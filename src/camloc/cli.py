@@ -55,7 +55,9 @@ _register_verbs()
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code (also used by ``python -m camloc``)."""
     try:
-        app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False)
+        if isinstance(rv, int):
+            return rv
     except CamlocError as exc:
         typer.secho(f"error: {exc}", err=True, fg="red")
         return EXIT_ERROR

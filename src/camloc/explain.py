@@ -1,0 +1,165 @@
+"""High-level explanation API: images in, classes + maps + boxes (in original pixels) out.
+
+>>> import camloc, numpy as np
+>>> from PIL import Image
+>>> model = camloc.load_model("efficientnet_lite0")
+>>> img = Image.fromarray(np.full((120, 160, 3), 127, np.uint8))
+>>> [e] = camloc.explain(model, [img], top_k=2)
+>>> len(e.class_ids), e.boxes.shape
+(2, (2, 4))
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from camloc.cams import METHODS, CAMMethod, normalize, upsample
+from camloc.cams.base import ClassSelection
+from camloc.data.images import batch_images, load_image
+from camloc.errors import ConfigError
+from camloc.localize import boxes_from_map
+from camloc.models.registry import CamModel
+from camloc.models.spec import Geometry, Preprocess
+
+__all__ = ["Explanation", "explain", "explain_batch", "make_method"]
+
+
+@dataclass
+class Explanation:
+    """One image's explanation.
+
+    ``maps`` are normalised (see ``normalization``) at the network's input resolution;
+    :meth:`map_in_original` puts one back on the original pixel grid. ``boxes[j]`` is the largest
+    component's box for ``class_ids[j]``; ``component_boxes[j]`` (when asked for) every component's.
+    Boxes are ``x0, y0, x1, y1`` continuous pixel edges in original image pixels.
+    """
+
+    source: str
+    width: int
+    height: int
+    class_ids: list[int]
+    class_names: list[str]
+    probs: list[float]
+    logits: list[float]
+    boxes: np.ndarray
+    maps: np.ndarray
+    geometry: Geometry
+    threshold: float
+    normalization: str
+    method: str = "cam"
+    component_boxes: list[np.ndarray] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def map_in_original(self, j: int = 0) -> np.ndarray:
+        """Map ``j`` resampled onto the original ``height x width`` pixel grid (bilinear); pixels the
+        network did not see (outside a centre crop) are 0."""
+        g = self.geometry
+        m = self.maps[j].astype(np.float32)
+        if g.offset_x == 0 and g.offset_y == 0:
+            return cv2.resize(m, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
+        # original pixel centre (x + .5) -> input coordinate (x + .5) * s - o - .5
+        mat = np.array([[g.scale_x, 0, 0.5 * g.scale_x - g.offset_x - 0.5],
+                        [0, g.scale_y, 0.5 * g.scale_y - g.offset_y - 0.5]], np.float64)
+        return cv2.warpAffine(m, mat, (self.width, self.height),
+                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-serialisable summary (what ``results.jsonl`` holds)."""
+        rec: dict[str, Any] = {
+            "path": self.source,
+            "width": self.width,
+            "height": self.height,
+            "method": self.method,
+            "threshold": self.threshold,
+            "class_ids": self.class_ids,
+            "class_names": self.class_names,
+            "probs": [round(p, 6) for p in self.probs],
+            "boxes": [[round(float(v), 2) for v in b] for b in self.boxes],
+        }
+        if self.component_boxes is not None:
+            rec["component_boxes"] = [[[round(float(v), 2) for v in b] for b in bs]
+                                      for bs in self.component_boxes]
+        rec.update(self.extra)
+        return rec
+
+
+def make_method(model: CamModel, method: str | CAMMethod = "cam") -> CAMMethod:
+    if isinstance(method, CAMMethod):
+        return method
+    try:
+        return METHODS[method](model)
+    except KeyError:
+        raise ConfigError(f"method={method!r}: expected one of {sorted(METHODS)}") from None
+
+
+def explain_batch(model: CamModel, images: Sequence[Image.Image], sources: Sequence[str] | None = None,
+                  classes: ClassSelection = 5, threshold: float = 0.2, normalization: str = "max",
+                  multi: bool = False, method: str | CAMMethod = "cam",
+                  preprocess: Preprocess | None = None) -> list[Explanation]:
+    """Explain a batch of already-decoded RGB images with one forward pass."""
+    pre = preprocess or model.spec.preprocess
+    engine = make_method(model, method)
+    x, geoms = batch_images(images, pre)
+    out = engine(x, classes=classes)
+    maps = normalize(upsample(out.maps, pre.input_size, "bicubic"), normalization)
+    maps_np = maps.cpu().numpy()
+    probs = out.probs.gather(1, out.class_ids).cpu().numpy()
+    logits = out.scores.float().cpu().numpy()
+    ids = out.class_ids.cpu().numpy()
+    srcs = list(sources) if sources is not None else [f"<image {i}>" for i in range(len(images))]
+    results = []
+    for i, (im, g) in enumerate(zip(images, geoms)):
+        boxes, comps = [], [] if multi else None
+        for j in range(ids.shape[1]):
+            b = boxes_from_map(maps_np[i, j], threshold, multi=False)
+            boxes.append(g.to_original_boxes(b)[0])
+            if comps is not None:
+                comps.append(g.to_original_boxes(boxes_from_map(maps_np[i, j], threshold, multi=True)))
+        results.append(Explanation(
+            source=srcs[i], width=im.size[0], height=im.size[1],
+            class_ids=[int(c) for c in ids[i]],
+            class_names=[model.spec.class_name(int(c)) for c in ids[i]],
+            probs=[float(p) for p in probs[i]], logits=[float(v) for v in logits[i]],
+            boxes=np.asarray(boxes, np.float64).reshape(-1, 4), maps=maps_np[i], geometry=g,
+            threshold=threshold, normalization=normalization, method=engine.name,
+            component_boxes=comps))
+    return results
+
+
+def explain(model: CamModel, images: Sequence[str | os.PathLike[str] | Image.Image] | str | os.PathLike[str],
+            top_k: int = 5, classes: Sequence[int] | None = None, threshold: float = 0.2,
+            normalization: str = "max", multi: bool = False, method: str = "cam",
+            batch_size: int = 16, preprocess: Preprocess | None = None) -> list[Explanation]:
+    """Explain images (paths or PIL images): top-k classes (or the given ``classes``), their
+    normalised maps, and their boxes in original pixels. Raises :class:`ImageError` for an image
+    that cannot be read (the CLI instead reports and continues)."""
+    if isinstance(images, (str, os.PathLike, Image.Image)):
+        images = [images]
+    if batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size}: must be >= 1")
+    selection: ClassSelection = list(classes) if classes is not None else top_k
+    results: list[Explanation] = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start:start + batch_size]
+        pils, srcs = [], []
+        for item in chunk:
+            if isinstance(item, Image.Image):
+                pils.append(item.convert("RGB"))
+                srcs.append(getattr(item, "filename", "") or "<image>")
+            else:
+                pils.append(load_image(item))
+                srcs.append(str(Path(item)))
+        with torch.inference_mode(method == "cam"):
+            results.extend(explain_batch(model, pils, srcs, selection, threshold, normalization,
+                                         multi, method, preprocess))
+    return results

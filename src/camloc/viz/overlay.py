@@ -1,0 +1,92 @@
+"""Overlays people look at: a heatmap over the photo, the box, the class name and probability.
+
+>>> import numpy as np
+>>> from PIL import Image
+>>> img = Image.new("RGB", (64, 48))
+>>> heat = np.zeros((48, 64), np.float32); heat[10:30, 20:40] = 1
+>>> overlay(img, heat, box=(20, 10, 40, 30), label="thing 0.90").size
+(64, 48)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+__all__ = ["overlay", "overlay_grid", "heatmap_rgb", "draw_boxes"]
+
+BOX_PRED = (0, 255, 0)
+BOX_GT = (255, 64, 64)
+
+
+def heatmap_rgb(scoremap: np.ndarray) -> np.ndarray:
+    """Colour a ``[0, 1]`` map with the JET colormap -> ``(H, W, 3)`` uint8 RGB."""
+    m = np.nan_to_num(np.asarray(scoremap, np.float32)).clip(0, 1)
+    bgr = cv2.applyColorMap((m * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def draw_boxes(image: Image.Image, boxes: Sequence[Sequence[float]], color: tuple[int, int, int],
+               width: int = 2) -> Image.Image:
+    """Draw ``x0, y0, x1, y1`` boxes (continuous edges) on a copy of ``image``."""
+    out = image.copy()
+    d = ImageDraw.Draw(out)
+    for b in boxes:
+        x0, y0, x1, y1 = (float(v) for v in b)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        d.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=color, width=width)
+    return out
+
+
+def overlay(image: Image.Image, scoremap: np.ndarray, box: Sequence[float] | None = None,
+            label: str | None = None, alpha: float = 0.5,
+            gt_boxes: Sequence[Sequence[float]] | None = None) -> Image.Image:
+    """Blend a ``[0, 1]`` map (at the image's size) over ``image``; draw the box and a label."""
+    rgb = np.asarray(image.convert("RGB"), np.float32)
+    if scoremap.shape != rgb.shape[:2]:
+        scoremap = cv2.resize(np.asarray(scoremap, np.float32), (rgb.shape[1], rgb.shape[0]),
+                              interpolation=cv2.INTER_LINEAR)
+    blend = (1 - alpha) * rgb + alpha * heatmap_rgb(scoremap).astype(np.float32)
+    out = Image.fromarray(blend.clip(0, 255).astype(np.uint8))
+    lw = max(2, round(min(out.size) / 150))
+    if gt_boxes is not None:
+        out = draw_boxes(out, gt_boxes, BOX_GT, lw)
+    if box is not None:
+        out = draw_boxes(out, [box], BOX_PRED, lw)
+    if label:
+        d = ImageDraw.Draw(out)
+        font = _font(max(12, min(out.size) // 16))
+        x0, y0, x1, y1 = d.textbbox((0, 0), label, font=font)
+        d.rectangle([0, 0, x1 - x0 + 8, y1 - y0 + 8], fill=(0, 0, 0))
+        d.text((4 - x0, 4 - y0), label, fill=(255, 255, 255), font=font)
+    return out
+
+
+def overlay_grid(panels: Sequence[Image.Image], max_height: int = 320) -> Image.Image:
+    """Put panels side by side, each scaled to at most ``max_height`` pixels high."""
+    scaled = []
+    for p in panels:
+        if p.height > max_height:
+            p = p.resize((max(1, round(p.width * max_height / p.height)), max_height),
+                         Image.Resampling.BILINEAR)
+        scaled.append(p)
+    gap = 4
+    w = sum(p.width for p in scaled) + gap * (len(scaled) - 1)
+    h = max(p.height for p in scaled)
+    grid = Image.new("RGB", (w, h), (255, 255, 255))
+    x = 0
+    for p in scaled:
+        grid.paste(p, (x, 0))
+        x += p.width + gap
+    return grid
