@@ -59,7 +59,7 @@ class CamOutput:
 def select_classes(logits: torch.Tensor, classes: ClassSelection) -> torch.Tensor:
     """Resolve a class selection to an ``(N, k)`` index tensor.
 
-    ``int k`` or ``"top5"``: the top-k classes of each image; ``"all"``: every class; a list of ids:
+    ``int k`` or ``"top5"``: the top-k classes of each image (all of them if there are fewer); ``"all"``: every class; a list of ids:
     the same classes for every image; an ``(N, k)`` tensor: per-image ids (e.g. ground truth).
     """
     n, c = logits.shape
@@ -73,9 +73,9 @@ def select_classes(logits: torch.Tensor, classes: ClassSelection) -> torch.Tenso
     if isinstance(classes, bool):
         raise ConfigError("classes must not be a bool")
     if isinstance(classes, int):
-        if not 1 <= classes <= c:
-            raise ConfigError(f"top_k={classes}: must be between 1 and the {c} classes")
-        return logits.topk(classes, dim=1).indices
+        if classes < 1:
+            raise ConfigError(f"top_k={classes}: must be at least 1")
+        return logits.topk(min(classes, c), dim=1).indices  # top-5 of a 3-class model: all 3
     ids = torch.as_tensor(classes, device=logits.device, dtype=torch.long)
     if ids.dim() == 1:
         ids = ids.expand(n, -1)

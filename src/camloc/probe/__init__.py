@@ -1,0 +1,1 @@
+"""Linear probes on a frozen network's pooled features (``camloc probe``)."""
