@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 SAMPLES = Path(__file__).resolve().parents[2] / "src" / "camloc" / "assets" / "samples"
-FRAC = (0.3, 0.5)
+FRAC = (0.45, 0.65)  # object width as a fraction of the image: large enough for a 7x7 CAM
 OBJECTS = {"cat": "chelsea.jpg", "coffee": "coffee.jpg", "astronaut": "astronaut.jpg"}
 
 
@@ -32,7 +32,7 @@ def render_pasted(label: int, rng: np.random.Generator, size: int = 160,
                   classes: tuple[str, ...] = tuple(OBJECTS)) -> tuple[Image.Image, list[float]]:
     """One image of class ``label`` and its box ``[x0, y0, x1, y1]`` (pixel edges)."""
     obj = Image.open(SAMPLES / OBJECTS[classes[label]]).convert("RGB")
-    frac = rng.uniform(FRAC[0], FRAC[1])
+    frac = rng.uniform(*FRAC)
     w = int(size * frac)
     h = max(8, int(w * obj.size[1] / obj.size[0] * rng.uniform(0.9, 1.1)))
     h = min(h, size - 2)
@@ -87,3 +87,16 @@ def write_folder(root: Path, per_class: int, seed: int = 0, size: int = 96,
 @pytest.fixture(scope="session")
 def pasted_wsol(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_wsol(tmp_path_factory.mktemp("probe") / "pasted", per_class=12)
+
+
+class _Writers:
+    """The dataset writers, as a fixture (test modules cannot import conftest by name)."""
+
+    write_wsol = staticmethod(write_wsol)
+    write_folder = staticmethod(write_folder)
+    render_pasted = staticmethod(render_pasted)
+
+
+@pytest.fixture(scope="session")
+def probe_data() -> type[_Writers]:
+    return _Writers

@@ -43,7 +43,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -672,6 +672,7 @@ def _read_wsol(p: Path, split: str | None, *, image_root: str | os.PathLike[str]
         label = _parse_int(value)
         if label is None:
             problems.add(labels_file, number, f"class id {value.strip()!r} is not an integer")
+            label_line.setdefault(image_id, number)
             continue
         if image_id in label_line:
             problems.add(labels_file, number, f"duplicate entry for {image_id!r} (first on line "
@@ -695,6 +696,7 @@ def _read_wsol(p: Path, split: str | None, *, image_root: str | os.PathLike[str]
             if w is None or h is None or w < 1 or h < 1:
                 problems.add(sizes_file, number, f"width and height must be positive integers, "
                                                  f"got {parts[1].strip()!r}, {parts[2].strip()!r}")
+                size_line.setdefault(parts[0], number)
                 continue
             if parts[0] in size_line:
                 problems.add(sizes_file, number, f"duplicate entry for {parts[0]!r} (first on "
@@ -746,8 +748,9 @@ def _read_wsol(p: Path, split: str | None, *, image_root: str | os.PathLike[str]
 
     if loc_file.is_file():
         lines = _read_lines(loc_file, problems)
-        n_fields = len(lines[0][1].split(",")) if lines else 5
-        if n_fields == 3:
+        # boxes or masks: whichever line shape is the more common
+        n_mask_lines = sum(1 for _, text in lines if text.count(",") == 2)
+        if n_mask_lines * 2 > len(lines):
             read_masks(loc_file, lines)
         else:
             boxes = {}

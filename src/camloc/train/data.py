@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +26,7 @@ from PIL import Image
 
 from camloc.errors import DatasetError, ImageError
 
-__all__ = ["CropSettings", "TrainImages", "epoch_batches", "random_resized_crop_box",
+__all__ = ["CropSettings", "TrainImages", "collate", "check_batch", "epoch_batches", "random_resized_crop_box",
            "steps_per_epoch"]
 
 
@@ -91,8 +92,8 @@ class TrainImages(torch.utils.data.Dataset):
         try:
             image = load_image(path)
         except ImageError as exc:
-            # DatasetError takes one message argument, so it survives DataLoader workers.
-            raise DatasetError(f"cannot read training image {exc}") from exc
+            # reported by collate() in the main process, as a clean DatasetError
+            return _Failed(exc.path, exc.reason)  # type: ignore[return-value]
         rng = np.random.default_rng([self.seed, int(epoch), int(index)])
         c = self.crop
         box = random_resized_crop_box(image.width, image.height, rng, c.scale, c.ratio)
@@ -101,6 +102,37 @@ class TrainImages(torch.utils.data.Dataset):
             out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         arr = (np.asarray(out, dtype=np.float32) / 255.0 - self._mean) / self._std
         return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))), self.labels[index]
+
+
+class _Failed(tuple):
+    """An image that could not be read: ``(path, reason)``."""
+
+    def __new__(cls, path: str, reason: str) -> _Failed:
+        return super().__new__(cls, (path, reason))
+
+
+class _FailedBatch(list):
+    """Marker batch listing the ``(path, reason)`` of images that could not be read."""
+
+
+def collate(items: list[Any]) -> Any:
+    """Stack ``(image, label)`` items into ``(x, y)``. Unreadable images make a marker batch that
+    :func:`check_batch` turns into a :class:`DatasetError` in the main process (a clean message
+    also with DataLoader workers)."""
+    bad = [it for it in items if isinstance(it, _Failed)]
+    if bad:
+        return _FailedBatch((str(p), str(r)) for p, r in bad)
+    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items],
+                                                            dtype=torch.long)
+
+
+def check_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch`` from :func:`collate`, or :class:`DatasetError` naming the unreadable files."""
+    if isinstance(batch, _FailedBatch):
+        path, reason = batch[0]
+        raise DatasetError(f"cannot read training image {path}: {reason}",
+                           [(p, 0, r) for p, r in batch])
+    return batch
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0,

@@ -1,0 +1,221 @@
+"""Benchmark: camloc's LocalizationAccumulator vs the straightforward wsolevaluation-style loop.
+
+Baseline (named ``wsoleval-loop``): for every image and every threshold, ``cv2.threshold``,
+``cv2.findContours(RETR_TREE, CHAIN_APPROX_SIMPLE)``, ``cv2.boundingRect`` per contour and
+``max(contours, key=cv2.contourArea)``, then one ``calculate_multiple_iou``-style NumPy IoU per image
+and a Python loop over thresholds, as clovaai/wsolevaluation's ``BoxEvaluator`` does. It computes the
+same numbers as the accumulator in one pass (V1 at IoU 0.5, V2 at 30/50/70, GT-known / Top-1 / Top-5
+counts per threshold); the script asserts the two agree exactly before printing timings.
+
+Maps: 224x224 synthetic CAM-like maps, each a 7x7 map upsampled with ``cv2.INTER_CUBIC`` and min-max
+normalised: ``blob`` maps are one Gaussian bump plus weak noise (a typical CAM), ``multi`` maps are
+uniform 7x7 noise (several blobs, holes). GT boxes are random.
+
+Memory: scoring 1,000 vs 20,000 maps (64x64, generated batch by batch) in fresh subprocesses; peak RSS
+(``resource.getrusage``) must stay within 1.2x, since the accumulator keeps counts, not maps.
+
+Run:  .venv/bin/python benchmarks/bench_score.py            (about 2-4 minutes on 2 cores)
+      .venv/bin/python benchmarks/bench_score.py --quick    (smaller, for a smoke test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+
+from camloc.metrics import LocalizationAccumulator, normalize_minmax
+
+IOUS = (30, 50, 70)
+
+
+def make_maps(rng: np.random.Generator, n: int, size: int, kind: str) -> np.ndarray:
+    out = np.empty((n, size, size), np.float32)
+    yy, xx = np.mgrid[0:7, 0:7]
+    for i in range(n):
+        if kind == "blob":
+            cy, cx = rng.uniform(1, 5, 2)
+            s = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / rng.uniform(1.0, 4.0))
+            s = s + 0.15 * rng.random((7, 7))
+        else:
+            s = rng.random((7, 7))
+        m = cv2.resize(s.astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
+        out[i] = normalize_minmax(m)
+    return out
+
+
+def make_gt(rng: np.random.Generator, n: int, size: int) -> list[np.ndarray]:
+    gts = []
+    for _ in range(n):
+        nb = int(rng.integers(1, 3))
+        x0 = rng.integers(0, size // 2, nb)
+        y0 = rng.integers(0, size // 2, nb)
+        x1 = np.minimum(size - 1, x0 + rng.integers(size // 8, size // 2 + 1, nb))
+        y1 = np.minimum(size - 1, y0 + rng.integers(size // 8, size // 2 + 1, nb))
+        gts.append(np.stack([x0, y0, x1, y1], 1).astype(np.int64))
+    return gts
+
+
+# ----------------------------------------------------------------------------- baseline
+def _multiple_iou(box_a: np.ndarray, box_b: np.ndarray) -> np.ndarray:
+    a = box_a[:, None, :]
+    b = box_b[None, :, :]
+    iw = np.maximum(0, np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1)
+    ih = np.maximum(0, np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1)
+    inter = iw * ih
+    area_a = (a[..., 2] - a[..., 0] + 1) * (a[..., 3] - a[..., 1] + 1)
+    area_b = (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1)
+    den = area_a + area_b - inter
+    deg = den <= 0
+    den[deg] = 1
+    iou = inter / den
+    iou[deg] = 0
+    return iou
+
+
+def baseline(maps, gts, top1, top5, interval):
+    thresholds = list(np.arange(0, 1, interval))
+    nt = len(thresholds)
+    v1 = np.zeros(nt, np.int64)
+    v2 = {d: np.zeros(nt, np.int64) for d in IOUS}
+    t1 = np.zeros(nt, np.int64)
+    t5 = np.zeros(nt, np.int64)
+    for i, scoremap in enumerate(maps):
+        scoremap = scoremap.astype(np.float64)
+        height, width = scoremap.shape
+        img = np.expand_dims((scoremap * 255).astype(np.uint8), 2)
+        v1_boxes, all_boxes, counts = [], [], []
+        for threshold in thresholds:
+            _, thr = cv2.threshold(src=img, thresh=int(threshold * np.max(img)), maxval=255,
+                                   type=cv2.THRESH_BINARY)
+            contours = cv2.findContours(image=thr, mode=cv2.RETR_TREE,
+                                        method=cv2.CHAIN_APPROX_SIMPLE)[0]
+            if len(contours) == 0:
+                v1_boxes.append([0, 0, 0, 0])
+                all_boxes.append([[0, 0, 0, 0]])
+                counts.append(1)
+                continue
+            boxes = []
+            for c in contours:
+                x, y, w, h = cv2.boundingRect(c)
+                boxes.append([x, y, min(x + w, width - 1), min(y + h, height - 1)])
+            c = max(contours, key=cv2.contourArea)
+            x, y, w, h = cv2.boundingRect(c)
+            v1_boxes.append([x, y, min(x + w, width - 1), min(y + h, height - 1)])
+            all_boxes.append(boxes)
+            counts.append(len(boxes))
+        gt = np.asarray(gts[i])
+        iou1 = _multiple_iou(np.asarray(v1_boxes), gt).max(1)
+        iou_all = _multiple_iou(np.concatenate([np.asarray(b) for b in all_boxes]), gt).max(1)
+        sliced, idx = [], 0
+        for nb in counts:
+            sliced.append(max(iou_all[idx:idx + nb]))
+            idx += nb
+        sliced = np.asarray(sliced)
+        ok = iou1 >= 0.5
+        v1[np.where(ok)[0]] += 1
+        for d in IOUS:
+            v2[d][np.where(sliced >= d / 100)[0]] += 1
+        if top1[i]:
+            t1[np.where(ok)[0]] += 1
+        if top5[i]:
+            t5[np.where(ok)[0]] += 1
+    return v1, np.stack([v2[d] for d in IOUS]), t1, t5
+
+
+def camloc_scores(maps, gts, top1, top5, interval, batch=64):
+    acc = LocalizationAccumulator(interval=interval, iou_thresholds=IOUS)
+    for s in range(0, len(maps), batch):
+        acc.update(maps[s:s + batch], gts[s:s + batch], top1[s:s + batch], top5[s:s + batch])
+    return acc
+
+
+# ----------------------------------------------------------------------------- memory
+def _memory_child(n: int, size: int) -> None:
+    rng = np.random.default_rng(0)
+    acc = LocalizationAccumulator(interval=0.01)
+    batch = 250
+    for s in range(0, n, batch):
+        k = min(batch, n - s)
+        maps = make_maps(rng, k, size, "multi" if s % 2 else "blob")
+        acc.update(maps, make_gt(rng, k, size), image_ids=[f"img_{s + i:06d}" for i in range(k)])
+    acc.compute()
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"n": n, "peak_rss_mib": rss_kib / 1024.0, "count": acc.count}))
+
+
+def memory_check(sizes: tuple[int, ...], size: int) -> list[dict]:
+    out = []
+    for n in sizes:
+        res = subprocess.run([sys.executable, os.path.abspath(__file__), "--memory-child", str(n),
+                              "--size", str(size)], check=True, capture_output=True, text=True)
+        out.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    return out
+
+
+# ----------------------------------------------------------------------------- main
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=60, help="maps per family (default 60)")
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--quick", action="store_true", help="12 maps per family, 2k/4k maps for memory")
+    ap.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.memory_child is not None:
+        _memory_child(args.memory_child, args.size)
+        return
+    n = 12 if args.quick else args.n
+    rng = np.random.default_rng(2020)
+    families = {kind: make_maps(rng, n, args.size, kind) for kind in ("blob", "multi")}
+    print(f"maps: {n} per family, {args.size}x{args.size}; cv2 {cv2.__version__}, numpy {np.__version__}, "
+          f"cv2 threads {cv2.getNumThreads()}, {os.cpu_count()} CPUs")
+    rows = []
+    for interval in (0.01, 0.001):
+        for kind, maps in list(families.items()) + [("all", None)]:
+            if kind == "all":
+                continue
+            gts = make_gt(np.random.default_rng(7), n, args.size)
+            top1 = np.random.default_rng(8).random(n) < 0.7
+            top5 = top1 | (np.random.default_rng(9).random(n) < 0.5)
+            t = time.perf_counter()
+            ref = baseline(maps, gts, top1, top5, interval)
+            t_base = time.perf_counter() - t
+            t = time.perf_counter()
+            acc = camloc_scores(maps, gts, top1, top5, interval)
+            t_fast = time.perf_counter() - t
+            for a, b, name in zip((acc.v1_correct, acc.v2_correct, acc.top1_correct, acc.top5_correct),
+                                  ref, ("v1", "v2", "top1", "top5")):
+                if not np.array_equal(a, b):
+                    raise SystemExit(f"MISMATCH in {name} counts at interval {interval} ({kind})")
+            rows.append((interval, kind, n, t_base, t_fast))
+    print("\nidentical counts: yes (V1, V2 at 30/50/70, Top-1 / Top-5 Loc, every threshold)\n")
+    print(f"| interval | maps | n | wsoleval-loop s | camloc s | ms/map (loop / camloc) | speed-up |")
+    print("|---|---|---|---|---|---|---|")
+    for interval in (0.01, 0.001):
+        sel = [r for r in rows if r[0] == interval]
+        for (_, kind, nn, tb, tf) in sel + [(interval, "both", sum(r[2] for r in sel),
+                                             sum(r[3] for r in sel), sum(r[4] for r in sel))]:
+            print(f"| {interval} | {kind} | {nn} | {tb:.2f} | {tf:.2f} | {1e3 * tb / nn:.1f} / "
+                  f"{1e3 * tf / nn:.2f} | {tb / tf:.1f}x |")
+    mem_n = (2000, 4000) if args.quick else (1000, 20000)
+    mem = memory_check(mem_n, 64)
+    print(f"\npeak RSS scoring 64x64 maps at interval 0.01 (fresh process each):")
+    for m in mem:
+        print(f"  {m['n']:>6} maps: {m['peak_rss_mib']:.1f} MiB")
+    ratio = mem[1]["peak_rss_mib"] / mem[0]["peak_rss_mib"]
+    print(f"  ratio {mem_n[1]} / {mem_n[0]}: {ratio:.3f} (limit 1.2) -> {'ok' if ratio <= 1.2 else 'FAIL'}")
+    fast = [r for r in rows if r[0] == 0.001]
+    total = sum(r[3] for r in fast) / sum(r[4] for r in fast)
+    print(f"\nspeed-up at interval 0.001 over both families: {total:.1f}x (target >= 10x) -> "
+          f"{'ok' if total >= 10 else 'BELOW TARGET'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""``camloc evaluate``: WSOL metrics of a model on a dataset; also under ``torchrun``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("evaluate")
+    def evaluate_cmd(
+        dataset: str = typer.Argument(..., help="Dataset folder (wsol metadata, CUB, ILSVRC, CSV/JSON)."),
+        model: str = typer.Option("efficientnet_lite0", "--model", "-m", help="Model name or folder."),
+        weights: str = typer.Option("DEFAULT", help="DEFAULT, a weights file, or 'none'."),
+        head: str = typer.Option(None, help="A linear-probe head folder from `camloc probe`."),
+        protocol: str = typer.Option("wsol", help="wsol (min-max maps) or paper (max-normalised)."),
+        cam_curve_interval: float = typer.Option(0.01, help="Threshold step (0.01; 0.001 for fine)."),
+        fixed_threshold: float = typer.Option(0.2, help="Threshold for the fixed-tau figures."),
+        split: str = typer.Option(None, help="Split to read (e.g. test, val, train)."),
+        fmt: str = typer.Option("auto", "--format", help="Dataset format (auto-detected)."),
+        out: Path = typer.Option(Path("camloc-eval"), "--out", "-o", help="Output folder."),
+        save_maps: bool = typer.Option(False, help="Write scoremaps/<image_id>.npy (wsolevaluation layout)."),
+        batch_size: int = typer.Option(32),
+        workers: int = typer.Option(2, help="DataLoader workers decoding images."),
+        device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
+        gallery: int = typer.Option(6, help="Best and worst images shown in report.html."),
+    ) -> None:
+        """Evaluate classification and localization (Top-1/Top-5/GT-known Loc, MaxBoxAcc V1/V2,
+        PxAP) and write report.json + report.html. Exit code 1 if some images failed."""
+        import torch
+
+        from camloc.commands.common import console, progress_bar
+        from camloc.data.datasets import open_dataset
+        from camloc.distributed import dist_info, gather_to_rank0, process_group
+        from camloc.evaluate import EVAL_SIZE, build_report, evaluate_state, prepare_scoremap
+        from camloc.gallery import pick_extremes, render_gallery
+        from camloc.models import load_model
+        from camloc.report import figure_rows, write_report
+
+        info = dist_info()
+        dev = device
+        if info.enabled and device in ("auto", "cuda") and torch.cuda.is_available():
+            dev = f"cuda:{info.local_rank}"
+        elif info.enabled and device == "auto":
+            dev = "cpu"
+        ds = open_dataset(dataset, format=fmt, split=split)
+        cam_model = load_model(model, weights=None if weights.lower() == "none" else weights,
+                               device=dev, head=head)
+        with process_group(cam_model.device) as info:
+            shard = ds.shard(info.rank, info.world_size) if info.enabled else ds
+            maps_dir = out / "scoremaps" if save_maps else None
+            if info.is_main:
+                with progress_bar(f"evaluate{f' (rank 0 of {info.world_size})' if info.enabled else ''}") as upd:
+                    state = evaluate_state(cam_model, shard, protocol, cam_curve_interval,
+                                           fixed_threshold, batch_size, workers, maps_dir, upd)
+            else:
+                state = evaluate_state(cam_model, shard, protocol, cam_curve_interval,
+                                       fixed_threshold, batch_size, workers, maps_dir)
+            states = gather_to_rank0(state)
+        if not info.is_main or states is None:
+            return
+        merged = states[0]
+        for other in states[1:]:
+            merged.merge(other)
+        report = build_report(merged, cam_model, ds, protocol, cam_curve_interval,
+                              extra={"world_size": info.world_size})
+        ious, picks = [], []
+        if merged.localization is not None:
+            recs = merged.localization.per_image
+            ious = [r["iou"] for r in recs if r.get("iou") is not None]
+            picks = pick_extremes(recs, gallery)
+
+        def scoremap_for(sample):
+            from camloc.cams import CAM
+            from camloc.data.images import load_image, to_tensor
+
+            pre = cam_model.spec.preprocess.with_(fit="stretch", input_size=(EVAL_SIZE, EVAL_SIZE))
+            x, _ = to_tensor(load_image(sample.path), pre)
+            with torch.inference_mode():
+                o = CAM(cam_model)(x[None], classes=[[sample.label]])
+            return prepare_scoremap(o.maps[0, 0].cpu().numpy(), EVAL_SIZE, protocol)
+
+        items = render_gallery(picks, ds, scoremap_for, EVAL_SIZE)
+        json_path, html_path = write_report(out, report, ious, items)
+        for name, value in figure_rows(report):
+            console.print(f"  {name}: [bold]{value}[/bold]")
+        for rec in merged.failed[:10]:
+            console.print(f"  [red]failed[/red] {rec['path']}: {rec['error']}")
+        console.print(f"report: {json_path}  {html_path}")
+        if merged.failed:
+            raise typer.Exit(1)

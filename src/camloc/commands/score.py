@@ -1,0 +1,46 @@
+"""``camloc score``: box and mask metrics for saved maps, no model needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("score")
+    def score_cmd(
+        dataset: str = typer.Argument(..., help="Dataset folder with boxes or masks."),
+        maps: Path = typer.Option(..., "--maps", help="Folder of <image_id>.npy score maps."),
+        cam_curve_interval: float = typer.Option(0.01, help="Threshold step (0.01 or 0.001)."),
+        fixed_threshold: float = typer.Option(0.2),
+        normalize: bool = typer.Option(False, help="Min-max normalise maps before scoring."),
+        split: str = typer.Option(None),
+        fmt: str = typer.Option("auto", "--format"),
+        out: Path = typer.Option(Path("camloc-score"), "--out", "-o"),
+    ) -> None:
+        """Score maps made by anything (MaxBoxAcc V1/V2, GT-known Loc, PxAP) against a dataset's
+        ground truth; writes report.json + report.html. Exit code 1 if some maps were missing/bad."""
+        from camloc.commands.common import console, progress_bar
+        from camloc.data.datasets import open_dataset
+        from camloc.evaluate import build_report
+        from camloc.report import figure_rows, write_report
+        from camloc.score import score_maps
+
+        ds = open_dataset(dataset, format=fmt, split=split)
+        with progress_bar("score") as upd:
+            state = score_maps(maps, ds, cam_curve_interval, fixed_threshold, normalize, progress=upd)
+        report = build_report(state, None, ds, "maps", cam_curve_interval,
+                              extra={"maps": str(maps)})
+        report.pop("classification", None)
+        ious = [r["iou"] for r in state.localization.per_image] if state.localization else []
+        json_path, html_path = write_report(out, report, ious)
+        for name, value in figure_rows(report):
+            console.print(f"  {name}: [bold]{value}[/bold]")
+        for rec in state.failed[:10]:
+            console.print(f"  [red]failed[/red] {rec['image_id']}: {rec['error']}")
+        if len(state.failed) > 10:
+            console.print(f"  ... and {len(state.failed) - 10} more")
+        console.print(f"report: {json_path}  {html_path}")
+        if state.failed:
+            raise typer.Exit(1)

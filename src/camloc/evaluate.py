@@ -1,0 +1,238 @@
+"""WSOL evaluation of a model on a dataset: classification, box and mask localization metrics.
+
+Protocols (``protocol=``):
+
+- ``"wsol"`` (default; Choe et al., CVPR 2020, clovaai/wsolevaluation): the image is resized to
+  224x224 without a crop (the model's mean/std and interpolation); the CAM of the ground-truth class
+  is resized to 224x224 with OpenCV bicubic interpolation and min-max normalised; GT boxes are
+  rescaled to 224x224 with integer truncation; metrics as defined in :mod:`camloc.metrics`.
+- ``"paper"`` (Zhou et al., CVPR 2016): the same, but each map is normalised by its maximum
+  (the paper's "fraction of the maximum"; negative evidence clipped to 0) instead of min-max.
+
+Memory stays flat: each batch's maps are scored and dropped; accumulators keep counts and one
+scalar record per image.
+
+>>> import camloc                                                      # doctest: +SKIP
+>>> from camloc.data.datasets import open_dataset                      # doctest: +SKIP
+>>> report = evaluate_model(camloc.load_model(), open_dataset("imagenet-val-dev"))  # doctest: +SKIP
+>>> report["localization"]["maxboxacc_v2"]["value"]                    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from camloc.cams import CAM
+from camloc.data.images import load_image, to_tensor
+from camloc.errors import ConfigError, ImageError
+from camloc.io import atomic_save_npy, versions
+from camloc.models.heads import eval_mode
+from camloc.models.registry import CamModel
+from camloc.models.spec import Preprocess
+
+__all__ = ["EvalState", "evaluate_model", "evaluate_state", "PROTOCOLS", "EVAL_SIZE",
+           "prepare_scoremap"]
+
+PROTOCOLS = ("wsol", "paper")
+EVAL_SIZE = 224
+
+
+def prepare_scoremap(cam: np.ndarray, size: int = EVAL_SIZE, protocol: str = "wsol") -> np.ndarray:
+    """A raw low-resolution CAM -> the ``size x size`` ``[0, 1]`` score map the metrics take."""
+    from camloc.metrics import normalize_minmax
+
+    resized = cv2.resize(np.asarray(cam, np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
+    if protocol == "wsol":
+        return normalize_minmax(resized)
+    if np.isnan(resized).any():
+        return np.zeros_like(resized)
+    mx = float(resized.max())
+    return (resized.clip(0, None) / mx).astype(np.float32) if mx > 0 else np.zeros_like(resized)
+
+
+@dataclass
+class EvalState:
+    """Accumulators of one (shard of an) evaluation; ``merge`` combines shards exactly."""
+
+    classification: Any
+    localization: Any | None
+    pxap: Any | None
+    failed: list[dict[str, str]] = field(default_factory=list)
+    images: int = 0
+    seconds: float = 0.0
+
+    def merge(self, other: EvalState) -> EvalState:
+        self.classification.merge(other.classification)
+        if self.localization is not None and other.localization is not None:
+            self.localization.merge(other.localization)
+        if self.pxap is not None and other.pxap is not None:
+            self.pxap.merge(other.pxap)
+        self.failed.extend(other.failed)
+        self.images += other.images
+        self.seconds = max(self.seconds, other.seconds)
+        return self
+
+
+class _Samples(torch.utils.data.Dataset):
+    """Decodes and preprocesses samples in DataLoader workers; failures come back as records."""
+
+    def __init__(self, samples: list[Any], pre: Preprocess) -> None:
+        self.samples, self.pre = samples, pre
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, tuple[int, int], str]:
+        s = self.samples[i]
+        try:
+            img = load_image(s.path)
+        except ImageError as exc:
+            return i, None, (0, 0), exc.reason
+        x, _ = to_tensor(img, self.pre)
+        return i, x, img.size, ""
+
+
+def _collate(items: list[Any]) -> list[Any]:
+    return items
+
+
+def evaluate_state(model: CamModel, dataset: Any, protocol: str = "wsol", interval: float = 0.01,
+                   fixed_threshold: float = 0.2, batch_size: int = 32, workers: int = 0,
+                   save_maps: str | os.PathLike[str] | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> EvalState:
+    """Run the model over ``dataset`` and fill the accumulators (no report yet)."""
+    from camloc.metrics import ClassificationAccumulator, LocalizationAccumulator, PxAPAccumulator
+
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"protocol={protocol!r}: expected one of {PROTOCOLS}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size}: must be >= 1")
+    samples = list(dataset.samples)
+    if not samples:
+        raise ConfigError(f"dataset {getattr(dataset, 'name', '')!r} has no samples")
+    if any(s.label is None for s in samples):
+        raise ConfigError("evaluation needs a class label for every image (GT-known localization "
+                          "uses the ground-truth class's map)")
+    has_boxes = any(len(s.boxes) for s in samples)
+    has_masks = any(s.mask_paths for s in samples)
+    pre = model.spec.preprocess.with_(fit="stretch", input_size=(EVAL_SIZE, EVAL_SIZE))
+    state = EvalState(
+        classification=ClassificationAccumulator(),
+        localization=LocalizationAccumulator(interval=interval, fixed_threshold=fixed_threshold)
+        if has_boxes else None,
+        pxap=PxAPAccumulator(interval=interval) if has_masks else None,
+    )
+    if has_masks:
+        from camloc.data.datasets import load_gt_mask
+    from camloc.metrics import rescale_gt_boxes
+
+    engine = CAM(model)
+    loader = torch.utils.data.DataLoader(_Samples(samples, pre), batch_size=batch_size,
+                                         shuffle=False, num_workers=workers, collate_fn=_collate)
+    t0 = time.perf_counter()
+    done = 0
+    with eval_mode(model.module):
+        for batch in loader:
+            good = []
+            for i, x, size, err in batch:
+                if x is None:
+                    state.failed.append({"path": str(samples[i].path),
+                                         "image_id": samples[i].image_id, "error": err})
+                else:
+                    good.append((i, x, size))
+            done += len(batch)
+            if good:
+                _score_batch(model, engine, samples, good, state, protocol, save_maps,
+                             rescale_gt_boxes, load_gt_mask if has_masks else None)
+            if progress:
+                progress(done, len(samples))
+    state.seconds = time.perf_counter() - t0
+    return state
+
+
+def _score_batch(model: CamModel, engine: CAM, samples: list[Any], good: list[Any],
+                 state: EvalState, protocol: str, save_maps: Any, rescale_gt_boxes: Any,
+                 load_gt_mask: Any) -> None:
+    idx = [i for i, _, _ in good]
+    x = torch.stack([t for _, t, _ in good])
+    labels = torch.tensor([samples[i].label for i in idx], dtype=torch.long)
+    with torch.inference_mode():
+        out = engine(x, classes=labels[:, None].to(model.device))
+    logits = out.logits.float().cpu()
+    state.classification.update(logits, labels.numpy())
+    top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
+    top1_ok = (top5[:, 0] == labels).numpy()
+    top5_ok = (top5 == labels[:, None]).any(dim=1).numpy()
+    cams = out.maps[:, 0].cpu().numpy()
+    scoremaps = np.stack([prepare_scoremap(c, EVAL_SIZE, protocol) for c in cams])
+    ids = [samples[i].image_id for i in idx]
+    if state.localization is not None:
+        boxes = []
+        for (i, _, size) in good:
+            s = samples[i]
+            orig = s.size if s.size is not None else size
+            boxes.append(rescale_gt_boxes(s.boxes, orig, (EVAL_SIZE, EVAL_SIZE)))
+        state.localization.update(scoremaps, boxes, top1_correct=top1_ok, top5_correct=top5_ok,
+                                  image_ids=ids)
+    if state.pxap is not None:
+        masks = np.stack([load_gt_mask(samples[i], (EVAL_SIZE, EVAL_SIZE)) for i in idx])
+        state.pxap.update(scoremaps, masks)
+    if save_maps is not None:
+        root = Path(save_maps)
+        for image_id, sm in zip(ids, scoremaps):
+            atomic_save_npy(root / f"{image_id}.npy", sm)
+    state.images += len(idx)
+
+
+def build_report(state: EvalState, model: CamModel | None, dataset: Any, protocol: str,
+                 interval: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON report: every figure, the best thresholds, counts, settings and versions."""
+    report: dict[str, Any] = {
+        "dataset": {"name": getattr(dataset, "name", ""), "root": str(getattr(dataset, "root", "")),
+                    "format": getattr(dataset, "format", ""), "split": getattr(dataset, "split", None),
+                    "images": len(dataset.samples), "num_classes": dataset.num_classes},
+        "protocol": {"name": protocol, "eval_size": EVAL_SIZE, "cam_curve_interval": interval,
+                     "resize": "stretch to 224x224, no crop", "cam_resize": "cv2 INTER_CUBIC",
+                     "normalization": "minmax" if protocol == "wsol" else "max"},
+        "counts": {"scored": state.images, "failed": len(state.failed)},
+        "classification": state.classification.compute(),
+        "seconds": round(state.seconds, 3),
+        "images_per_second": round(state.images / state.seconds, 2) if state.seconds > 0 else None,
+        "versions": versions(),
+    }
+    if model is not None:
+        report["model"] = {"name": model.spec.name, "source": model.spec.source,
+                           "preprocess": model.spec.preprocess.to_dict()}
+    if state.localization is not None:
+        report["localization"] = state.localization.compute()
+    if state.pxap is not None:
+        report["pxap"] = state.pxap.compute()
+    if state.failed:
+        report["failed"] = state.failed[:100]
+    if extra:
+        report.update(extra)
+    return report
+
+
+def evaluate_model(model: CamModel, dataset: Any, protocol: str = "wsol", interval: float = 0.01,
+                   fixed_threshold: float = 0.2, batch_size: int = 32, workers: int = 0,
+                   save_maps: str | os.PathLike[str] | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Evaluate ``model`` on ``dataset`` and return the report dict (see :func:`build_report`).
+
+    Keys: ``classification`` {top1, top5}, ``localization`` (MaxBoxAcc V1/V2, GT-known/Top-1/Top-5
+    Loc at the fixed and best thresholds, curves) when the dataset has boxes, ``pxap`` when it has
+    masks, plus counts, protocol, model and versions.
+    """
+    state = evaluate_state(model, dataset, protocol, interval, fixed_threshold, batch_size, workers,
+                           save_maps, progress)
+    return build_report(state, model, dataset, protocol, interval)
