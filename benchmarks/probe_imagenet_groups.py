@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--holdout", type=float, default=0.5)
     ap.add_argument("--classifier", default="logistic", choices=("logistic", "svm"))
-    ap.add_argument("--C", default="logspace:-3:1:5", help="one value, a list, or logspace:LO:HI:N")
+    ap.add_argument("--C", default="logspace:-2:3:6", help="one value, a list, or logspace:LO:HI:N")
     ap.add_argument("--cache", type=Path, default=None,
                     help="feature cache (default: camloc's, ~/.cache/camloc/features)")
     ap.add_argument("--out", type=Path, default=None, help="probe output folder (default: temp)")

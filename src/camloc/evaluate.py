@@ -204,17 +204,18 @@ def build_report(state: EvalState, model: CamModel | None, dataset: Any, protoco
                      "resize": "stretch to 224x224, no crop", "cam_resize": "cv2 INTER_CUBIC",
                      "normalization": "minmax" if protocol == "wsol" else "max"},
         "counts": {"scored": state.images, "failed": len(state.failed)},
-        "classification": state.classification.compute(),
         "seconds": round(state.seconds, 3),
         "images_per_second": round(state.images / state.seconds, 2) if state.seconds > 0 else None,
         "versions": versions(),
     }
+    if state.classification.count:
+        report["classification"] = state.classification.compute()
     if model is not None:
         report["model"] = {"name": model.spec.name, "source": model.spec.source,
                            "preprocess": model.spec.preprocess.to_dict()}
-    if state.localization is not None:
+    if state.localization is not None and state.images:
         report["localization"] = state.localization.compute()
-    if state.pxap is not None:
+    if state.pxap is not None and state.images:
         report["pxap"] = state.pxap.compute()
     if state.failed:
         report["failed"] = state.failed[:100]

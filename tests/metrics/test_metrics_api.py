@@ -135,3 +135,19 @@ def test_bad_inputs(data):
     for fn, pattern in cases:
         with pytest.raises(MetricError, match=pattern):
             fn()
+
+
+def test_default_ids_survive_round_trip_and_merge(data):
+    maps, gts, _, _ = data
+    one = LocalizationAccumulator(interval=0.1)
+    one.update(maps, gts)
+    a, b = LocalizationAccumulator(interval=0.1), LocalizationAccumulator(interval=0.1)
+    a.update(maps[:10], gts[:10])
+    b.update(maps[10:], gts[10:])
+    merged = LocalizationAccumulator.from_state_dict(a.state_dict()).merge(
+        LocalizationAccumulator.from_state_dict(b.state_dict()))
+    assert merged.per_image == one.per_image
+    assert [r["image_id"] for r in one.per_image[:3]] == ["0", "1", "2"]
+    none = LocalizationAccumulator(keep_per_image=False)
+    none.update(maps, gts)
+    assert none.per_image == [] and none.compute()["count"] == 30

@@ -64,3 +64,44 @@ def test_engine_every_level_including_noise(seed, mh):
             assert b1[L].tolist() == rb.tolist()
             assert i1[L] == iou_matrix(rb[None], gt).max()
             assert v2[L] == iou_matrix(allb, gt).max()
+
+
+@pytest.mark.parametrize("max_traced", [0, 1000])
+def test_engine_hole_paths_and_threshold_mode(monkeypatch, mh, max_traced):
+    """Holes via the background tree (0) or per-level tracing (1000); threshold mode keeps flags."""
+    import camloc.metrics._levels as engine
+
+    monkeypatch.setattr(engine, "_MAX_TRACED_HOLE_LEVELS", max_traced)
+    rng = np.random.default_rng(99)
+    thr = np.array([0.3, 0.5, 0.7])
+    for _ in range(12):
+        h, w = int(rng.integers(16, 48)), int(rng.integers(16, 48))
+        u8 = (mh.smooth_maps(rng, 1, h, w)[0].astype(np.float64) * 255).astype(np.uint8)
+        gt = mh.random_gt(rng, h, w)
+        levels = np.arange(0, 256, 3)
+        _, _, exact = level_outcomes(u8, levels, gt)
+        _, _, flag_eq = level_outcomes(u8, levels, gt, thr)
+        for j, L in enumerate(levels):
+            ref = iou_matrix(contour_boxes_at_level(u8, int(L))[1], gt).max()
+            assert exact[j] == ref
+            assert ((flag_eq[j] >= thr) == (ref >= thr)).all()
+
+
+def test_engine_thin_and_large_maps(mh):
+    rng = np.random.default_rng(5)
+    cases = [(1, 1), (1, 9), (9, 1), (2, 2), (3, 40)]
+    for h, w in cases:
+        u8 = (rng.random((h, w)) * 255).astype(np.uint8)
+        gt = np.array([[0, 0, w - 1, h - 1]])
+        b1, _, v2 = level_outcomes(u8, np.arange(256), gt)
+        for L in range(256):
+            rb, allb = contour_boxes_at_level(u8, L)
+            assert b1[L].tolist() == rb.tolist() and v2[L] == iou_matrix(allb, gt).max()
+    # more than 2**18 pixels (the window sums need wide packing)
+    big = (mh.smooth_maps(rng, 1, 520, 530)[0].astype(np.float64) * 255).astype(np.uint8)
+    gt = np.array([[100, 120, 400, 380]])
+    levels = np.array([0, 37, 90, 128, 200, 250])
+    b1, i1, v2 = level_outcomes(big, levels, gt)
+    for j, L in enumerate(levels):
+        rb, allb = contour_boxes_at_level(big, int(L))
+        assert b1[j].tolist() == rb.tolist() and v2[j] == iou_matrix(allb, gt).max()

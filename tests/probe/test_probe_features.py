@@ -149,3 +149,37 @@ def test_layernorm_head_probe_round_trip(tmp_path: Path) -> None:
     out = CAM(swapped)(x[:4], classes="all")
     np.testing.assert_allclose((out.maps.mean((2, 3)) + out.bias).numpy(), logits[:4].numpy(),
                                rtol=1e-4, atol=1e-4)
+
+
+def test_unwritable_cache_does_not_stop_extraction(default_model, folder_ds: Path,
+                                                   tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    feats = extract_features(default_model, open_dataset(folder_ds), cache_dir=blocker / "cache")
+    assert len(feats) == 9 and feats.computed == 9
+    assert feats.cache_error and "cannot write the feature cache" in feats.cache_error
+    assert feats.cache_dir is None
+
+
+@pytest.mark.slow
+def test_real_convnext_head_round_trip(tmp_path: Path) -> None:
+    """timm's ConvNeXt (LayerNorm after pooling, found by the "timm" head path): the probe fitted
+    on the LayerNorm's output reproduces the swapped model's logits; fitting on the fold alone
+    (without the LayerNorm's bias) would not."""
+    import camloc
+
+    model = camloc.load_model("timm:convnext_atto", weights=None, num_classes=3)
+    assert model.head.norm is not None
+    with torch.no_grad():
+        model.head.norm.bias.normal_(0, 1.0, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(6, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    X = pooled_features(model, x).numpy()
+    y = np.arange(6) % 2
+    probe = fit_probe(X + 0.3 * y[:, None], y, C=1.0)
+    save_head(tmp_path / "h", probe, backbone="timm:convnext_atto", weights=None)
+    swapped = apply_head(model, tmp_path / "h")
+    with torch.no_grad():
+        logits = swapped.module(x).numpy()
+    np.testing.assert_allclose(logits, probe.decision(X), rtol=1e-4, atol=1e-4)
+    beta = model.head.norm.bias.detach().numpy()
+    assert np.abs(probe.decision(X - beta) - logits).max() > 1e-2

@@ -20,7 +20,7 @@ from camloc.probe import ProbeSettings, read_head, run_probe
 def probe_run(default_model, pasted_wsol: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("probe-out")
     settings = ProbeSettings(classifier="logistic", C=0.1, holdout=0.5, seed=0, batch_size=18,
-                             cache_dir=out / "cache")
+                             cache_dir=out / "cache", interval=0.05)
     return run_probe(default_model, open_dataset(pasted_wsol), out / "head", settings)
 
 
@@ -49,8 +49,6 @@ def test_saved_head_round_trips_through_load_model(probe_run, pasted_wsol: Path)
     ds = open_dataset(pasted_wsol)
     feats = probe_run.train_features
     rows = [0, 1, 2, 3]
-    paths = [ds.samples[int(i)].path for i in probe_run.train_features.indices[rows]]
-    # the training subset's positions refer to the training split: find the files by id
     by_id = {s.image_id: s.path for s in ds.samples}
     paths = [by_id[feats.ids[r]] for r in rows]
     x, _ = batch_images([load_image(p) for p in paths], model.spec.preprocess)

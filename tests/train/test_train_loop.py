@@ -1,4 +1,4 @@
-"""A short training run learns, validates, writes loadable checkpoints, and `camloc explain` runs."""
+"""A short training run learns, validates and writes loadable checkpoints; `camloc explain` runs."""
 
 from __future__ import annotations
 
@@ -38,9 +38,10 @@ def trained(synth_small: Path, tmp_path_factory: pytest.TempPathFactory):
         def end_epoch(self, record):
             events.append(("end_epoch", record))
 
-    cfg = TrainConfig(dataset=synth_small, arch="tiny-cnn", arch_kwargs={"width": 16}, epochs=6,
+    cfg = TrainConfig(dataset=synth_small, arch="tiny-cnn", arch_kwargs={"width": 8}, epochs=6,
                       batch_size=16, lr=0.1, input_size=64, crop_scale=(0.5, 1.0), out=out,
-                      workers=0, seed=0, val_split="auto", eval_batch_size=50)
+                      workers=0, seed=0, val_split="auto", eval_batch_size=50,
+                      eval_interval=0.05)
     return train(cfg, reporter=Rec()), out, events
 
 
@@ -71,7 +72,7 @@ def test_outputs_and_log(trained):
     assert sum(r["best"] == "True" for r in rows) >= 1
     spec = json.loads((out / "spec.json").read_text())
     assert spec["format"] == "camloc-model" and spec["arch"] == "tiny-cnn"
-    assert spec["arch_kwargs"] == {"width": 16} and spec["pool"] == "avg"
+    assert spec["arch_kwargs"] == {"width": 8} and spec["pool"] == "avg"
     assert spec["epoch"] == result.best_epoch
     assert spec["class_names"] == ["red-disk", "green-square", "blue-triangle", "yellow-cross"]
     metrics = json.loads((out / "metrics.json").read_text())
@@ -83,7 +84,7 @@ def test_outputs_and_log(trained):
 def test_checkpoint_loads_and_explains(trained, tmp_path, synth_small):
     _, out, _ = trained
     model = camloc.load_model(out)
-    assert model.spec.num_classes == 4 and model.head.num_channels == 64
+    assert model.spec.num_classes == 4 and model.head.num_channels == 32
     assert model.spec.preprocess.input_size == (64, 64)
     last = camloc.load_model(out / "last")
     sd_last = last.module.state_dict()
@@ -141,3 +142,18 @@ def test_config_errors():
         TrainConfig(dataset="d", arch="tiny-cnn", val_split="1.5").checked()
     assert TrainConfig(dataset="d", arch="x", pretrained=True).new_lr_multiplier() == 10.0
     assert TrainConfig(dataset="d", arch="x").new_lr_multiplier() == 1.0
+
+
+def test_standalone_evaluation_matches_the_logged_validation(trained, synth_small):
+    from camloc.data.datasets import open_dataset
+    from camloc.evaluate import evaluate_model
+    from camloc.train import at_eval_size
+
+    result, out, _ = trained
+    model = at_eval_size(camloc.load_model(out))
+    report = evaluate_model(model, open_dataset(synth_small, split="test"), interval=0.05,
+                            batch_size=50)
+    best = result.history[result.best_epoch - 1]
+    assert report["classification"]["top1"] == pytest.approx(best["val_top1"])
+    assert report["localization"]["maxboxacc_v2"]["value"] == \
+        pytest.approx(best["val_maxboxacc_v2"])

@@ -14,11 +14,11 @@ def register(app: typer.Typer) -> None:
                                                 "open_dataset reads: wsol, cub, csv, json, ...)."),
         model: str = typer.Option("efficientnet_lite0", "--model", "-m",
                                   help="Backbone: model name (torchvision/timm) or camloc folder."),
-        weights: str = typer.Option("DEFAULT", help="DEFAULT, a weights file, or 'none' (random; "
-                                                    "only for testing, random features are useless)."),
+        weights: str = typer.Option("DEFAULT", help="DEFAULT, a weights file, or 'none' (random "
+                                                    "weights: for testing only)."),
         classifier: str = typer.Option("logistic", help="logistic (multinomial logistic "
                                                         "regression) or svm (linear SVM)."),
-        C: str = typer.Option("logspace:-3:1:5", "--C", "-C",
+        C: str = typer.Option("logspace:-2:3:6", "--C", "-C",
                               help="Inverse regularisation: one value, a comma-separated list or "
                                    "logspace:LOW:HIGH:N (several values are cross-validated)."),
         holdout: float = typer.Option(0.5, help="Fraction of each class held out (seeded, "
@@ -27,12 +27,14 @@ def register(app: typer.Typer) -> None:
         split: str = typer.Option(None, help="Dataset split to read (e.g. train)."),
         test_split: str = typer.Option(None, help="Evaluate on this split of the same dataset "
                                                   "instead of holding images out."),
-        dataset_format: str = typer.Option("auto", "--format", help="Dataset format (auto-detected)."),
+        dataset_format: str = typer.Option("auto", "--format",
+                                           help="Dataset format (auto-detected)."),
         out: Path = typer.Option(Path("camloc-probe"), "--out", "-o",
                                  help="Output folder: head.safetensors + head.json, report.json, "
                                       "report.md, confusion.png."),
         cache: Path = typer.Option(None, help="Feature cache folder (default "
-                                              "~/.cache/camloc/features, or $CAMLOC_CACHE/features)."),
+                                              "~/.cache/camloc/features or "
+                                              "$CAMLOC_CACHE/features)."),
         no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the cache."),
         localization: bool = typer.Option(True, help="Evaluate held-out localization where the "
                                                      "dataset has boxes."),
@@ -55,7 +57,8 @@ def register(app: typer.Typer) -> None:
 
         cs = parse_C(C)  # fail on bad options before loading anything
         if classifier not in CLASSIFIERS:
-            raise ConfigError(f"--classifier {classifier!r}: expected one of {', '.join(CLASSIFIERS)}")
+            raise ConfigError(f"--classifier {classifier!r}: expected one of "
+                              f"{', '.join(CLASSIFIERS)}")
         if not 0.0 <= holdout < 1.0:
             raise ConfigError(f"--holdout {holdout}: expected a fraction in [0, 1)")
         w = None if weights.lower() == "none" else weights

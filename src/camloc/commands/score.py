@@ -32,7 +32,6 @@ def register(app: typer.Typer) -> None:
             state = score_maps(maps, ds, cam_curve_interval, fixed_threshold, normalize, progress=upd)
         report = build_report(state, None, ds, "maps", cam_curve_interval,
                               extra={"maps": str(maps)})
-        report.pop("classification", None)
         ious = [r["iou"] for r in state.localization.per_image] if state.localization else []
         json_path, html_path = write_report(out, report, ious)
         for name, value in figure_rows(report):

@@ -106,7 +106,8 @@ def register(app: typer.Typer) -> None:
         arch_opt: list[str] = typer.Option(None, "--arch-opt",
                                            help="Architecture option KEY=VALUE (repeatable), e.g. "
                                                 "last_stride=2, width=16."),
-        pretrained: bool = typer.Option(False, help="Start from ImageNet weights (downloads once)."),
+        pretrained: bool = typer.Option(False, help="Start from ImageNet weights (downloaded "
+                                                    "once)."),
         pool: str = typer.Option("gap", help="gap (global average) or gmp (global max) pooling."),
         epochs: int = typer.Option(10, help="Epochs."),
         batch_size: int = typer.Option(32, help="Images per step and process."),

@@ -3,24 +3,30 @@
 For a uint8 map ``u`` and a level ``L`` the foreground is ``u > L``. wsolevaluation traces it with
 ``cv2.findContours(RETR_TREE, CHAIN_APPROX_SIMPLE)`` and keeps either the contour of largest
 ``cv2.contourArea`` (V1; ties go to the first contour in OpenCV's order) or every contour (V2, which
-includes hole contours). This module reproduces those outcomes for every requested level of one map
-without calling OpenCV once per level. The identities it relies on were checked empirically against
-OpenCV 5 on thousands of random maps (see tests/metrics/test_levels_engine.py):
+includes hole contours). :func:`level_outcomes` reproduces those outcomes for every requested level
+of one map without tracing every level. The identities it relies on were checked against OpenCV 5
+on thousands of random maps, level by level (tests/metrics/test_metrics_reference.py does so on
+every run):
 
-* the bounding rectangle of an outer contour is the bounding box of its 8-connected component, and
-  its ``contourArea`` is ``Q4 + Q3/2`` over the 2x2 pixel windows of the component (Q4: windows with
-  all four pixels in it, Q3: windows with three), when the component has no hole;
-* the number of holes of a component follows from its Euler number (Gray's bit-quad counts, 8-/4-
-  connectivity), so components with holes are detected exactly;
-* a hole's contour box is the bounding box of the 4-connected background region grown by one pixel.
+* outer contours are the borders of the 8-connected components; the bounding rectangle of an outer
+  contour is its component's bounding box;
+* ``contourArea`` of the outer contour of a component without holes is ``Q4 + Q3/2`` over the 2x2
+  pixel windows (Q4: windows with all four pixels in the component, Q3: with three);
+* a component's number of holes is ``1 - Euler number`` (Gray's bit quads, 8-connected foreground,
+  4-connected background), computed from the same windows;
+* hole contours are the borders of the 4-connected background regions that do not reach the image
+  border; a hole contour's bounding rectangle is the hole's bounding box grown by one pixel.
 
-Components of every level come from one component tree: pixels are grouped into steepest-ascent
-basins (pointer jumping), basins whose merge is trivial are contracted, and the remaining merges are
-ordered by level (Kruskal). Per group and per grey value, bounding boxes and window counts are
-tabulated once; a level's components are then read from the tree. Whenever a level's outcome could
-depend on something the tree does not hold (a hole whose box might change a V2 decision, a component
-with holes that might be the largest, or a tie in contour area), the level is scored with the
-straightforward OpenCV trace instead, so results are identical to the reference in all cases.
+Components of every level come from one component tree (the merge tree of the upper level sets):
+pixels are grouped into steepest-ascent basins (by pointer jumping) under the strict order
+(value, 7x7 local sum, index), a basin that meets a higher one at its own peak is absorbed into it,
+and the remaining merges are ordered by level (Kruskal). Per group and per grey value the bounding
+box and the window sums are tabulated once; a component at a level is a contiguous range of leaves
+of the tree, so its box, area and Euler number come from range reductions. Holes come either from
+the same tree built on the inverted, framed map (many levels with holes) or from tracing only the
+levels and the region where a hole could change a result (few levels). A level whose V1 choice the
+tree cannot settle exactly (a tie in contour area, where OpenCV's order decides, or a component with
+holes that might be the largest) is traced with OpenCV, so results are identical to the reference.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import numpy as np
 __all__ = ["contour_boxes_at_level", "level_outcomes", "iou_matrix"]
 
 _K3 = np.ones((3, 3), np.uint8)
+_SMOOTH_BITS = 14  # a 7x7 sum of uint8 values is below 2**14
 _KX = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 
 
@@ -83,12 +90,13 @@ def contour_boxes_at_level(u8: np.ndarray, level: int) -> tuple[np.ndarray, np.n
 
 
 @lru_cache(maxsize=16)
-def _grid(h: int, w: int, vbits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     n = h * w
     bits = max(1, int(n - 1).bit_length())
+    if 8 + _SMOOTH_BITS + bits > 52:
+        raise ValueError(f"score maps of {h}x{w} pixels are too large for the component tree")
     idx = np.arange(n, dtype=np.int64)
-    dtype = np.float32 if vbits + bits <= 24 else np.float64
-    idxf = idx.reshape(h, w).astype(dtype)
+    idxf = idx.reshape(h, w).astype(np.float64)
     xs = (idx % w).astype(np.int32)
     ys = (idx // w).astype(np.int32)
     for a in (idx, idxf, xs, ys):
@@ -99,52 +107,63 @@ def _grid(h: int, w: int, vbits: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
 @lru_cache(maxsize=16)
 def _pair_offsets(h: int, w: int, conn8: bool) -> tuple[tuple[int, np.ndarray], ...]:
     """Flat offsets of neighbour pairs (E, S and, for 8-connectivity, SE, SW) with validity masks."""
-    x = np.arange(h * w) % w
-    out = [(1, (x[:-1] < w - 1)), (w, np.ones(h * w - w, bool))]
+    n = h * w
+    x = np.arange(n) % w
+    cand = [(1, lambda m: x[:m] < w - 1), (w, lambda m: np.ones(m, bool))]
     if conn8:
-        out += [(w + 1, x[:-(w + 1)] < w - 1), (w - 1, x[:-(w - 1)] > 0)]
-    for _, v in out:
-        v.setflags(write=False)
+        cand += [(w + 1, lambda m: x[:m] < w - 1), (w - 1, lambda m: x[:m] > 0)]
+    out = []
+    for d, mk in cand:
+        if 0 < d < n:
+            v = mk(n - d)
+            if v.any():
+                v.setflags(write=False)
+                out.append((d, v))
     return tuple(out)
 
 
 def _components_tree(img: np.ndarray, conn8: bool, windows: bool):
-    """Merge tree of the upper level sets ``img > M`` (8- or 4-connected) with per-node tables.
+    """Merge tree of the upper level sets ``img > M`` (8- or 4-connected) of a uint8 image.
 
-    Returns ``(node_w, parent_w, node_parent, tabs, sums, leaf0)``: node ``n`` is a component of
-    ``img > M`` for ``M`` in ``[parent_w[n], node_w[n] - 1]``; ``tabs[:, n, v]`` holds ``min x, min y,
-    -max x, -max y`` of its pixels with ``img >= v``; ``sums[:, n, M]`` (only with ``windows``) holds
-    ``2*area`` and ``4*Euler number`` of the component at ``M``; ``leaf0`` is the leaf holding pixel 0.
+    Returns a :class:`_Tree`: node ``n`` is a component of ``img > M`` for ``M`` in
+    ``[parent_w[n], node_w[n] - 1]``; leaf tables ``tabs[:, g, v]`` hold ``min x, min y, -max x,
+    -max y`` of the group's pixels with ``img >= v`` and ``sums[:, g, M]`` (only with ``windows``)
+    ``2*area`` and ``4*Euler number`` charged to the group at ``M``; ``leaf0`` is the leaf holding
+    pixel 0.
     """
     h, w = img.shape
     n = h * w
     nv = int(img.max()) + 1
-    vbits = max(1, int(nv - 1).bit_length())
-    idx, idxf, xs, ys, bits = _grid(h, w, vbits)
+    idx, idxf, xs, ys, bits = _grid(h, w)
     flat = img.ravel().astype(np.int64)
-    # 1. steepest ascent under the strict order (value, index); roots are local maxima of that order
-    key = img.astype(idxf.dtype) * float(1 << bits) + idxf
+    # 1. steepest ascent under the strict order (value, 7x7 sum, index): any strict order is valid
+    #    (values never decrease along a path); the local sum steers flat zones towards their higher
+    #    surroundings so that they do not split into many basins. float64 holds the key exactly.
+    local = cv2.boxFilter(img, cv2.CV_32F, (7, 7), normalize=False, borderType=cv2.BORDER_REPLICATE)
+    key = cv2.scaleAdd(img.astype(np.float32), float(1 << _SMOOTH_BITS), local)  # exact in f32
+    key = cv2.scaleAdd(key.astype(np.float64), float(1 << bits), idxf)
     kern = _K3 if conn8 else _KX
-    nxt = cv2.dilate(key, kern).astype(np.int64).ravel() & ((1 << bits) - 1)
+    nxt = cv2.dilate(key, kern).astype(np.int64).ravel()
+    np.bitwise_and(nxt, (1 << bits) - 1, out=nxt)
+    nxt2 = np.empty_like(nxt)
     while True:
-        nxt2 = nxt[nxt]
+        np.take(nxt, nxt, out=nxt2)
         if np.array_equal(nxt2, nxt):
             break
-        nxt = nxt2
+        nxt, nxt2 = nxt2, nxt
     roots = np.flatnonzero(nxt == idx)
     k = roots.size
     rank = np.empty(n, np.int64)
     rank[roots] = np.arange(k)
     peak = flat[roots]
-    # 2. basin adjacency with merge level min(img_p, img_q), max per basin pair
-    labf = rank[nxt].astype(np.int32)
-    lab = labf.reshape(h, w)
+    # 2. basin adjacency with merge level min(img_p, img_q), max per basin pair (basins are named by
+    #    their root pixel here; ranks are looked up only on the boundary)
     pa, pb, pw = [], [], []
     for d, valid in _pair_offsets(h, w, conn8):
-        pos = np.flatnonzero((labf[:-d] != labf[d:]) & valid)
+        pos = np.flatnonzero((nxt[:-d] != nxt[d:]) & valid)
         if pos.size:
-            a = labf[pos]
-            b = labf[pos + d]
+            a = rank[nxt[pos]]
+            b = rank[nxt[pos + d]]
             pa.append(np.minimum(a, b))
             pb.append(np.maximum(a, b))
             pw.append(np.minimum(flat[pos], flat[pos + d]))
@@ -153,17 +172,17 @@ def _components_tree(img: np.ndarray, conn8: bool, windows: bool):
         hi = np.concatenate(pb).astype(np.int64)
         wts = np.concatenate(pw)
         pair = lo * k + hi
-        if k * k <= 4_000_000:
+        if k * k <= 65_536:
             dense = np.full(k * k, -1, np.int64)
             np.maximum.at(dense, pair, wts)
             pair = np.flatnonzero(dense >= 0)
             wts = dense[pair]
         else:
-            order = np.lexsort((-wts, pair))
-            pair, wts = pair[order], wts[order]
-            first = np.ones(pair.size, bool)
-            first[1:] = pair[1:] != pair[:-1]
-            pair, wts = pair[first], wts[first]
+            # sort by (pair, weight): the last entry of each pair carries its largest weight
+            key = np.sort(pair * 256 + wts)
+            last = np.ones(key.size, bool)
+            last[:-1] = (key[1:] >> 8) != (key[:-1] >> 8)
+            pair, wts = key[last] >> 8, key[last] & 255
         ea, eb = pair // k, pair % k
     else:
         ea = eb = wts = np.zeros(0, np.int64)
@@ -191,7 +210,8 @@ def _components_tree(img: np.ndarray, conn8: bool, windows: bool):
     ga, gb, gw = gid[ea[~used]], gid[eb[~used]], wts[~used]
     keep = ga != gb
     ga, gb, gw = ga[keep], gb[keep], gw[keep]
-    glab = gid[labf]
+    rank[roots] = gid  # root pixel -> group
+    glab = rank[nxt]
     # 4. merge tree over groups (Kruskal, decreasing merge level)
     nodes_w = gpeak.tolist()
     children: list[tuple[int, int]] = []
@@ -259,12 +279,26 @@ def _components_tree(img: np.ndarray, conn8: bool, windows: bool):
     tabs = np.minimum.accumulate(tabs[:, :, ::-1], axis=2)[:, :, ::-1]
     sums = None
     if windows:
-        hist = np.rint(np.bincount(gkey, weights=_window_weights(img), minlength=nb)).astype(np.int64)
-        # S[g, M] = sum over v > M of hist[g, v]; split the packed area / Euler parts
-        suf = hist.reshape(kg, nt)[:, ::-1].cumsum(axis=1)[:, ::-1]
-        suf = np.concatenate([suf[:, 1:], np.zeros((kg, 1), np.int64)], axis=1)
-        eul = (suf + (1 << 19)) >> 20
-        sums = np.stack([suf - (eul << 20), eul])
+        # area2 <= 2 * #windows < 2**sh and |euler4| <= 4 * #windows: pack both in one float64 sum
+        # when exact (images up to about 16 Mpixels), else use two sums
+        sh = int(2 * (h + 1) * (w + 1)).bit_length()
+        packed = _window_weights(img)
+        if 2 * sh + 4 <= 52:
+            lut = (packed & 7) + ((packed >> 3) - 12) * float(1 << sh)
+            hist = np.rint(np.bincount(gkey, weights=lut, minlength=nb)).astype(np.int64)
+            suf = hist.reshape(kg, nt)[:, ::-1].cumsum(axis=1)[:, ::-1]
+            eul = (suf + (1 << (sh - 1))) >> sh
+            area = suf - (eul << sh)
+        else:
+            area = np.rint(np.bincount(gkey, weights=(packed & 7).astype(np.float64), minlength=nb))
+            eul = np.rint(np.bincount(gkey, weights=((packed >> 3) - 12).astype(np.float64),
+                                      minlength=nb))
+            area = area.astype(np.int64).reshape(kg, nt)[:, ::-1].cumsum(axis=1)[:, ::-1]
+            eul = eul.astype(np.int64).reshape(kg, nt)[:, ::-1].cumsum(axis=1)[:, ::-1]
+        # S[g, M] = sum over v > M of hist[g, v]
+        zero = np.zeros((kg, 1), np.int64)
+        sums = np.stack([np.concatenate([area[:, 1:], zero], axis=1),
+                         np.concatenate([eul[:, 1:], zero], axis=1)])
     return _Tree(node_w, parent_w, node_parent, tabs, sums, leaf_order_a, span, int(glab[0]))
 
 
@@ -326,7 +360,7 @@ _WIN_LUTS = _build_window_luts()
 
 
 def _window_weights(img: np.ndarray) -> np.ndarray:
-    """Per-pixel weights ``area2 + 2**20 * euler4`` for grouped suffix sums.
+    """Per-pixel packed window weights ``area2 + 8 * (euler4 + 12)`` (int64) for grouped suffix sums.
 
     For a 2x2 window with values sorted ascending w1 <= w2 <= w3 <= w4 (ties by position), at level M
     (foreground ``img > M``): 2*area = [M<w1] + [M<w2]; 4*Euler = [M<w4] - [M<w3] - [M<w2] + [M<w1]
@@ -340,14 +374,37 @@ def _window_weights(img: np.ndarray) -> np.ndarray:
     t = (p[:-1, :-1], p[:-1, 1:], p[1:, :-1], p[1:, 1:])
     code = np.zeros((h + 1, w + 1), np.uint8)
     for bit, (a, b) in enumerate(((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))):
-        code |= np.greater(t[a], t[b]).view(np.uint8) << np.uint8(bit)
-    acc = np.zeros((h + 2, w + 2), np.uint16)
-    for pos, (sy, sx) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
-        acc[sy:sy + h + 1, sx:sx + w + 1] += cv2.LUT(code, _WIN_LUTS[pos])
-    acc = acc[1:-1, 1:-1].ravel().astype(np.int64)
-    area2 = acc & 7
-    eul4 = (acc >> 3) - 12
-    return (area2 + eul4 * (1 << 20)).astype(np.float64)
+        cv2.bitwise_or(code, cv2.bitwise_and(cv2.compare(t[a], t[b], cv2.CMP_GT), 1 << bit), dst=code)
+    # sum over the four windows holding each pixel (at most 4 * 49 < 256: uint8 is enough)
+    acc = cv2.LUT(code[1:, 1:], _WIN_LUTS[0])
+    cv2.add(acc, cv2.LUT(code[1:, :-1], _WIN_LUTS[1]), dst=acc)
+    cv2.add(acc, cv2.LUT(code[:-1, 1:], _WIN_LUTS[2]), dst=acc)
+    cv2.add(acc, cv2.LUT(code[:-1, :-1], _WIN_LUTS[3]), dst=acc)
+    return acc.ravel().astype(np.int64)
+
+
+_MAX_TRACED_HOLE_LEVELS = 32
+
+
+def _hole_boxes(u8: np.ndarray, level: int, crop: tuple[int, int, int, int]) -> np.ndarray:
+    """Boxes of the hole contours at ``level`` whose holes lie inside ``crop`` (x0, y0, x1, y1).
+
+    A background region of the crop that does not touch the crop's border is a hole of the whole
+    image, and every hole of a component inside the crop is such a region, so tracing the crop gives
+    exactly those holes (their contours only involve pixels of the crop).
+    """
+    h, w = u8.shape
+    cx0, cy0, cx1, cy1 = crop
+    _, binary = cv2.threshold(u8[cy0:cy1 + 1, cx0:cx1 + 1], int(level), 255, cv2.THRESH_BINARY)
+    contours, hier = cv2.findContours(binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    out = []
+    if hier is not None:
+        for c, hrow in zip(contours, hier[0]):
+            if hrow[3] >= 0:
+                x, y, bw, bh = cv2.boundingRect(c)
+                x, y = x + cx0, y + cy0
+                out.append((x, y, min(x + bw, w - 1), min(y + bh, h - 1)))
+    return np.asarray(out, np.int64).reshape(-1, 4)
 
 
 def _pairs(parent_w: np.ndarray, node_w: np.ndarray, lv: np.ndarray, lo: np.ndarray, hi: np.ndarray,
@@ -415,10 +472,10 @@ def level_outcomes(u8: np.ndarray, levels: np.ndarray, gt: np.ndarray,
     any_holes = np.logical_or.reduceat(holes, starts)
     # holes of u > L = 4-connected components of u <= L that do not reach the image border: upper
     # level sets of 255 - u framed by a 255 border; the frame's component is not a hole
-    need_holes = any_holes.any()
-    if need_holes and iou_thresholds is not None:
-        # a hole's box lies inside its component's box: IoU <= |box & g| / |g|; trace holes only if
-        # some threshold lies in (best of the component boxes, that bound]
+    need = any_holes.copy()
+    if need.any() and iou_thresholds is not None:
+        # a hole's box lies inside its component's box: IoU <= |box & g| / |g|; holes matter only
+        # where some threshold lies in (best of the component boxes, that bound]
         thr = np.asarray(iou_thresholds, np.float64)
         gt_area = ((gt[:, 2] - gt[:, 0] + 1) * (gt[:, 3] - gt[:, 1] + 1))[None, :]
         iw = np.maximum(0, np.minimum(boxes[:, None, 2], gt[None, :, 2])
@@ -427,8 +484,19 @@ def level_outcomes(u8: np.ndarray, levels: np.ndarray, gt: np.ndarray,
                         - np.maximum(boxes[:, None, 1], gt[None, :, 1]) + 1)
         bound = np.where(holes, ((iw * ih) / gt_area).max(axis=1), -1.0)
         hb = np.maximum.reduceat(bound, starts)
-        need_holes = bool(((thr[None, :] > best_v2[:, None]) & (thr[None, :] <= hb[:, None])).any())
-    if need_holes:
+        need &= ((thr[None, :] > best_v2[:, None]) & (thr[None, :] <= hb[:, None])).any(axis=1)
+    need_j = np.flatnonzero(need)
+    if 0 < need_j.size <= _MAX_TRACED_HOLE_LEVELS:
+        # few levels: trace the holes there, inside the box of the components that have holes
+        for j in need_j:
+            sel = np.arange(starts[j], starts[j] + ncomp[j])
+            sel = sel[holes[sel]]
+            crop = (int(x0[sel].min()), int(y0[sel].min()), int(xm[sel].max()), int(ym[sel].max()))
+            hbx = _hole_boxes(u8, int(lv[j]), crop)
+            if hbx.size:
+                best_v2[j] = max(best_v2[j], float(iou_matrix(hbx, gt).max()))
+    elif need_j.size:
+        # many levels: one component tree of the background gives every hole of every level
         inv = np.full((h + 2, w + 2), 255, np.uint8)
         inv[1:-1, 1:-1] = 255 - u8
         bt = _components_tree(inv, False, False)
@@ -445,7 +513,7 @@ def level_outcomes(u8: np.ndarray, levels: np.ndarray, gt: np.ndarray,
                            np.minimum(-hv[2].astype(np.int64) + 1, w - 1),
                            np.minimum(-hv[3].astype(np.int64) + 1, h - 1)], axis=1)
             hiou = iou_matrix(hb, gt).max(axis=1)
-            np.maximum.at(best_v2, hj, hiou)
+            np.maximum.at(best_v2, hj, np.where(need[hj], hiou, -1.0))
     # V1: largest contour area; a tie between components (OpenCV's order decides) or a component
     # with holes that might be the largest is scored with the straightforward trace
     amax = np.maximum.reduceat(area2, starts)

@@ -96,14 +96,13 @@ def cam_thresholds(interval: float = 0.01) -> np.ndarray:
 
 
 def check_scoremaps(scoremaps: object, name: str = "scoremaps") -> np.ndarray:
-    """Validate a batch of score maps ``(N, H, W)`` in ``[0, 1]``; return it as float64."""
+    """Validate a batch of score maps ``(N, H, W)`` in ``[0, 1]`` (returned as given, no copy)."""
     a = np.asarray(scoremaps)
     if a.ndim != 3 or a.shape[1] < 1 or a.shape[2] < 1:
         raise MetricError(f"{name} must have shape (N, H, W), got {a.shape}")
     if not np.issubdtype(a.dtype, np.floating):
         raise MetricError(f"{name} must be a floating array, got dtype {a.dtype}")
-    a = a.astype(np.float64, copy=False)
-    if np.isnan(a).any():
+    if a.size and np.isnan(a.min()):
         raise MetricError(f"{name} contain NaN; normalise with camloc.metrics.normalize_minmax first")
     if a.size and (a.min() < 0.0 or a.max() > 1.0):
         raise MetricError(f"{name} must lie in [0, 1] (min {a.min():g}, max {a.max():g}); "
@@ -114,12 +113,20 @@ def check_scoremaps(scoremaps: object, name: str = "scoremaps") -> np.ndarray:
 def quantize_scoremap(scoremap: np.ndarray) -> np.ndarray:
     """``(float64(map) * 255).astype(uint8)`` for one map ``(H, W)`` in ``[0, 1]`` (validated)."""
     a = check_scoremaps(np.asarray(scoremap)[None], "scoremap")[0]
-    return (a * 255).astype(np.uint8)
+    return (a.astype(np.float64) * 255).astype(np.uint8)
 
 
 def threshold_levels(thresholds: np.ndarray, max_u8: int) -> np.ndarray:
     """Integer levels ``int(tau * max_u8)`` for each threshold (float64 product, truncation)."""
     return (np.asarray(thresholds, np.float64) * float(max_u8)).astype(np.int64)
+
+
+def distinct_levels(levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(levels, return_inverse=True)`` for a non-decreasing array, without sorting."""
+    new = np.empty(levels.size, bool)
+    new[:1] = True
+    np.not_equal(levels[1:], levels[:-1], out=new[1:])
+    return levels[new], np.cumsum(new) - 1
 
 
 def _as_boxes(boxes: object, name: str) -> np.ndarray:

@@ -45,7 +45,8 @@ import numpy as np
 
 from camloc.errors import MetricError
 from camloc.metrics._levels import level_outcomes
-from camloc.metrics.boxes import _as_boxes, cam_thresholds, check_scoremaps, threshold_levels
+from camloc.metrics.boxes import (_as_boxes, cam_thresholds, check_scoremaps, distinct_levels,
+                                  threshold_levels)
 
 __all__ = ["LocalizationAccumulator", "grid_index"]
 
@@ -104,7 +105,7 @@ class LocalizationAccumulator:
         self.v2_correct = np.zeros((len(self.iou_thresholds), nt), np.int64)
         self.top1_correct = np.zeros(nt, np.int64)
         self.top5_correct = np.zeros(nt, np.int64)
-        self._ids: list[str] = []
+        self._ids: list[str | None] = []
         self._iou: list[np.ndarray] = []
         self._box: list[np.ndarray] = []
 
@@ -136,21 +137,22 @@ class LocalizationAccumulator:
             gts.append(a.astype(np.int64))
         t1 = self._flags(top1_correct, n, "top1_correct")
         t5 = self._flags(top5_correct, n, "top5_correct")
+        ids: list[str | None]
         if image_ids is not None:
             ids = [str(s) for s in image_ids]
             if len(ids) != n:
                 raise MetricError(f"image_ids must have {n} entries, got {len(ids)}")
         else:
-            ids = [str(self.count + i) for i in range(n)]
+            ids = [None] * n  # per_image names them by their index
+
         thr = self.thresholds
         dthr = np.asarray(self.iou_thresholds, np.float64) / 100
         kf = self._fixed_index
         rec_iou = np.zeros(n, np.float64)
-        rec_box = np.zeros((n, 4), np.int64)
+        rec_box = np.zeros((n, 4), np.int32)
         for i in range(n):
-            u8 = (maps[i] * 255).astype(np.uint8)
-            levels = threshold_levels(thr, int(u8.max()))
-            uniq, inv = np.unique(levels, return_inverse=True)
+            u8 = (maps[i].astype(np.float64) * 255).astype(np.uint8)
+            uniq, inv = distinct_levels(threshold_levels(thr, int(u8.max())))
             v1_box, v1_iou, v2_best = level_outcomes(u8, uniq, gts[i], dthr)
             v1_ok = v1_iou[inv] >= _V1_IOU
             self.v1_correct += v1_ok
@@ -221,7 +223,8 @@ class LocalizationAccumulator:
             "v2_correct": self.v2_correct.copy(),
             "top1_correct": self.top1_correct.copy(),
             "top5_correct": self.top5_correct.copy(),
-            "per_image_ids": np.asarray(self._ids, dtype=str),
+            # "" marks images without an id (named by their index, also after merging)
+            "per_image_ids": np.asarray(["" if i is None else i for i in self._ids], dtype=str),
             "per_image_iou": rec_iou,
             "per_image_box": rec_box,
         }
@@ -244,9 +247,9 @@ class LocalizationAccumulator:
                                       f"{getattr(acc, name).shape}")
                 setattr(acc, name, arr.copy())
             if acc.keep_per_image:
-                acc._ids = [str(s) for s in np.asarray(d["per_image_ids"]).tolist()]
+                acc._ids = [str(s) or None for s in np.asarray(d["per_image_ids"]).tolist()]
                 acc._iou = [np.asarray(d["per_image_iou"], np.float64)]
-                acc._box = [np.asarray(d["per_image_box"], np.int64).reshape(-1, 4)]
+                acc._box = [np.asarray(d["per_image_box"], np.int32).reshape(-1, 4)]
         except KeyError as e:
             raise MetricError(f"state_dict is missing {e.args[0]!r}") from None
         return acc
@@ -254,16 +257,21 @@ class LocalizationAccumulator:
     # ------------------------------------------------------------------ results
     def _records(self) -> tuple[np.ndarray, np.ndarray]:
         iou = np.concatenate(self._iou) if self._iou else np.zeros(0, np.float64)
-        box = np.concatenate(self._box) if self._box else np.zeros((0, 4), np.int64)
+        box = np.concatenate(self._box) if self._box else np.zeros((0, 4), np.int32)
         return iou, box
+
+    def _names(self) -> list[str]:
+        return [str(i) if s is None else s for i, s in enumerate(self._ids)]
 
     @property
     def per_image(self) -> list[dict[str, Any]]:
-        """One small record per image: ``image_id``, ``iou`` (best IoU of the V1 box at the fixed
-        threshold over the GT boxes) and that ``box`` (x0, y0, x1, y1 at evaluation size)."""
+        """One small record per image, in update order: ``image_id`` (as given, else the image's
+        running index as a string), ``iou`` (best IoU of the V1 box at the fixed threshold over the GT
+        boxes) and that ``box`` (x0, y0, x1, y1 at evaluation size). About 25 bytes per image plus
+        the ids; ``keep_per_image=False`` keeps nothing."""
         iou, box = self._records()
         return [{"image_id": i, "iou": float(v), "box": b.tolist()}
-                for i, v, b in zip(self._ids, iou, box)]
+                for i, v, b in zip(self._names(), iou, box)]
 
     def _pct(self, counts: np.ndarray, denom: int) -> np.ndarray:
         return counts * 100.0 / float(denom)

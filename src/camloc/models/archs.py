@@ -345,7 +345,8 @@ def _resnet_gap(depth: int) -> _Builder:
 
 for _depth in (18, 34, 50):
     _register(f"resnet{_depth}-gap",
-              f"torchvision ResNet-{_depth}, layer4 stride 1 by default (14x14 @224) + pool + linear",
+              f"torchvision ResNet-{_depth}, layer4 stride 1 by default (14x14 @224) + pool + "
+              f"linear",
               stride=16, options=("last_stride",))(_resnet_gap(_depth))
 
 
@@ -466,17 +467,24 @@ def _build_any(target: str, num_classes: int, pool: str, pretrained: bool,
             if pretrained:
                 raise WeightsError(
                     f"timm:{target}: could not load pretrained weights ({type(exc).__name__}: "
-                    f"{exc}). Offline? Fetch them once where the Hugging Face hub is reachable (they "
-                    f"are cached in ~/.cache/huggingface), or train without --pretrained.") from exc
+                    f"{exc}). Offline? Fetch them once where the Hugging Face hub is reachable "
+                    f"(they are cached in ~/.cache/huggingface), or train without --pretrained."
+                ) from exc
             raise ConfigError(f"arch='timm:{target}': timm cannot build it: {exc}") from exc
     model.eval()
-    size = (299, 299) if target == "inception_v3" else (224, 224)
+    if lib == "timm":
+        cfg_size = tuple((getattr(model, "pretrained_cfg", None) or {}).get("input_size",
+                                                                             (3, 224, 224)))
+        size = (int(cfg_size[1]), int(cfg_size[2]))
+    else:  # torchvision CNNs take any size; a small probe is enough to find and verify the head
+        size = (299, 299) if target == "inception_v3" else (128, 128)
     try:
         head = find_gap_head(model, size)
     except UnsupportedHeadError as exc:
         raise ConfigError(
-            f"arch='any:{target}': its head is not global pooling -> one linear layer, so it cannot "
-            f"be reused as is. Use a conversion instead ({', '.join(list_archs())}).") from exc
+            f"arch='any:{target}': its head is not global pooling -> one linear layer, so it "
+            f"cannot be reused as is. Use a conversion instead ({', '.join(list_archs())})."
+        ) from exc
     if head.norm is not None:
         raise ConfigError(
             f"arch='any:{target}': a normalisation sits between its pooling and classifier "
@@ -496,7 +504,7 @@ def _build_any(target: str, num_classes: int, pool: str, pretrained: bool,
     model.train()
     net = _finish(features, channels, num_classes, pool, dropout, ["classifier"],
                   {"source": f"{lib}:{target}"})
-    with torch.no_grad():
+    with torch.no_grad():  # the tapped / timm features must run inside the new network
         probe = net.eval()(torch.zeros(1, 3, *size))
     net.train()
     if probe.shape != (1, num_classes) or not math.isfinite(float(probe.abs().sum())):

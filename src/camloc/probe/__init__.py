@@ -20,7 +20,8 @@ from camloc.probe.run import (CENTRE_BOX, ProbeResult, ProbeSettings, apply_head
                               centre_box_baseline, check_classes, heldout_metrics, run_probe,
                               stratified_split)
 
-__all__ = ["CENTRE_BOX", "CLASSIFIERS", "centre_box_baseline", "FailedImage", "Features", "ProbeFit", "ProbeResult", "ProbeSettings",
-           "apply_head", "check_classes", "default_cache_dir", "extract_features", "file_sha256",
-           "fit_probe", "heldout_metrics", "model_key", "parse_C", "pooled_features", "read_head",
-           "run_probe", "save_head", "stratified_split"]
+__all__ = ["CENTRE_BOX", "CLASSIFIERS", "FailedImage", "Features", "ProbeFit", "ProbeResult",
+           "ProbeSettings", "apply_head", "centre_box_baseline", "check_classes",
+           "default_cache_dir", "extract_features", "file_sha256", "fit_probe", "heldout_metrics",
+           "model_key", "parse_C", "pooled_features", "read_head", "run_probe", "save_head",
+           "stratified_split"]

@@ -20,7 +20,8 @@ it lives). Images that cannot be read are reported and skipped, never cached.
 >>> from camloc.data.datasets import open_dataset
 >>> root = pathlib.Path(tempfile.mkdtemp())
 >>> for c in ("a", "b"):
-...     (root / c).mkdir(); Image.new("RGB", (32, 32), c == "a" and "red" or "blue").save(root / c / "0.png")
+...     (root / c).mkdir()
+...     Image.new("RGB", (32, 32), "red" if c == "a" else "blue").save(root / c / "0.png")
 >>> model = camloc.load_model("efficientnet_lite0")
 >>> feats = extract_features(model, open_dataset(root), cache_dir=root / ".cache")
 >>> feats.X.shape, feats.computed, feats.reused
@@ -91,6 +92,7 @@ class Features:
     batches: int = 0
     model_key: str = ""
     cache_dir: Path | None = None
+    cache_error: str | None = None
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.X, self.y, self.ids))
@@ -134,7 +136,8 @@ def model_key(model: CamModel, preprocess: Preprocess | None = None) -> str:
     """
     pre = preprocess or model.spec.preprocess
     head = model.head
-    skip = {id(p) for p in head.classifier.parameters()} | {id(b) for b in head.classifier.buffers()}
+    clf = head.classifier
+    skip = {id(p) for p in clf.parameters()} | {id(b) for b in clf.buffers()}
     h = hashlib.sha256()
     ident = {
         "version": _KEY_VERSION,
@@ -188,6 +191,7 @@ class _Cache:
         self.model = model
         self.pre = pre
         self._described = False
+        self.error: str | None = None
 
     def path(self, digest: str) -> Path | None:
         if self.dir is None:
@@ -208,23 +212,27 @@ class _Cache:
 
     def put(self, digest: str, vec: np.ndarray) -> None:
         p = self.path(digest)
-        if p is None:
+        if p is None or self.dir is None:
             return
-        if not self._described:
-            assert self.dir is not None
-            atomic_write_json(self.dir / "model.json", {
-                "model_key": self.key, "name": self.model.spec.name,
-                "source": self.model.spec.source, "preprocess": self.pre.to_dict(),
-                "feature": FEATURE_KIND, "feature_dim": self.model.head.num_channels})
-            self._described = True
-        atomic_save_npy(p, np.asarray(vec, dtype=np.float32))
+        try:
+            if not self._described:
+                atomic_write_json(self.dir / "model.json", {
+                    "model_key": self.key, "name": self.model.spec.name,
+                    "source": self.model.spec.source, "preprocess": self.pre.to_dict(),
+                    "feature": FEATURE_KIND, "feature_dim": self.model.head.num_channels})
+                self._described = True
+            atomic_save_npy(p, np.asarray(vec, dtype=np.float32))
+        except OSError as exc:  # an unwritable cache must not stop the run: stop caching
+            self.error = f"cannot write the feature cache {self.dir}: {exc.strerror or exc}"
+            self.dir = None
 
 
 def extract_features(model: CamModel, dataset: Any, cache_dir: str | os.PathLike[str] | None = None,
                      batch_size: int = 32, preprocess: Preprocess | None = None,
                      progress: ProgressFn | None = None) -> Features:
-    """Pooled features of every readable image of ``dataset`` (a :class:`camloc.data.datasets.Dataset`
-    or anything with ``.samples`` of objects with ``image_id``, ``path`` and ``label``).
+    """Pooled features of every readable image of ``dataset`` (a
+    :class:`~camloc.data.datasets.Dataset`, or anything with ``.samples`` of objects with
+    ``image_id``, ``path`` and ``label``).
 
     Args:
         model: the frozen backbone with its verified head.
@@ -307,4 +315,5 @@ def extract_features(model: CamModel, dataset: Any, cache_dir: str | os.PathLike
                  dtype=np.int64)
     return Features(X=X, y=y, ids=[samples[p].image_id for p in order],
                     indices=np.asarray(order, dtype=np.int64), failed=failed, computed=computed,
-                    reused=reused, batches=batches, model_key=key, cache_dir=cache.dir)
+                    reused=reused, batches=batches, model_key=key,
+                    cache_dir=cache.dir if cache.error is None else None, cache_error=cache.error)

@@ -133,7 +133,8 @@ def parse_C(value: str | float | Sequence[float]) -> list[float]:
         raise ConfigError("C: no value given")
     bad = [v for v in values if not (math.isfinite(v) and v > 0)]
     if bad:
-        raise ConfigError(f"C={value!r}: every value must be a positive finite number, got {bad[0]}")
+        raise ConfigError(f"C={value!r}: every value must be a positive finite number, "
+                          f"got {bad[0]}")
     return sorted(set(values))
 
 
@@ -155,7 +156,8 @@ def _check_xy(X: Any, y: Any, class_names: Sequence[str] | None) -> tuple[np.nda
         raise DatasetError(f"{int((y < 0).sum())} training image(s) have no class label; a probe "
                            "needs a label for every training image")
     n_classes = len(class_names) if class_names is not None else int(y.max()) + 1
-    names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(n_classes)]
+    names = list(class_names) if class_names is not None \
+        else [f"class_{i}" for i in range(n_classes)]
     if (y >= n_classes).any():
         raise DatasetError(f"label {int(y.max())} is out of range for {n_classes} classes")
     if n_classes < 2:
@@ -224,8 +226,9 @@ def fit_probe(X: Any, y: Any, classifier: str = "logistic", C: float | str | Seq
             search.fit(X64, y64)
             fitted = search.best_estimator_
             best_C = float(search.best_params_["clf__C"])
-            cv_scores = {float(c): float(s) for c, s in
-                         zip(search.cv_results_["param_clf__C"], search.cv_results_["mean_test_score"])}
+            res = search.cv_results_
+            cv_scores = {float(c): float(s)
+                         for c, s in zip(res["param_clf__C"], res["mean_test_score"])}
         else:
             fitted = pipe.fit(X64, y64)
             best_C = Cs[0]
@@ -234,6 +237,12 @@ def fit_probe(X: Any, y: Any, classifier: str = "logistic", C: float | str | Seq
                 msg = f"{classifier} did not converge in {max_iter} iterations (C={best_C:g})"
                 if msg not in caught:
                     caught.append(msg)
+    if cv_scores is not None and best_C in (Cs[0], Cs[-1]):
+        tied = [c for c, v in cv_scores.items() if v == cv_scores[best_C]]
+        if len(tied) < len(Cs):
+            end = "low" if best_C == Cs[0] else "high"
+            caught.append(f"the cross-validated C={best_C:g} is at the {end} end of the grid "
+                          f"{Cs[0]:g}..{Cs[-1]:g}; consider extending it")
     scaler, clf = fitted.named_steps["scale"], fitted.named_steps["clf"]
     coef = np.asarray(clf.coef_, dtype=np.float64)
     intercept = np.broadcast_to(np.asarray(clf.intercept_, dtype=np.float64), (coef.shape[0],))
@@ -304,7 +313,8 @@ def read_head(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], np.nda
         meta = json.loads((d / "head.json").read_text(encoding="utf-8"))
         tensors = load_file(str(d / "head.safetensors"))
     except Exception as exc:  # noqa: BLE001 - many ways a folder can be wrong
-        raise CheckpointError(f"{d}: not a camloc head folder ({type(exc).__name__}: {exc})") from exc
+        raise CheckpointError(f"{d}: not a camloc head folder "
+                              f"({type(exc).__name__}: {exc})") from exc
     if meta.get("format") != HEAD_FORMAT:
         raise CheckpointError(f"{d / 'head.json'}: format is {meta.get('format')!r}, expected "
                               f"{HEAD_FORMAT!r}")

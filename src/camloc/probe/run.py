@@ -43,7 +43,7 @@ class ProbeSettings:
     """Options of a probe run (the CLI's flags)."""
 
     classifier: str = "logistic"
-    C: str | float | Sequence[float] = "logspace:-3:1:5"
+    C: str | float | Sequence[float] = "logspace:-2:3:6"
     holdout: float = 0.5
     seed: int = 0
     batch_size: int = 32
@@ -70,9 +70,9 @@ class ProbeResult:
         return 1 if self.failed else 0
 
 
-def check_classes(dataset: Any, what: str = "dataset") -> np.ndarray:
+def check_classes(dataset: Any, what: str = "dataset", every_class: bool = True) -> np.ndarray:
     """Per-class image counts; raise :class:`DatasetError` for unlabeled images, fewer than two
-    classes, or classes without images (each named)."""
+    classes, or (with ``every_class``) classes without images (each named)."""
     names = list(dataset.class_names)
     labels = [s.label for s in dataset.samples]
     unlabeled = [s.image_id for s in dataset.samples if s.label is None]
@@ -85,7 +85,7 @@ def check_classes(dataset: Any, what: str = "dataset") -> np.ndarray:
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(names)) if labels \
         else np.zeros(len(names), np.int64)
     empty = [names[i] for i in np.flatnonzero(counts == 0)]
-    if empty:
+    if empty and every_class:
         raise DatasetError(
             f"{what}: {len(empty)} of {len(names)} classes have no images: "
             f"{', '.join(map(repr, empty[:10]))}{' ...' if len(empty) > 10 else ''}. Add images "
@@ -214,7 +214,7 @@ def run_probe(model: CamModel, dataset: Any, out: str | Path, settings: ProbeSet
         if list(test_dataset.class_names) != names:
             raise DatasetError("the held-out set's classes differ from the training set's: "
                                f"{list(test_dataset.class_names)[:5]} vs {names[:5]}")
-        check_classes(test_dataset, "held-out set")
+        check_classes(test_dataset, "held-out set", every_class=False)
         train_ds, test_ds = dataset, test_dataset
         split_info: dict[str, Any] = {"kind": "separate held-out set"}
     elif s.holdout > 0:
@@ -238,6 +238,8 @@ def run_probe(model: CamModel, dataset: Any, out: str | Path, settings: ProbeSet
     offset = len(train_ds)
     fte = extract_features(model, test_ds, s.cache_dir, s.batch_size, progress=prog) \
         if test_ds is not None else None
+    for err in {f.cache_error for f in (ftr, fte) if f is not None and f.cache_error}:
+        say(f"warning: {err}; features were not cached")
     failed = [f.to_dict() for f in ftr.failed] + ([f.to_dict() for f in fte.failed] if fte else [])
     say(f"features: {ftr.computed + (fte.computed if fte else 0)} computed, "
         f"{ftr.reused + (fte.reused if fte else 0)} from cache, {len(failed)} unreadable")
@@ -252,6 +254,8 @@ def run_probe(model: CamModel, dataset: Any, out: str | Path, settings: ProbeSet
     probe = fit_probe(ftr.X, ftr.y, s.classifier, s.C, class_names=names, seed=s.seed, cv=s.cv)
     say(f"probe: {s.classifier} C={probe.C:g}, train accuracy {probe.train_accuracy:.3f}")
     backbone = str(model.info.get("name", model.spec.name))
+    if Path(backbone).is_dir():  # a camloc checkpoint folder: record where it is
+        backbone = str(Path(backbone).resolve())
     save_head(out, probe, backbone, weights, model.spec.preprocess.to_dict(), extra={
         "weights_source": model.spec.source,
         "feature": "classifier input (GAP of the folded last feature map)",
@@ -261,8 +265,10 @@ def run_probe(model: CamModel, dataset: Any, out: str | Path, settings: ProbeSet
     })
 
     report: dict[str, Any] = {
-        "dataset": {"name": getattr(dataset, "name", None), "root": str(getattr(dataset, "root", "")),
-                    "format": getattr(dataset, "format", None), "split": getattr(dataset, "split", None),
+        "dataset": {"name": getattr(dataset, "name", None),
+                    "root": str(getattr(dataset, "root", "")),
+                    "format": getattr(dataset, "format", None),
+                    "split": getattr(dataset, "split", None),
                     "images": len(dataset), "class_names": names,
                     "held_out_set": None if test_dataset is None else
                     {"root": str(getattr(test_dataset, "root", "")),

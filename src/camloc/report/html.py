@@ -45,7 +45,7 @@ def figure_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     loc = report.get("localization") or {}
     for key, name in (("gt_known_loc", "GT-known Loc"), ("top1_loc", "Top-1 Loc"),
                       ("top5_loc", "Top-5 Loc")):
-        if key in loc:
+        if key in loc and loc[key].get("at_fixed") is not None:
             d = loc[key]
             rows.append((f"{name} (IoU 0.5)",
                          f"{d['at_fixed']:.2f} at tau={d['fixed_threshold']:.2f}; best "

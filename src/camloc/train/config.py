@@ -88,7 +88,8 @@ class TrainConfig:
             _int(c, "eval_batch_size", 1)
         for key in ("lr", "momentum", "weight_decay", "warmup_epochs"):
             v = getattr(c, key)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                    or v < 0:
                 raise ConfigError(f"{key}={v!r}: expected a finite number >= 0")
         if c.lr <= 0:
             raise ConfigError(f"lr={c.lr!r}: must be > 0")

@@ -26,7 +26,8 @@ from PIL import Image
 
 from camloc.errors import DatasetError, ImageError
 
-__all__ = ["CropSettings", "TrainImages", "collate", "check_batch", "epoch_batches", "random_resized_crop_box",
+__all__ = ["CropSettings", "TrainImages", "collate", "check_batch", "epoch_batches",
+           "random_resized_crop_box",
            "steps_per_epoch"]
 
 

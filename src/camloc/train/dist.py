@@ -46,7 +46,8 @@ class DistContext:
 
     @classmethod
     def from_env(cls, device: str | torch.device | None = "auto",
-                 environ: Mapping[str, str] | None = None, timeout_s: float = 1800.0) -> DistContext:
+                 environ: Mapping[str, str] | None = None, timeout_s: float = 1800.0
+                 ) -> DistContext:
         """Read ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``; initialise the process group if needed.
 
         Raises:

@@ -61,7 +61,8 @@ from camloc.train.data import (CropSettings, TrainImages, check_batch, collate, 
 from camloc.train.dist import DistContext
 from camloc.train.schedule import LRSchedule
 
-__all__ = ["train", "TrainResult", "TrainReporter", "open_train_val", "LOG_COLUMNS"]
+__all__ = ["train", "TrainResult", "TrainReporter", "open_train_val", "at_eval_size",
+           "LOG_COLUMNS"]
 
 #: Columns of ``log.csv``.
 LOG_COLUMNS = ("epoch", "step", "lr", "train_loss", "train_acc", "val_top1", "val_top5",
@@ -70,7 +71,7 @@ LOG_COLUMNS = ("epoch", "step", "lr", "train_loss", "train_acc", "val_top1", "va
 #: Keys of the state that must match for ``--resume`` to continue a run.
 _RESUME_KEYS = ("arch", "arch_kwargs", "pool", "batch_size", "seed", "input_size", "crop_scale",
                 "lr", "new_lr_mult", "momentum", "weight_decay", "schedule", "step_epochs",
-                "warmup_epochs", "pretrained")
+                "warmup_epochs", "pretrained", "select", "val_split", "eval_interval")
 
 
 class TrainReporter(Protocol):
@@ -404,8 +405,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, rep: TrainReporter) -> TrainResul
         elif not cfg.overwrite:
             raise ConfigError(f"{out} already holds a training run ({STATE_FILE}); pass --resume "
                               f"to continue it or --overwrite to start again")
-    elif ctx.is_main and out.is_dir() and (out / "spec.json").is_file() and not cfg.overwrite \
-            and not cfg.resume:
+    elif out.is_dir() and (out / "spec.json").is_file() and not cfg.overwrite and not cfg.resume:
         raise ConfigError(f"{out} already holds a model; pass --overwrite or choose another --out")
 
     # model (rank 0 first when weights must be downloaded: one download, then the cache)
@@ -456,8 +456,11 @@ def _train(cfg: TrainConfig, ctx: DistContext, rep: TrainReporter) -> TrainResul
             running.update({k: float(v) for k, v in r.items() if k in running})
         rep.message(f"resuming {out} at epoch {start_epoch + 1}, step {start_step} of {spe} "
                     f"(global step {global_step})")
-    elif ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+    else:
+        if cfg.resume:
+            rep.message(f"--resume: {state_path} does not exist yet; starting a new run")
+        if ctx.is_main:
+            out.mkdir(parents=True, exist_ok=True)
     ctx.barrier()
 
     ddp_model: nn.Module = model
@@ -471,10 +474,11 @@ def _train(cfg: TrainConfig, ctx: DistContext, rep: TrainReporter) -> TrainResul
     head = None
     eval_module: nn.Module = model
     completed = True
+    amp_note = f", AMP {str(amp_dtype).split('.')[-1]}" if use_amp else ""
     rep.message(f"training {cfg.arch} ({cfg.pool} pooling) on {n_train} images, "
                 f"{train_ds.num_classes} classes, {spe} steps/epoch x {cfg.epochs} epochs, "
-                f"world {ctx.world_size}, {dev}{', AMP ' + str(amp_dtype).split('.')[-1] if use_amp else ''}; "
-                f"validation: {val_desc}; best by {select}")
+                f"world {ctx.world_size}, {dev}{amp_note}; validation: {val_desc}; "
+                f"best by {select}")
 
     def state_dict(epoch: int, step_in_epoch: int) -> dict[str, Any]:
         return {
@@ -589,10 +593,6 @@ def _train(cfg: TrainConfig, ctx: DistContext, rep: TrainReporter) -> TrainResul
                            report, completed=epoch + 1 == cfg.epochs)
         ctx.barrier()
         rep.end_epoch(record)
-    else:
-        completed = True
-    if start_epoch >= cfg.epochs:
-        completed = True
     return TrainResult(out=out, completed=completed, epochs_done=len(history),
                        global_step=global_step, best_epoch=best.get("epoch"), select=select,
                        best_value=best.get("value"), history=history,
@@ -657,6 +657,32 @@ def _eval_module(model: nn.Module, input_size: int) -> nn.Module:
         return model
     return GapNet(nn.Sequential(_ResizeInput(input_size), model.features), model.classifier,
                   pool=model.pool)  # type: ignore[arg-type]
+
+
+def at_eval_size(model: Any) -> Any:
+    """A :class:`~camloc.models.registry.CamModel` that :func:`camloc.evaluate.evaluate_model`
+    can score at its fixed 224 x 224 protocol size although the network was trained at another
+    ``input_size``: the network's input is resized back to the training size first (the layers
+    are shared, nothing is copied). Models trained at 224 are returned unchanged.
+
+    >>> import camloc
+    >>> from camloc.models.archs import build_arch
+    >>> from camloc.models.heads import find_gap_head
+    >>> from camloc.models.spec import ModelSpec, Preprocess
+    >>> net = build_arch("tiny-cnn", 3, width=8).eval()
+    >>> m = camloc.CamModel(net, ModelSpec("t", 3, ["a", "b", "c"], Preprocess((64, 64))),
+    ...                     find_gap_head(net, (64, 64)))
+    >>> at_eval_size(m).module.features[0].size
+    64
+    """
+    from camloc.models.heads import find_gap_head
+    from camloc.models.registry import CamModel
+
+    h, w = model.spec.preprocess.input_size
+    module = _eval_module(model.module, int(h)) if h == w else model.module
+    if module is model.module:
+        return model
+    return CamModel(module, model.spec, find_gap_head(module, (int(h), int(w))), dict(model.info))
 
 
 def _sync_buffers(model: nn.Module, ctx: DistContext) -> None:
