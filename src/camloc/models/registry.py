@@ -264,7 +264,18 @@ def _camloc_checkpoint(folder: Path, weights: Any) -> tuple[nn.Module, ModelSpec
     return model, spec
 
 
-def _apply_head(model: nn.Module, spec: ModelSpec, head: GapHead, head_dir: Path) -> None:
+def _same_backbone(a: str, b: str) -> bool:
+    def norm(x: str) -> str:
+        p = Path(x)
+        if p.is_dir():
+            return str(p.resolve())
+        return x.removeprefix("tv:").removeprefix("timm:")
+
+    return norm(a) == norm(b)
+
+
+def _apply_head(model: nn.Module, spec: ModelSpec, head: GapHead, head_dir: Path,
+                backbone: str | None = None) -> None:
     """Swap the verified classifier's weights for a probe head's (``camloc probe`` output)."""
     meta_path = head_dir / "head.json"
     w_path = head_dir / "head.safetensors"
@@ -275,6 +286,12 @@ def _apply_head(model: nn.Module, spec: ModelSpec, head: GapHead, head_dir: Path
         tensors = load_file(str(w_path))
     except Exception as exc:  # noqa: BLE001
         raise CheckpointError(f"{head_dir}: not a camloc head folder ({exc})") from exc
+    if meta.get("format", "camloc-head") != "camloc-head":
+        raise CheckpointError(f"{meta_path}: format {meta.get('format')!r} is not 'camloc-head'")
+    fitted_on = meta.get("backbone")
+    if backbone is not None and fitted_on and not _same_backbone(str(fitted_on), backbone):
+        raise CheckpointError(f"{head_dir}: this head was fitted on {fitted_on!r}, not {backbone!r}; "
+                              f"load it with load_model({fitted_on!r}, head=...)")
     w, b = tensors.get("weight"), tensors.get("bias")
     if w is None or w.dim() != 2 or w.shape[1] != head.num_channels:
         raise CheckpointError(f"{w_path}: weight must be (classes, {head.num_channels}); got "
@@ -286,8 +303,7 @@ def _apply_head(model: nn.Module, spec: ModelSpec, head: GapHead, head_dir: Path
             new.bias.copy_(b)
     new.to(head.classifier.weight.device)
     _replace_module(model, head.classifier, new)
-    head.classifier = new
-    head.norm = head.norm  # a probe is fitted on the (normalised) pooled features it saw
+    head.classifier = new  # head.norm stays: a probe is fitted on the vector the classifier sees
     spec.num_classes = int(w.shape[0])
     spec.class_names = list(meta.get("class_names") or [f"class_{i}" for i in range(w.shape[0])])
     spec.extra["head"] = str(head_dir)
@@ -336,7 +352,7 @@ def load_model(name: str | os.PathLike[str] = DEFAULT_MODEL, weights: Any = "DEF
     model.to(dev)
     cam_head = find_gap_head(model, spec.preprocess.input_size)
     if head is not None:
-        _apply_head(model, spec, cam_head, Path(head))
+        _apply_head(model, spec, cam_head, Path(head), backbone=key)
     return CamModel(model, spec, cam_head, info={"name": key})
 
 

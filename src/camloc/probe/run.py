@@ -47,7 +47,7 @@ class ProbeSettings:
     holdout: float = 0.5
     seed: int = 0
     batch_size: int = 32
-    cache_dir: str | Path | None = None
+    cache_dir: str | Path | None = None  # None: no cache (the CLI uses default_cache_dir())
     localization: bool = True
     interval: float = 0.01
     cv: int = 5
