@@ -91,7 +91,7 @@ def main() -> None:
     from camloc.data.datasets import open_dataset
     from camloc.data.synth import make_synth
     from camloc.evaluate import evaluate_model
-    from camloc.train import TrainConfig, at_eval_size, train
+    from camloc.train import TrainConfig, train
 
     args.out.mkdir(parents=True, exist_ok=True)
     data = args.out / f"synth-c{args.classes}-n{args.images}-s{args.size}-seed{args.seed}"
@@ -112,7 +112,7 @@ def main() -> None:
         res = train(cfg)
         secs = time.perf_counter() - t0
         # evaluate_model scores at 224x224; the network sees its training size (args.size)
-        model = at_eval_size(camloc.load_model(run / "last", device="cpu"))
+        model = camloc.load_model(run / "last", device="cpu")
         rep = evaluate_model(model, test, interval=args.interval, batch_size=64)
         rows[pool.upper()] = {
             "top1": rep["classification"]["top1"],

@@ -3,7 +3,8 @@
 Protocols (``protocol=``):
 
 - ``"wsol"`` (default; Choe et al., CVPR 2020, clovaai/wsolevaluation): the image is resized to
-  224x224 without a crop (the model's mean/std and interpolation); the CAM of the ground-truth class
+  the model's input size (224x224 for ImageNet models) without a crop (the model's mean/std and
+  interpolation); the CAM of the ground-truth class
   is resized to 224x224 with OpenCV bicubic interpolation and min-max normalised; GT boxes are
   rescaled to 224x224 with integer truncation; metrics as defined in :mod:`camloc.metrics`.
 - ``"paper"`` (Zhou et al., CVPR 2016): the same, but each map is normalised by its maximum
@@ -124,7 +125,9 @@ def evaluate_state(model: CamModel, dataset: Any, protocol: str = "wsol", interv
                           "uses the ground-truth class's map)")
     has_boxes = any(len(s.boxes) for s in samples)
     has_masks = any(s.mask_paths for s in samples)
-    pre = model.spec.preprocess.with_(fit="stretch", input_size=(EVAL_SIZE, EVAL_SIZE))
+    # The network sees the whole image at its own input size (224 for ImageNet models); maps
+    # are then resized to the 224x224 evaluation grid.
+    pre = model.spec.preprocess.with_(fit="stretch")
     state = EvalState(
         classification=ClassificationAccumulator(),
         localization=LocalizationAccumulator(interval=interval, fixed_threshold=fixed_threshold)

@@ -147,10 +147,9 @@ def test_config_errors():
 def test_standalone_evaluation_matches_the_logged_validation(trained, synth_small):
     from camloc.data.datasets import open_dataset
     from camloc.evaluate import evaluate_model
-    from camloc.train import at_eval_size
 
     result, out, _ = trained
-    model = at_eval_size(camloc.load_model(out))
+    model = camloc.load_model(out)
     report = evaluate_model(model, open_dataset(synth_small, split="test"), interval=0.05,
                             batch_size=50)
     best = result.history[result.best_epoch - 1]

@@ -75,3 +75,49 @@ def test_resume_with_other_settings_is_refused(synth_tiny, tmp_path, tiny_config
         train(tiny_config(synth_tiny, out, epochs=2, batch_size=4, resume=True))
     with pytest.raises(CheckpointError, match="epochs"):
         train(tiny_config(synth_tiny, out, epochs=5, resume=True))
+
+
+def test_resume_after_the_process_is_killed(synth_tiny, tmp_path, reference, tiny_config):
+    """SIGKILL a `camloc train` process mid-run (state saved every step), then --resume."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ref_out, ref = reference
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "camloc", "train", str(synth_tiny), "--arch", "tiny-cnn",
+           "--arch-opt", "width=8", "--epochs", "3", "--batch-size", "8", "--lr", "0.05",
+           "--input-size", "32", "--crop-scale", "0.5,1", "--workers", "0", "--seed", "3",
+           "--val-split", "test", "--select", "top1", "--save-every", "1", "--device", "cpu",
+           "--out", str(out)]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    state = out / "train_state.pt"
+    deadline = time.monotonic() + 60
+    step = 0
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if state.is_file():
+                try:
+                    step = int(torch.load(str(state), weights_only=True)["global_step"])
+                except Exception:  # noqa: BLE001 - never torn (atomic rename), but be safe
+                    step = 0
+                if step >= 7:
+                    break
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    killed = proc.returncode == -signal.SIGKILL
+    assert killed or proc.returncode == 0, proc.stderr.read().decode()[-2000:]
+    saved = torch.load(str(state), weights_only=True)  # a complete state survived the kill
+    assert saved["global_step"] >= 1
+    assert not list(out.glob(".*.tmp")) or killed  # a temp file may only be left by the kill
+    done = train(tiny_config(synth_tiny, out, epochs=3, val_split="test", select="top1",
+                             save_every=1, resume=True))
+    assert done.completed and done.global_step == ref.global_step
+    assert _same(_weights(out / "last"), _weights(ref_out / "last"))
+    assert _same(_weights(out), _weights(ref_out))

@@ -75,7 +75,7 @@ def register(app: typer.Typer) -> None:
             from camloc.cams import CAM
             from camloc.data.images import load_image, to_tensor
 
-            pre = cam_model.spec.preprocess.with_(fit="stretch", input_size=(EVAL_SIZE, EVAL_SIZE))
+            pre = cam_model.spec.preprocess.with_(fit="stretch")
             x, _ = to_tensor(load_image(sample.path), pre)
             with torch.inference_mode():
                 o = CAM(cam_model)(x[None], classes=[[sample.label]])

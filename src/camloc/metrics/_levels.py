@@ -140,8 +140,11 @@ def _components_tree(img: np.ndarray, conn8: bool, windows: bool):
     #    (values never decrease along a path); the local sum steers flat zones towards their higher
     #    surroundings so that they do not split into many basins. float64 holds the key exactly.
     local = cv2.boxFilter(img, cv2.CV_32F, (7, 7), normalize=False, borderType=cv2.BORDER_REPLICATE)
-    key = cv2.scaleAdd(img.astype(np.float32), float(1 << _SMOOTH_BITS), local)  # exact in f32
-    key = cv2.scaleAdd(key.astype(np.float64), float(1 << bits), idxf)
+    key = img * np.float32(1 << _SMOOTH_BITS)  # + local below: exact in float32 (< 2**22)
+    key += local
+    key = key.astype(np.float64)
+    key *= float(1 << bits)
+    key += idxf
     kern = _K3 if conn8 else _KX
     nxt = cv2.dilate(key, kern).astype(np.int64).ravel()
     np.bitwise_and(nxt, (1 << bits) - 1, out=nxt)
@@ -284,14 +287,15 @@ def _components_tree(img: np.ndarray, conn8: bool, windows: bool):
         sh = int(2 * (h + 1) * (w + 1)).bit_length()
         packed = _window_weights(img)
         if 2 * sh + 4 <= 52:
-            lut = (packed & 7) + ((packed >> 3) - 12) * float(1 << sh)
-            hist = np.rint(np.bincount(gkey, weights=lut, minlength=nb)).astype(np.int64)
+            hist = np.bincount(gkey, weights=_packed_lut(sh)[packed], minlength=nb)
+            hist = np.rint(hist).astype(np.int64)
             suf = hist.reshape(kg, nt)[:, ::-1].cumsum(axis=1)[:, ::-1]
             eul = (suf + (1 << (sh - 1))) >> sh
             area = suf - (eul << sh)
         else:
-            area = np.rint(np.bincount(gkey, weights=(packed & 7).astype(np.float64), minlength=nb))
-            eul = np.rint(np.bincount(gkey, weights=((packed >> 3) - 12).astype(np.float64),
+            p64 = packed.astype(np.int64)
+            area = np.rint(np.bincount(gkey, weights=(p64 & 7).astype(np.float64), minlength=nb))
+            eul = np.rint(np.bincount(gkey, weights=((p64 >> 3) - 12).astype(np.float64),
                                       minlength=nb))
             area = area.astype(np.int64).reshape(kg, nt)[:, ::-1].cumsum(axis=1)[:, ::-1]
             eul = eul.astype(np.int64).reshape(kg, nt)[:, ::-1].cumsum(axis=1)[:, ::-1]
@@ -359,8 +363,17 @@ def _build_window_luts() -> np.ndarray:
 _WIN_LUTS = _build_window_luts()
 
 
+@lru_cache(maxsize=8)
+def _packed_lut(sh: int) -> np.ndarray:
+    """uint8 packed window weight -> float64 ``area2 + 2**sh * euler4``."""
+    p = np.arange(256)
+    lut = (p & 7) + ((p >> 3) - 12) * float(1 << sh)
+    lut.setflags(write=False)
+    return lut
+
+
 def _window_weights(img: np.ndarray) -> np.ndarray:
-    """Per-pixel packed window weights ``area2 + 8 * (euler4 + 12)`` (int64) for grouped suffix sums.
+    """Per-pixel packed window weights ``area2 + 8 * (euler4 + 12)`` (uint8) for grouped suffix sums.
 
     For a 2x2 window with values sorted ascending w1 <= w2 <= w3 <= w4 (ties by position), at level M
     (foreground ``img > M``): 2*area = [M<w1] + [M<w2]; 4*Euler = [M<w4] - [M<w3] - [M<w2] + [M<w1]
@@ -380,7 +393,7 @@ def _window_weights(img: np.ndarray) -> np.ndarray:
     cv2.add(acc, cv2.LUT(code[1:, :-1], _WIN_LUTS[1]), dst=acc)
     cv2.add(acc, cv2.LUT(code[:-1, 1:], _WIN_LUTS[2]), dst=acc)
     cv2.add(acc, cv2.LUT(code[:-1, :-1], _WIN_LUTS[3]), dst=acc)
-    return acc.ravel().astype(np.int64)
+    return acc.ravel()
 
 
 _MAX_TRACED_HOLE_LEVELS = 32

@@ -129,10 +129,12 @@ def distinct_levels(levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return levels[new], np.cumsum(new) - 1
 
 
-def _as_boxes(boxes: object, name: str) -> np.ndarray:
+def _as_boxes(boxes: object, name: str, allow_empty: bool = False) -> np.ndarray:
     a = np.asarray(boxes)
     if a.ndim == 1 and a.size == 4:
         a = a[None]
+    if a.ndim == 2 and a.shape == (0, 4) and allow_empty:
+        return a
     if a.ndim != 2 or a.shape[1] != 4 or a.shape[0] < 1:
         raise MetricError(f"{name} must have shape (n, 4) with n >= 1, got {a.shape}")
     if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
@@ -153,12 +155,13 @@ def rescale_gt_boxes(boxes: object, image_size: Sequence[float], eval_size: int 
     ``boxes``: ``(n, 4)`` x0, y0, x1, y1 in original pixels (ints or floats); ``image_size`` and
     ``eval_size``: ``(width, height)`` (an int means a square). Each coordinate becomes
     ``int(float(c) * new / old)``, computed left to right in float64, so results equal the
-    reference's ``resize_bbox``. Returns int64 ``(n, 4)``.
+    reference's ``resize_bbox``. Returns int64 ``(n, 4)`` (``(0, 4)`` for no boxes; the
+    accumulators need at least one box per image).
 
     >>> rescale_gt_boxes([[156, 163, 318, 230]], (500, 375), 224).tolist()
     [[69, 97, 142, 137]]
     """
-    a = _as_boxes(boxes, "boxes").astype(np.float64)
+    a = _as_boxes(boxes, "boxes", allow_empty=True).astype(np.float64)
     try:
         ow, oh = (float(v) for v in image_size)
     except (TypeError, ValueError):

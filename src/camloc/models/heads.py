@@ -203,8 +203,11 @@ def find_gap_head(model: nn.Module, input_size: tuple[int, int] = (224, 224),
                     pool: Literal["avg", "max"] = "max" if pool_type == "max" else "avg"
                     candidates.append(GapHead(clf, pool=pool, method="timm", norm=norm,
                                               description="timm forward_features -> forward_head"))
-        candidates.extend(_traced_candidates(model, x))
+        # Declared heads first; the (slower) traced search only when they do not verify.
         for cand in candidates:
+            if _verify(cand, model, x) <= tolerance:
+                return cand
+        for cand in _traced_candidates(model, x):
             if _verify(cand, model, x) <= tolerance:
                 return cand
     raise UnsupportedHeadError(

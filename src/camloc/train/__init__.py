@@ -6,8 +6,8 @@
 """
 
 from camloc.train.config import TrainConfig
-from camloc.train.trainer import (LOG_COLUMNS, TrainReporter, TrainResult, at_eval_size,
+from camloc.train.trainer import (LOG_COLUMNS, TrainReporter, TrainResult,
                                   open_train_val, train)
 
-__all__ = ["LOG_COLUMNS", "TrainConfig", "TrainReporter", "TrainResult", "at_eval_size",
+__all__ = ["LOG_COLUMNS", "TrainConfig", "TrainReporter", "TrainResult",
            "open_train_val", "train"]

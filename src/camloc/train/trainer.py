@@ -61,8 +61,7 @@ from camloc.train.data import (CropSettings, TrainImages, check_batch, collate, 
 from camloc.train.dist import DistContext
 from camloc.train.schedule import LRSchedule
 
-__all__ = ["train", "TrainResult", "TrainReporter", "open_train_val", "at_eval_size",
-           "LOG_COLUMNS"]
+__all__ = ["train", "TrainResult", "TrainReporter", "open_train_val", "LOG_COLUMNS"]
 
 #: Columns of ``log.csv``.
 LOG_COLUMNS = ("epoch", "step", "lr", "train_loss", "train_acc", "val_top1", "val_top5",
@@ -564,7 +563,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, rep: TrainReporter) -> TrainResul
             if head is None:
                 from camloc.models.heads import find_gap_head
 
-                eval_module = _eval_module(model, cfg.input_size)
+                eval_module = model  # evaluate_model feeds the network its own input size
                 head = find_gap_head(eval_module, (cfg.input_size, cfg.input_size))
             _sync_buffers(model, ctx)
             report = _evaluate(eval_module, head, cfg, ctx, train_ds, val_ds, epoch, global_step)
@@ -575,7 +574,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, rep: TrainReporter) -> TrainResul
                 record[f"val_{key}"] = v
         record["seconds"] = ctx.all_max(running["seconds"] + 0.0)
         value = None if select == "none" else (metrics or {}).get(select)
-        improved = select == "none" or (value is not None and (
+        improved = select == "none" or best["epoch"] is None or (value is not None and (
             best["value"] is None or value > best["value"]))
         if improved:
             best = {"epoch": epoch + 1, "value": value, "metrics": metrics, "report": report}
@@ -631,58 +630,6 @@ def _check_resume(state: dict[str, Any], cfg: TrainConfig, ctx: DistContext, n_t
     if diffs:
         raise CheckpointError(f"{Path(cfg.out) / STATE_FILE}: cannot resume with different "
                               f"settings: " + "; ".join(diffs))
-
-
-class _ResizeInput(nn.Module):
-    """Resize the (224 x 224) evaluation input to the size the network was trained at."""
-
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = int(size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] == self.size and x.shape[-2] == self.size:
-            return x
-        return F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
-                             antialias=True)
-
-
-def _eval_module(model: nn.Module, input_size: int) -> nn.Module:
-    """``model`` itself, or (trained at another size than the protocol's 224) a GapNet sharing its
-    layers that first resizes the input to ``input_size``."""
-    from camloc.evaluate import EVAL_SIZE
-    from camloc.models.gapnet import GapNet
-
-    if input_size == EVAL_SIZE or not isinstance(model, GapNet):
-        return model
-    return GapNet(nn.Sequential(_ResizeInput(input_size), model.features), model.classifier,
-                  pool=model.pool)  # type: ignore[arg-type]
-
-
-def at_eval_size(model: Any) -> Any:
-    """A :class:`~camloc.models.registry.CamModel` that :func:`camloc.evaluate.evaluate_model`
-    can score at its fixed 224 x 224 protocol size although the network was trained at another
-    ``input_size``: the network's input is resized back to the training size first (the layers
-    are shared, nothing is copied). Models trained at 224 are returned unchanged.
-
-    >>> import camloc
-    >>> from camloc.models.archs import build_arch
-    >>> from camloc.models.heads import find_gap_head
-    >>> from camloc.models.spec import ModelSpec, Preprocess
-    >>> net = build_arch("tiny-cnn", 3, width=8).eval()
-    >>> m = camloc.CamModel(net, ModelSpec("t", 3, ["a", "b", "c"], Preprocess((64, 64))),
-    ...                     find_gap_head(net, (64, 64)))
-    >>> at_eval_size(m).module.features[0].size
-    64
-    """
-    from camloc.models.heads import find_gap_head
-    from camloc.models.registry import CamModel
-
-    h, w = model.spec.preprocess.input_size
-    module = _eval_module(model.module, int(h)) if h == w else model.module
-    if module is model.module:
-        return model
-    return CamModel(module, model.spec, find_gap_head(module, (int(h), int(w))), dict(model.info))
 
 
 def _sync_buffers(model: nn.Module, ctx: DistContext) -> None:
