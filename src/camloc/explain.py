@@ -26,7 +26,7 @@ from camloc.cams import METHODS, CAMMethod, normalize, upsample
 from camloc.cams.base import ClassSelection
 from camloc.data.images import batch_images, load_image
 from camloc.errors import ConfigError
-from camloc.localize import boxes_from_map
+from camloc.localize import boxes_from_map, largest_boxes
 from camloc.models.registry import CamModel
 from camloc.models.spec import Geometry, Preprocess
 
@@ -112,6 +112,7 @@ def explain_batch(model: CamModel, images: Sequence[Image.Image], sources: Seque
     x, geoms = batch_images(images, pre)
     out = engine(x, classes=classes)
     maps = normalize(upsample(out.maps, pre.input_size, "bicubic"), normalization)
+    input_boxes = largest_boxes(maps, threshold)  # (N, k, 4) in input pixels
     maps_np = maps.cpu().numpy()
     probs = out.probs.gather(1, out.class_ids).cpu().numpy()
     logits = out.scores.float().cpu().numpy()
@@ -121,8 +122,7 @@ def explain_batch(model: CamModel, images: Sequence[Image.Image], sources: Seque
     for i, (im, g) in enumerate(zip(images, geoms)):
         boxes, comps = [], [] if multi else None
         for j in range(ids.shape[1]):
-            b = boxes_from_map(maps_np[i, j], threshold, multi=False)
-            boxes.append(g.to_original_boxes(b)[0])
+            boxes.append(g.to_original_boxes(input_boxes[i, j])[0])
             if comps is not None:
                 comps.append(g.to_original_boxes(boxes_from_map(maps_np[i, j], threshold, multi=True)))
         results.append(Explanation(

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from camloc.errors import ConfigError
-from camloc.localize import boxes_from_map, component_boxes, largest_box, threshold_mask
+from camloc.localize import (boxes_from_map, component_boxes, largest_box, largest_boxes,
+                             threshold_mask)
 
 
 def test_largest_component_and_all_components():
@@ -48,3 +49,19 @@ def test_bad_arguments():
         threshold_mask(np.zeros((2, 2)), 1.5)
     with pytest.raises(ConfigError):
         threshold_mask(np.zeros((2, 2, 2)), 0.2)
+
+
+def test_batched_largest_boxes_match_per_map_labelling(rng):
+    import torch
+
+    from camloc.cams import upsample
+
+    maps = upsample(torch.from_numpy(rng.normal(size=(6, 3, 7, 7)).astype(np.float32)), (64, 64))
+    fast = largest_boxes(maps, 0.4)
+    for i in range(6):
+        for j in range(3):
+            m = maps[i, j].numpy()
+            boxes, areas = component_boxes(threshold_mask(m, 0.4))
+            expected = boxes[0] if len(boxes) else np.zeros(4)
+            np.testing.assert_array_equal(fast[i, j], expected)
+    assert largest_boxes(torch.zeros(2, 5, 5), 0.2).tolist() == [[0, 0, 0, 0]] * 2

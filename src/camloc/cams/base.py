@@ -157,14 +157,45 @@ class GradCAM(CAMMethod):
         return torch.stack(out, dim=1).detach()
 
 
+def _interp_matrix(n_in: int, n_out: int, mode: str, device: torch.device,
+                   dtype: torch.dtype) -> torch.Tensor:
+    """The ``(n_out, n_in)`` matrix of 1-D ``mode`` interpolation (half-pixel centres).
+
+    Column ``i`` is the interpolation of the unit vector ``e_i``; torch's bicubic and bilinear
+    kernels are separable, so a 2-D resize is ``A_y @ M @ A_x.T`` exactly.
+    """
+    key = (n_in, n_out, mode, str(device), dtype)
+    mat = _INTERP_CACHE.get(key)
+    if mat is None:
+        eye = torch.eye(n_in, dtype=torch.float64).view(n_in, 1, n_in, 1)
+        cols = F.interpolate(eye, size=(n_out, 1), mode=mode, align_corners=False)
+        mat = cols.view(n_in, n_out).t().contiguous().to(device=device, dtype=dtype)
+        if len(_INTERP_CACHE) > 64:
+            _INTERP_CACHE.clear()
+        _INTERP_CACHE[key] = mat
+    return mat
+
+
+_INTERP_CACHE: dict[tuple, torch.Tensor] = {}
+
+
 def upsample(maps: torch.Tensor, size: tuple[int, int], mode: str = "bicubic") -> torch.Tensor:
-    """Resize ``(N, k, h, w)`` maps to ``size=(H, W)`` (half-pixel centres, no corner alignment)."""
+    """Resize ``(N, k, h, w)`` maps to ``size=(H, W)`` (half-pixel centres, no corner alignment).
+
+    Bicubic and bilinear resizing are computed as two small matrix products with the separable
+    1-D interpolation matrices (the same numbers as ``F.interpolate``, several times faster for
+    many small maps, on CPU and GPU alike).
+    """
     if mode not in ("bicubic", "bilinear", "nearest"):
         raise ConfigError(f"mode={mode!r}: expected bicubic, bilinear or nearest")
     if tuple(maps.shape[-2:]) == tuple(size):
         return maps
-    kw = {} if mode == "nearest" else {"align_corners": False}
-    return F.interpolate(maps, size=size, mode=mode, **kw)
+    if mode == "nearest":
+        return F.interpolate(maps, size=size, mode="nearest")
+    h, w = maps.shape[-2:]
+    ay = _interp_matrix(h, size[0], mode, maps.device, maps.dtype)
+    ax = _interp_matrix(w, size[1], mode, maps.device, maps.dtype)
+    return torch.matmul(torch.matmul(ay, maps), ax.t())
 
 
 def normalize(maps: torch.Tensor, how: str = "max") -> torch.Tensor:
