@@ -31,6 +31,7 @@ holes that might be the largest) is traced with OpenCV, so results are identical
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 
 import cv2
@@ -41,6 +42,24 @@ __all__ = ["contour_boxes_at_level", "level_outcomes", "iou_matrix"]
 _K3 = np.ones((3, 3), np.uint8)
 _SMOOTH_BITS = 14  # a 7x7 sum of uint8 values is below 2**14
 _KX = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+
+
+_WORKSPACE = threading.local()
+
+
+def _buf(name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """A per-thread scratch array, reused across calls (avoids re-faulting fresh memory for every
+    map, which otherwise costs about a third of the run time)."""
+    cache = getattr(_WORKSPACE, "bufs", None)
+    if cache is None:
+        cache = _WORKSPACE.bufs = {}
+    key = (name, shape, np.dtype(dtype).str)
+    a = cache.get(key)
+    if a is None:
+        if len(cache) > 96:
+            cache.clear()
+        a = cache[key] = np.empty(shape, dtype)
+    return a
 
 
 def iou_matrix(boxes: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -135,35 +154,42 @@ def _components_tree(img: np.ndarray, conn8: bool, windows: bool):
     n = h * w
     nv = int(img.max()) + 1
     idx, idxf, xs, ys, bits = _grid(h, w)
-    flat = img.ravel().astype(np.int64)
+    flat = _buf("flat", (n,), np.int64)
+    flat[:] = img.ravel()
     # 1. steepest ascent under the strict order (value, 7x7 sum, index): any strict order is valid
     #    (values never decrease along a path); the local sum steers flat zones towards their higher
     #    surroundings so that they do not split into many basins. float64 holds the key exactly.
-    local = cv2.boxFilter(img, cv2.CV_32F, (7, 7), normalize=False, borderType=cv2.BORDER_REPLICATE)
-    key = img * np.float32(1 << _SMOOTH_BITS)  # + local below: exact in float32 (< 2**22)
-    key += local
-    key = key.astype(np.float64)
+    local = cv2.boxFilter(img, cv2.CV_32F, (7, 7), dst=_buf("local", (h, w), np.float32),
+                          normalize=False, borderType=cv2.BORDER_REPLICATE)
+    k32 = _buf("k32", (h, w), np.float32)
+    np.multiply(img, np.float32(1 << _SMOOTH_BITS), out=k32)
+    k32 += local  # exact in float32 (< 2**22)
+    key = _buf("key", (h, w), np.float64)
+    key[...] = k32
     key *= float(1 << bits)
     key += idxf
     kern = _K3 if conn8 else _KX
-    nxt = cv2.dilate(key, kern).astype(np.int64).ravel()
+    dil = cv2.dilate(key, kern, dst=_buf("dil", (h, w), np.float64))
+    nxt = _buf("nxt", (n,), np.int64)
+    nxt[:] = dil.ravel()
     np.bitwise_and(nxt, (1 << bits) - 1, out=nxt)
-    nxt2 = np.empty_like(nxt)
+    nxt2 = _buf("nxt2", (n,), np.int64)
     while True:
         np.take(nxt, nxt, out=nxt2)
         if np.array_equal(nxt2, nxt):
             break
         nxt, nxt2 = nxt2, nxt
-    roots = np.flatnonzero(nxt == idx)
+    roots = np.flatnonzero(np.equal(nxt, idx, out=_buf("isroot", (n,), bool)))
     k = roots.size
-    rank = np.empty(n, np.int64)
+    rank = _buf("rank", (n,), np.int64)
     rank[roots] = np.arange(k)
     peak = flat[roots]
     # 2. basin adjacency with merge level min(img_p, img_q), max per basin pair (basins are named by
     #    their root pixel here; ranks are looked up only on the boundary)
     pa, pb, pw = [], [], []
     for d, valid in _pair_offsets(h, w, conn8):
-        pos = np.flatnonzero((nxt[:-d] != nxt[d:]) & valid)
+        ne = np.not_equal(nxt[:-d], nxt[d:], out=_buf("ne", (n - d,), bool))
+        pos = np.flatnonzero(np.logical_and(ne, valid, out=ne))
         if pos.size:
             a = rank[nxt[pos]]
             b = rank[nxt[pos + d]]
@@ -214,7 +240,7 @@ def _components_tree(img: np.ndarray, conn8: bool, windows: bool):
     keep = ga != gb
     ga, gb, gw = ga[keep], gb[keep], gw[keep]
     rank[roots] = gid  # root pixel -> group
-    glab = rank[nxt]
+    glab = np.take(rank, nxt, out=_buf("glab", (n,), np.int64))
     # 4. merge tree over groups (Kruskal, decreasing merge level)
     nodes_w = gpeak.tolist()
     children: list[tuple[int, int]] = []
@@ -267,7 +293,8 @@ def _components_tree(img: np.ndarray, conn8: bool, windows: bool):
     span = np.stack([pos[np.asarray(node_head)], pos[np.asarray(node_tail)] + 1])
     # 5. per group and value v: bbox of pixels with img >= v; window sums as functions of M
     nt = nv + 1
-    gkey = glab * nt + flat
+    gkey = np.multiply(glab, nt, out=_buf("gkey", (n,), np.int64))
+    gkey += flat
     nb = kg * nt
     big = np.iinfo(np.int32).max
     tmin_x = np.full(nb, big, np.int32)
@@ -287,13 +314,14 @@ def _components_tree(img: np.ndarray, conn8: bool, windows: bool):
         sh = int(2 * (h + 1) * (w + 1)).bit_length()
         packed = _window_weights(img)
         if 2 * sh + 4 <= 52:
-            hist = np.bincount(gkey, weights=_packed_lut(sh)[packed], minlength=nb)
+            wts64 = cv2.LUT(packed, _packed_lut(sh), dst=_buf("wts64", packed.shape, np.float64))
+            hist = np.bincount(gkey, weights=wts64.ravel(), minlength=nb)
             hist = np.rint(hist).astype(np.int64)
             suf = hist.reshape(kg, nt)[:, ::-1].cumsum(axis=1)[:, ::-1]
             eul = (suf + (1 << (sh - 1))) >> sh
             area = suf - (eul << sh)
         else:
-            p64 = packed.astype(np.int64)
+            p64 = packed.ravel().astype(np.int64)
             area = np.rint(np.bincount(gkey, weights=(p64 & 7).astype(np.float64), minlength=nb))
             eul = np.rint(np.bincount(gkey, weights=((p64 >> 3) - 12).astype(np.float64),
                                       minlength=nb))
@@ -367,7 +395,7 @@ _WIN_LUTS = _build_window_luts()
 def _packed_lut(sh: int) -> np.ndarray:
     """uint8 packed window weight -> float64 ``area2 + 2**sh * euler4``."""
     p = np.arange(256)
-    lut = (p & 7) + ((p >> 3) - 12) * float(1 << sh)
+    lut = ((p & 7) + ((p >> 3) - 12) * float(1 << sh)).reshape(1, 256)
     lut.setflags(write=False)
     return lut
 
@@ -382,18 +410,23 @@ def _window_weights(img: np.ndarray) -> np.ndarray:
     the term is non-zero, so summing a group's pixels with value > M gives its area and Euler number.
     """
     h, w = img.shape
-    p = np.full((h + 2, w + 2), -1, np.int16)
+    p = _buf("wpad", (h + 2, w + 2), np.int16)
+    p.fill(-1)
     p[1:-1, 1:-1] = img
     t = (p[:-1, :-1], p[:-1, 1:], p[1:, :-1], p[1:, 1:])
-    code = np.zeros((h + 1, w + 1), np.uint8)
+    code = _buf("wcode", (h + 1, w + 1), np.uint8)
+    code.fill(0)
+    cmp = _buf("wcmp", (h + 1, w + 1), np.uint8)
     for bit, (a, b) in enumerate(((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))):
-        cv2.bitwise_or(code, cv2.bitwise_and(cv2.compare(t[a], t[b], cv2.CMP_GT), 1 << bit), dst=code)
+        cv2.compare(t[a], t[b], cv2.CMP_GT, dst=cmp)
+        cv2.bitwise_and(cmp, 1 << bit, dst=cmp)
+        cv2.bitwise_or(code, cmp, dst=code)
     # sum over the four windows holding each pixel (at most 4 * 49 < 256: uint8 is enough)
-    acc = cv2.LUT(code[1:, 1:], _WIN_LUTS[0])
-    cv2.add(acc, cv2.LUT(code[1:, :-1], _WIN_LUTS[1]), dst=acc)
-    cv2.add(acc, cv2.LUT(code[:-1, 1:], _WIN_LUTS[2]), dst=acc)
-    cv2.add(acc, cv2.LUT(code[:-1, :-1], _WIN_LUTS[3]), dst=acc)
-    return acc.ravel()
+    acc = cv2.LUT(code[1:, 1:], _WIN_LUTS[0], dst=_buf("wacc", (h, w), np.uint8))
+    tmp = _buf("wtmp", (h, w), np.uint8)
+    for pos, view in ((1, code[1:, :-1]), (2, code[:-1, 1:]), (3, code[:-1, :-1])):
+        cv2.add(acc, cv2.LUT(view, _WIN_LUTS[pos], dst=tmp), dst=acc)
+    return acc
 
 
 _MAX_TRACED_HOLE_LEVELS = 32

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 
 from camloc.errors import MetricError
@@ -210,7 +209,3 @@ def box_iou(boxes_a: object, boxes_b: object) -> np.ndarray:
     a = _as_boxes(boxes_a, "boxes_a")
     b = _as_boxes(boxes_b, "boxes_b")
     return iou_matrix(a.astype(np.int64), b.astype(np.int64))
-
-
-# keep cv2 imported here so that `boxes_from_scoremap` users get a clear ImportError early
-_ = cv2.__version__

@@ -150,8 +150,11 @@ class LocalizationAccumulator:
         kf = self._fixed_index
         rec_iou = np.zeros(n, np.float64)
         rec_box = np.zeros((n, 4), np.int32)
+        m64 = np.empty(maps.shape[1:], np.float64)
         for i in range(n):
-            u8 = (maps[i].astype(np.float64) * 255).astype(np.uint8)
+            m64[...] = maps[i]
+            m64 *= 255
+            u8 = m64.astype(np.uint8)
             uniq, inv = distinct_levels(threshold_levels(thr, int(u8.max())))
             v1_box, v1_iou, v2_best = level_outcomes(u8, uniq, gts[i], dthr)
             v1_ok = v1_iou[inv] >= _V1_IOU
