@@ -28,6 +28,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_save_npy",
     "JsonlWriter",
+    "json_default",
     "read_jsonl",
     "versions",
 ]
@@ -71,7 +72,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, indent: int | None = 2) -> None:
     """Write ``obj`` as JSON to ``path`` atomically (NumPy scalars and arrays are converted)."""
-    atomic_write_text(path, json.dumps(obj, indent=indent, default=_json_default) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=indent, default=json_default) + "\n")
 
 
 def atomic_save_npy(path: str | os.PathLike[str], array: Any) -> None:
@@ -82,7 +83,7 @@ def atomic_save_npy(path: str | os.PathLike[str], array: Any) -> None:
         np.save(fh, np.asarray(array))
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
     try:
         import numpy as np
     except ImportError:  # pragma: no cover
@@ -110,7 +111,7 @@ class JsonlWriter:
         self._fh = open(self.path, "a" if append else "w", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, default=_json_default) + "\n"
+        line = json.dumps(record, default=json_default) + "\n"
         self._fh.write(line)
         self._fh.flush()
 

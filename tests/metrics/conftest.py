@@ -96,7 +96,6 @@ def rng() -> np.random.Generator:
 @pytest.fixture(scope="session")
 def mh():
     """The helpers above (tests run with --import-mode=importlib, so they come as a fixture)."""
-    from types import SimpleNamespace
 
     return SimpleNamespace(smooth_maps=smooth_maps, random_gt=random_gt, ref_iou=ref_iou,
                            ref_boxes=ref_boxes, ref_scores=ref_scores)

@@ -276,7 +276,6 @@ def _vgg16_gap(num_classes: int, pool: str, pretrained: bool, dropout: float = 0
 @_register("alexnet-gap", "AlexNet to conv5+ReLU (13x13 @224) + new 3x3 conv 1024 + pool + linear",
            stride=17)
 def _alexnet_gap(num_classes: int, pool: str, pretrained: bool, dropout: float = 0.0) -> GapNet:
-    import torchvision
 
     if pretrained:
         backbone = _torchvision_pretrained("alexnet").features[:12]
@@ -431,21 +430,12 @@ def _build_any(target: str, num_classes: int, pool: str, pretrained: bool,
     import torchvision
 
     from camloc.models.heads import find_gap_head
+    from camloc.models.registry import resolve_zoo_name
 
-    lib = None
-    if target.startswith("tv:"):
-        lib, target = "tv", target[3:]
-    elif target.startswith("timm:"):
-        lib, target = "timm", target[5:]
-    if lib is None:
-        if target in torchvision.models.list_models(module=torchvision.models):
-            lib = "tv"
-        elif timm.is_model(target):
-            lib = "timm"
-        else:
-            raise ConfigError(
-                f"arch={target!r}: not a registered architecture ({', '.join(list_archs())}) nor a "
-                f"torchvision or timm classification model")
+    try:
+        lib, target = resolve_zoo_name(target, what="arch")
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} Registered architectures: {', '.join(list_archs())}.") from None
     if lib == "tv":
         if target not in torchvision.models.list_models(module=torchvision.models):
             raise ConfigError(f"arch='tv:{target}': not a torchvision classification model")

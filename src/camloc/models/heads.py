@@ -17,7 +17,7 @@ scalars ``mu``, ``sigma`` of the pooled vector, ``W LN(mean f) + b = mean_xy[W g
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 

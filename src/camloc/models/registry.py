@@ -34,7 +34,8 @@ from camloc.errors import CheckpointError, ConfigError, WeightsError
 from camloc.models.heads import GapHead, find_gap_head
 from camloc.models.spec import ModelSpec, Preprocess
 
-__all__ = ["CamModel", "load_model", "DEFAULT_MODEL", "imagenet_class_names", "load_state_dict_file"]
+__all__ = ["CamModel", "load_model", "DEFAULT_MODEL", "imagenet_class_names", "load_state_dict_file",
+           "resolve_device", "resolve_zoo_name"]
 
 DEFAULT_MODEL = "efficientnet_lite0"
 
@@ -356,23 +357,33 @@ def load_model(name: str | os.PathLike[str] = DEFAULT_MODEL, weights: Any = "DEF
     return CamModel(model, spec, cam_head, info={"name": key})
 
 
-def _from_zoo(key: str, weights: Any, num_classes: int | None) -> tuple[nn.Module, ModelSpec]:
+def resolve_zoo_name(key: str, what: str = "model") -> tuple[str, str]:
+    """``"tv:NAME"``/``"timm:NAME"``/bare name -> ``("tv" | "timm", NAME)``; a bare name is looked
+    up in torchvision's classification models first, then timm's.
+
+    Raises:
+        ConfigError: the name is in neither library.
+    """
     import timm
     import torchvision
 
-    lib = None
     if key.startswith("tv:"):
-        lib, key = "tv", key[3:]
-    elif key.startswith("timm:"):
-        lib, key = "timm", key[5:]
-    if lib is None:
-        if key in torchvision.models.list_models(module=torchvision.models):
-            lib = "tv"
-        elif timm.is_model(key):
-            lib = "timm"
-        else:
-            raise ConfigError(
-                f"model={key!r}: not a torchvision or timm classification model, nor a folder. "
-                f"Try 'efficientnet_lite0' (offline), 'resnet50', 'densenet121', 'timm:NAME'."
-            )
-    return _torchvision(key, weights, num_classes) if lib == "tv" else _timm(key, weights, num_classes)
+        return "tv", key[3:]
+    if key.startswith("timm:"):
+        return "timm", key[5:]
+    if key in torchvision.models.list_models(module=torchvision.models):
+        return "tv", key
+    if timm.is_model(key):
+        return "timm", key
+    if what == "arch":
+        raise ConfigError(f"arch={key!r}: not a registered architecture nor a torchvision or timm "
+                          f"classification model.")
+    raise ConfigError(
+        f"{what}={key!r}: not a torchvision or timm classification model, nor a folder. "
+        f"Try 'efficientnet_lite0' (offline), 'resnet50', 'densenet121', 'timm:NAME'."
+    )
+
+
+def _from_zoo(key: str, weights: Any, num_classes: int | None) -> tuple[nn.Module, ModelSpec]:
+    lib, name = resolve_zoo_name(key)
+    return _torchvision(name, weights, num_classes) if lib == "tv" else _timm(name, weights, num_classes)
