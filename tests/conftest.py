@@ -56,3 +56,33 @@ def rng() -> np.random.Generator:
 def make_gapnet():
     """Factory for small random GapNets: ``make_gapnet(num_classes=4, channels=8, seed=0)``."""
     return tiny_gapnet
+
+
+def _run_torchrun(args: list[str], nproc: int = 2, timeout: float = 180.0):
+    """Run ``torchrun --standalone --nproc_per_node=nproc -m camloc ARGS`` in its own process
+    group (killed whole on timeout, so no rank is left behind); returns CompletedProcess."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", "-m", "camloc", *args]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"torchrun timed out after {timeout}s\n{out[-2000:]}\n{err[-2000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+@pytest.fixture
+def run_torchrun():
+    """``run_torchrun(["evaluate", ...], nproc=2, timeout=180)``: see ``_run_torchrun``."""
+    return _run_torchrun

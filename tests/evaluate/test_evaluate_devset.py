@@ -4,10 +4,7 @@ and torchrun sharding equal to one process."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -89,17 +86,14 @@ def test_evaluate_cli_saved_maps_score_identically(dev_set, tmp_path):
 
 @pytest.mark.devset
 @pytest.mark.slow
-def test_torchrun_two_processes_equal_one(dev_set, tmp_path):
+def test_torchrun_two_processes_equal_one(dev_set, tmp_path, run_torchrun):
     data = _subset(dev_set, tmp_path / "mini", 20)
     one = tmp_path / "one"
     assert main(["evaluate", str(data), "--out", str(one), "--device", "cpu", "--workers", "0",
                  "--gallery", "0"]) == 0
     two = tmp_path / "two"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "camloc", "evaluate", str(data), "--out", str(two), "--device", "cpu",
-           "--workers", "0", "--gallery", "0"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    proc = run_torchrun(["evaluate", str(data), "--out", str(two), "--device", "cpu",
+                         "--workers", "0", "--gallery", "0"], timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r1 = json.loads((one / "report.json").read_text())
     r2 = json.loads((two / "report.json").read_text())

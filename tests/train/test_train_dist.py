@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,18 +20,12 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes(synth_tiny: Path, tmp_path: Path):
+def test_torchrun_two_processes(synth_tiny: Path, tmp_path: Path, run_torchrun):
     out = tmp_path / "ddp"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-           "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-           "-m", "camloc", "train", str(synth_tiny), "--arch", "tiny-cnn", "--arch-opt", "width=8",
-           "--epochs", "2", "--batch-size", "6", "--input-size", "32", "--workers", "0",
-           "--lr", "0.05", "--crop-scale", "0.5", "--device", "cpu", "--val-split", "test",
-           "--out", str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    proc = run_torchrun(["train", str(synth_tiny), "--arch", "tiny-cnn", "--arch-opt", "width=8",
+                         "--epochs", "2", "--batch-size", "6", "--input-size", "32", "--workers", "0",
+                         "--lr", "0.05", "--crop-scale", "0.5", "--device", "cpu", "--val-split",
+                         "test", "--out", str(out)], timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # one checkpoint, written once (rank 0): the best and last model folders, the state, the log
     assert sorted(p.name for p in out.iterdir()) == ["last", "log.csv", "metrics.json",
