@@ -50,8 +50,21 @@ def load_scoremap(maps_dir: Path, image_id: str, normalize: bool = False) -> np.
 
 def score_maps(maps_dir: str | os.PathLike[str], dataset: Any, interval: float = 0.01,
                fixed_threshold: float = 0.2, normalize: bool = False, batch: int = 64,
-               progress: Callable[[int, int], None] | None = None) -> EvalState:
-    """Score every sample's saved map; returns the filled accumulators (see evaluate.EvalState)."""
+               progress: Callable[[int, int], None] | None = None, workers: int = 1) -> EvalState:
+    """Score every sample's saved map; returns the filled accumulators (see evaluate.EvalState).
+
+    ``workers > 1`` scores strided shards of the dataset in that many processes and merges their
+    accumulators (merging is exact: the numbers are those of one process); ``workers=0`` uses
+    every CPU (at most 16).
+    """
+    if workers == 0:
+        workers = min(16, os.cpu_count() or 1)
+    if workers < 0:
+        raise ConfigError(f"workers={workers}: must be >= 0")
+    workers = min(workers, max(1, len(dataset.samples)))
+    if workers > 1:
+        return _score_parallel(maps_dir, dataset, interval, fixed_threshold, normalize, batch,
+                               progress, workers)
     from camloc.data.datasets import load_gt_mask
     from camloc.metrics import (ClassificationAccumulator, LocalizationAccumulator, PxAPAccumulator,
                                 rescale_gt_boxes)
@@ -107,3 +120,38 @@ def score_maps(maps_dir: str | os.PathLike[str], dataset: Any, interval: float =
     flush()
     state.seconds = time.perf_counter() - t0
     return state
+
+
+def _score_shard(args: tuple[Any, ...]) -> EvalState:
+    maps_dir, dataset, interval, fixed_threshold, normalize, batch = args
+    return score_maps(maps_dir, dataset, interval, fixed_threshold, normalize, batch, None, 1)
+
+
+def _score_parallel(maps_dir: Any, dataset: Any, interval: float, fixed_threshold: float,
+                    normalize: bool, batch: int, progress: Callable[[int, int], None] | None,
+                    workers: int) -> EvalState:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    t0 = time.perf_counter()
+    shards = [dataset.shard(r, workers) for r in range(workers)]
+    # fork: the workers inherit the loaded modules (no torch re-import); they use NumPy and OpenCV.
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+    states: list[EvalState | None] = [None] * workers
+    done = 0
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = {pool.submit(_score_shard, (maps_dir, sh, interval, fixed_threshold, normalize,
+                                              batch)): r for r, sh in enumerate(shards)}
+        for fut in as_completed(futures):
+            r = futures[fut]
+            states[r] = fut.result()
+            done += len(shards[r].samples)
+            if progress:
+                progress(done, len(dataset.samples))
+    merged = states[0]
+    assert merged is not None
+    for st in states[1:]:
+        assert st is not None
+        merged.merge(st)
+    merged.seconds = time.perf_counter() - t0
+    return merged

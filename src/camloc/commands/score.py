@@ -18,6 +18,7 @@ def register(app: typer.Typer) -> None:
         split: str = typer.Option(None),
         fmt: str = typer.Option("auto", "--format"),
         out: Path = typer.Option(Path("camloc-score"), "--out", "-o"),
+        workers: int = typer.Option(0, help="Processes scoring shards (0: every CPU, up to 16)."),
     ) -> None:
         """Score maps made by anything (MaxBoxAcc V1/V2, GT-known Loc, PxAP) against a dataset's
         ground truth; writes report.json + report.html. Exit code 1 if some maps were missing/bad."""
@@ -29,7 +30,8 @@ def register(app: typer.Typer) -> None:
 
         ds = open_dataset(dataset, format=fmt, split=split)
         with progress_bar("score") as upd:
-            state = score_maps(maps, ds, cam_curve_interval, fixed_threshold, normalize, progress=upd)
+            state = score_maps(maps, ds, cam_curve_interval, fixed_threshold, normalize, progress=upd,
+                               workers=workers)
         report = build_report(state, None, ds, "maps", cam_curve_interval,
                               extra={"maps": str(maps)})
         ious = [r["iou"] for r in state.localization.per_image] if state.localization else []
