@@ -41,8 +41,8 @@ from camloc.models.heads import eval_mode
 from camloc.models.registry import CamModel
 from camloc.models.spec import Preprocess
 
-__all__ = ["EvalState", "evaluate_model", "evaluate_state", "PROTOCOLS", "EVAL_SIZE",
-           "prepare_scoremap"]
+__all__ = ["EvalState", "build_report", "calibration_threshold", "evaluate_model", "evaluate_state",
+           "PROTOCOLS", "EVAL_SIZE", "prepare_scoremap"]
 
 PROTOCOLS = ("wsol", "paper")
 EVAL_SIZE = 224
@@ -217,9 +217,34 @@ def _score_batch(model: CamModel, engine: CAM, samples: list[Any], good: list[An
     state.images += len(idx)
 
 
+def calibration_threshold(value: str | float | None) -> float | None:
+    """``--calibrate``: a threshold, or a ``report.json`` from another split whose best
+    largest-contour threshold (MaxBoxAcc V1's, i.e. GT-known Loc's) is applied here."""
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        pass
+    import json
+
+    path = Path(str(value))
+    try:
+        rep = json.loads(path.read_text())
+        return float(rep["localization"]["maxboxacc_v1"]["threshold"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"--calibrate {value}: neither a threshold nor a camloc report.json with "
+                          f"localization.maxboxacc_v1.threshold ({exc})") from exc
+
+
 def build_report(state: EvalState, model: CamModel | None, dataset: Any, protocol: str,
-                 interval: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The JSON report: every figure, the best thresholds, counts, settings and versions."""
+                 interval: float, extra: dict[str, Any] | None = None,
+                 calibrate: float | None = None) -> dict[str, Any]:
+    """The JSON report: every figure, the best thresholds, counts, settings and versions.
+
+    ``calibrate``: a threshold chosen on another split (the WSOL protocol); the figures at that
+    threshold are added under ``localization.calibrated`` (and ``pxap.calibrated``).
+    """
     report: dict[str, Any] = {
         "dataset": {"name": getattr(dataset, "name", ""), "root": str(getattr(dataset, "root", "")),
                     "format": getattr(dataset, "format", ""), "split": getattr(dataset, "split", None),
@@ -238,9 +263,11 @@ def build_report(state: EvalState, model: CamModel | None, dataset: Any, protoco
         report["model"] = {"name": model.spec.name, "source": model.spec.source,
                            "preprocess": model.spec.preprocess.to_dict()}
     if state.localization is not None and state.images:
-        report["localization"] = state.localization.compute()
+        report["localization"] = state.localization.compute(threshold=calibrate)
     if state.pxap is not None and state.images:
         report["pxap"] = state.pxap.compute()
+        if calibrate is not None:
+            report["pxap"]["calibrated"] = state.pxap.evaluate_at(calibrate)
     if state.failed:
         report["failed"] = state.failed[:100]
     if extra:

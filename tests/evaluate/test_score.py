@@ -68,3 +68,25 @@ def test_bad_maps_are_reported_and_the_rest_scored(synth_with_maps, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert rc == 1 and report["counts"]["failed"] == 3
     assert "pxap" in report and "localization" in report
+
+
+def test_calibrated_threshold_from_another_split(synth_with_maps, tmp_path):
+    root, ds, maps = synth_with_maps
+    first = tmp_path / "first"
+    assert main(["score", str(root), "--split", "test", "--maps", str(maps), "--out", str(first),
+                 "--workers", "1"]) == 0
+    rep1 = json.loads((first / "report.json").read_text())
+    tau = rep1["localization"]["maxboxacc_v1"]["threshold"]
+    second = tmp_path / "second"
+    assert main(["score", str(root), "--split", "test", "--maps", str(maps), "--out", str(second),
+                 "--workers", "1", "--calibrate", str(first / "report.json")]) == 0
+    rep2 = json.loads((second / "report.json").read_text())
+    cal = rep2["localization"]["calibrated"]
+    assert cal["threshold"] == tau
+    # the calibrated GT-known Loc is the curve's value at that threshold
+    k = rep2["localization"]["curves"]["thresholds"].index(tau)
+    assert cal["gt_known_loc"] == rep2["localization"]["curves"]["v1"]["50"][k]
+    assert rep2["pxap"]["calibrated"]["threshold"] == tau
+    assert "Calibrated tau" in (second / "report.html").read_text()
+    assert main(["score", str(root), "--split", "test", "--maps", str(maps), "--out", str(second),
+                 "--calibrate", str(tmp_path / "nope.json")]) == 2

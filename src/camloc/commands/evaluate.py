@@ -25,6 +25,8 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(2, help="DataLoader workers decoding images."),
         device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
         gallery: int = typer.Option(6, help="Best and worst images shown in report.html."),
+        calibrate: str = typer.Option(None, help="Threshold chosen on another split: a number, or "
+                                                 "that split's report.json (its best V1 threshold)."),
     ) -> None:
         """Evaluate classification and localization (Top-1/Top-5/GT-known Loc, MaxBoxAcc V1/V2,
         PxAP) and write report.json + report.html. Exit code 1 if some images failed."""
@@ -33,7 +35,8 @@ def register(app: typer.Typer) -> None:
         from camloc.commands.common import console, progress_bar
         from camloc.data.datasets import open_dataset
         from camloc.distributed import dist_info, gather_to_rank0, process_group
-        from camloc.evaluate import EVAL_SIZE, build_report, evaluate_state, prepare_scoremap
+        from camloc.evaluate import (EVAL_SIZE, build_report, calibration_threshold, evaluate_state,
+                                     prepare_scoremap)
         from camloc.gallery import pick_extremes, render_gallery
         from camloc.models import load_model
         from camloc.report import figure_rows, write_report
@@ -45,6 +48,7 @@ def register(app: typer.Typer) -> None:
         elif info.enabled and device == "auto":
             dev = "cpu"
         ds = open_dataset(dataset, format=fmt, split=split)
+        tau = calibration_threshold(calibrate)
         cam_model = load_model(model, weights=None if weights.lower() == "none" else weights,
                                device=dev, head=head)
         with process_group(cam_model.device) as info:
@@ -64,7 +68,7 @@ def register(app: typer.Typer) -> None:
         for other in states[1:]:
             merged.merge(other)
         report = build_report(merged, cam_model, ds, protocol, cam_curve_interval,
-                              extra={"world_size": info.world_size})
+                              extra={"world_size": info.world_size}, calibrate=tau)
         ious, picks = [], []
         if merged.localization is not None:
             recs = merged.localization.per_image

@@ -19,21 +19,24 @@ def register(app: typer.Typer) -> None:
         fmt: str = typer.Option("auto", "--format"),
         out: Path = typer.Option(Path("camloc-score"), "--out", "-o"),
         workers: int = typer.Option(0, help="Processes scoring shards (0: every CPU, up to 16)."),
+        calibrate: str = typer.Option(None, help="Threshold chosen on another split: a number, or "
+                                                 "that split's report.json (its best V1 threshold)."),
     ) -> None:
         """Score maps made by anything (MaxBoxAcc V1/V2, GT-known Loc, PxAP) against a dataset's
         ground truth; writes report.json + report.html. Exit code 1 if some maps were missing/bad."""
         from camloc.commands.common import console, progress_bar
         from camloc.data.datasets import open_dataset
-        from camloc.evaluate import build_report
+        from camloc.evaluate import build_report, calibration_threshold
         from camloc.report import figure_rows, write_report
         from camloc.score import score_maps
 
         ds = open_dataset(dataset, format=fmt, split=split)
+        tau = calibration_threshold(calibrate)
         with progress_bar("score") as upd:
             state = score_maps(maps, ds, cam_curve_interval, fixed_threshold, normalize, progress=upd,
                                workers=workers)
         report = build_report(state, None, ds, "maps", cam_curve_interval,
-                              extra={"maps": str(maps)})
+                              extra={"maps": str(maps)}, calibrate=tau)
         ious = [r["iou"] for r in state.localization.per_image] if state.localization else []
         json_path, html_path = write_report(out, report, ious)
         for name, value in figure_rows(report):

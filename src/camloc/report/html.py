@@ -59,6 +59,15 @@ def figure_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         parts = " / ".join(f"{per[k]['value']:.2f}" for k in sorted(per, key=lambda s: int(s)))
         taus = " / ".join(f"{per[k]['threshold']:.2f}" for k in sorted(per, key=lambda s: int(s)))
         rows.append(("MaxBoxAccV2 (IoU 0.3/0.5/0.7)", f"{d['value']:.2f} ({parts}; best tau {taus})"))
+    cal = loc.get("calibrated")
+    if cal:
+        parts = [f"GT-known {cal['gt_known_loc']:.2f}"]
+        if cal.get("top1_loc") is not None:
+            parts.append(f"Top-1 {cal['top1_loc']:.2f}")
+        if cal.get("top5_loc") is not None:
+            parts.append(f"Top-5 {cal['top5_loc']:.2f}")
+        parts.append(f"BoxAccV2 {cal['boxacc_v2']['value']:.2f}")
+        rows.append((f"Calibrated tau={cal['threshold']:.2f} (from another split)", ", ".join(parts)))
     px = report.get("pxap") or {}
     if px:
         rows.append(("PxAP", f"{px.get('pxap', float('nan')):.2f}"))
