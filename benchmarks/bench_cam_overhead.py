@@ -1,6 +1,7 @@
 """What CAM costs on top of the classifier's own forward pass.
 
-Baseline: the plain forward pass of the same model on the same batch. Compared, in the same run and
+Baseline: the plain forward pass of the same model on the same batch (the bundled sample photos,
+repeated to fill it). Compared, in the same run and
 interleaved round by round (so machine noise hits all three alike):
 
   forward           model(x) under inference_mode
@@ -18,10 +19,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
 import camloc
+from camloc.data.images import batch_images, load_image
 from camloc.cams import CAM, normalize, upsample
 from camloc.localize import largest_boxes
 from camloc.models.spec import Geometry
@@ -40,8 +43,12 @@ def main() -> None:
     model = camloc.load_model(args.model, device=args.device)
     pre = model.spec.preprocess
     h, w = pre.input_size
-    x = torch.randn(args.batch, 3, h, w, device=model.device)
-    geoms = [pre.geometry(640, 480)] * args.batch
+    # real photos (the bundled samples, repeated to fill the batch): CAMs of noise inputs are
+    # noise, with many components, which no user explains
+    photos = sorted((Path(camloc.__file__).parent / "assets" / "samples").glob("*.jpg"))
+    images = [load_image(photos[i % len(photos)]) for i in range(args.batch)]
+    x, geoms = batch_images(images, pre)
+    x = x.to(model.device)
     engine = CAM(model)
     sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
 

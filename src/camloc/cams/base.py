@@ -212,7 +212,11 @@ def normalize(maps: torch.Tensor, how: str = "max") -> torch.Tensor:
     if how == "max":
         mx = flat.amax(dim=-1, keepdim=True)
         ok = (mx > 0) & ~bad
-        out = torch.where(ok, flat / torch.where(ok, mx, torch.ones_like(mx)), torch.zeros_like(flat))
+        # one pass: divide by the max where it is usable, multiply by 0 where it is not
+        scale = torch.where(ok, 1.0 / torch.where(ok, mx, torch.ones_like(mx)), torch.zeros_like(mx))
+        out = flat * scale
+        if bad.any():
+            out = torch.nan_to_num(out, nan=0.0)
     elif how == "minmax":
         mn = flat.amin(dim=-1, keepdim=True)
         mx = flat.amax(dim=-1, keepdim=True)
