@@ -287,6 +287,20 @@ def _read_lines(path: Path, problems: _Problems) -> list[tuple[int, str]]:
     return out
 
 
+def _unique_lines(path: Path, problems: _Problems, what: str) -> tuple[list[str], dict[str, int]]:
+    """The non-blank lines of ``path`` in order, each once; a repeat is a problem naming the line
+    of its first occurrence. Returns ``(lines, first line number of each)``."""
+    order: list[str] = []
+    first: dict[str, int] = {}
+    for number, text in _read_lines(path, problems):
+        if text in first:
+            problems.add(path, number, f"duplicate {what} {text!r} (first on line {first[text]})")
+            continue
+        first[text] = number
+        order.append(text)
+    return order, first
+
+
 def _parse_float(text: str) -> float | None:
     try:
         value = float(text.strip())
@@ -333,16 +347,7 @@ def _load_class_list(value: str | os.PathLike[str] | Sequence[str], base: Path,
         if not path.is_file():
             problems.add(path, 0, "classes file not found")
             return None
-        names: list[str] = []
-        seen: dict[str, int] = {}
-        for number, text in _read_lines(path, problems):
-            if text in seen:
-                problems.add(path, number, f"duplicate class name {text!r} (first on line "
-                                           f"{seen[text]})")
-                continue
-            seen[text] = number
-            names.append(text)
-        return names
+        return _unique_lines(path, problems, "class name")[0]
     names = [str(n) for n in value]
     if len(set(names)) != len(names):
         raise ConfigError("classes: the list of class names has duplicates")
@@ -643,15 +648,7 @@ def _read_wsol(p: Path, split: str | None, *, image_root: str | os.PathLike[str]
     problems.raise_if_any(f"wsol metadata in {meta}")
 
     # image_ids.txt
-    order: list[str] = []
-    id_line: dict[str, int] = {}
-    for number, text in _read_lines(ids_file, problems):
-        if text in id_line:
-            problems.add(ids_file, number, f"duplicate image id {text!r} (first on line "
-                                           f"{id_line[text]})")
-            continue
-        id_line[text] = number
-        order.append(text)
+    order, id_line = _unique_lines(ids_file, problems, "image id")
 
     def known(file: Path, number: int, image_id: str) -> bool:
         if image_id in id_line:
