@@ -28,8 +28,10 @@ def register(app: typer.Typer) -> None:
         calibrate: str = typer.Option(None, help="Threshold chosen on another split: a number, or "
                                                  "that split's report.json (its best V1 threshold)."),
     ) -> None:
-        """Evaluate classification and localization (Top-1/Top-5/GT-known Loc, MaxBoxAcc V1/V2,
-        PxAP) and write report.json + report.html. Exit code 1 if some images failed."""
+        """Evaluate WSOL metrics of a model on a dataset; write report.json and report.html.
+
+        Top-1/Top-5/GT-known Loc, MaxBoxAcc V1/V2 and PxAP. Exit code 1 if some images failed.
+        """
         import torch
 
         from camloc.commands.common import console, progress_bar

@@ -42,8 +42,9 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
         seed: int = typer.Option(0, help="Seed of the split, the CV folds and the solver."),
     ) -> None:
-        """Fit a linear probe for a dataset's classes on a frozen network's pooled features; its
-        weights give CAMs for those classes (use the output folder with --head).
+        """Fit a linear classifier for new classes on a frozen network's pooled features.
+
+        Its weights give CAMs for those classes: pass the output folder as --head.
 
         Exit code 0 when every image was used, 1 when some could not be read (listed in
         errors.jsonl), 2 on a fatal error.

@@ -22,8 +22,11 @@ def register(app: typer.Typer) -> None:
         calibrate: str = typer.Option(None, help="Threshold chosen on another split: a number, or "
                                                  "that split's report.json (its best V1 threshold)."),
     ) -> None:
-        """Score maps made by anything (MaxBoxAcc V1/V2, GT-known Loc, PxAP) against a dataset's
-        ground truth; writes report.json + report.html. Exit code 1 if some maps were missing/bad."""
+        """Score saved maps (from any tool) against a dataset's boxes or masks; no model.
+
+        MaxBoxAcc V1/V2, GT-known Loc and PxAP into report.json and report.html. Exit code 1 if
+        some maps were missing or bad.
+        """
         from camloc.commands.common import console, progress_bar
         from camloc.data.datasets import open_dataset
         from camloc.evaluate import build_report, calibration_threshold
