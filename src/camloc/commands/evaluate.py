@@ -36,41 +36,39 @@ def register(app: typer.Typer) -> None:
 
         from camloc.commands.common import console, progress_bar
         from camloc.data.datasets import open_dataset
-        from camloc.distributed import dist_info, gather_to_rank0, process_group
+        from camloc.distributed import DistContext
         from camloc.evaluate import (EVAL_SIZE, build_report, calibration_threshold, evaluate_state,
                                      prepare_scoremap)
         from camloc.gallery import pick_extremes, render_gallery
         from camloc.models import load_model
         from camloc.report import figure_rows, write_report
 
-        info = dist_info()
-        dev = device
-        if info.enabled and device in ("auto", "cuda") and torch.cuda.is_available():
-            dev = f"cuda:{info.local_rank}"
-        elif info.enabled and device == "auto":
-            dev = "cpu"
         ds = open_dataset(dataset, format=fmt, split=split)
         tau = calibration_threshold(calibrate)
-        cam_model = load_model(model, weights=None if weights.lower() == "none" else weights,
-                               device=dev, head=head)
-        with process_group(cam_model.device) as info:
-            shard = ds.shard(info.rank, info.world_size) if info.enabled else ds
+        ctx = DistContext.from_env(device)
+        try:
+            cam_model = load_model(model, weights=None if weights.lower() == "none" else weights,
+                                   device=ctx.device, head=head)
+            shard = ds.shard(ctx.rank, ctx.world_size) if ctx.distributed else ds
             maps_dir = out / "scoremaps" if save_maps else None
-            if info.is_main:
-                with progress_bar(f"evaluate{f' (rank 0 of {info.world_size})' if info.enabled else ''}") as upd:
-                    state = evaluate_state(cam_model, shard, protocol, cam_curve_interval,
-                                           fixed_threshold, batch_size, workers, maps_dir, upd)
+            args = (cam_model, shard, protocol, cam_curve_interval, fixed_threshold, batch_size,
+                    workers, maps_dir)
+            if ctx.is_main:
+                title = f" (rank 0 of {ctx.world_size})" if ctx.distributed else ""
+                with progress_bar(f"evaluate{title}") as upd:
+                    state = evaluate_state(*args, upd)
             else:
-                state = evaluate_state(cam_model, shard, protocol, cam_curve_interval,
-                                       fixed_threshold, batch_size, workers, maps_dir)
-            states = gather_to_rank0(state)
-        if not info.is_main or states is None:
+                state = evaluate_state(*args)
+            states = ctx.gather_objects(state)
+        finally:
+            ctx.close()
+        if not ctx.is_main:
             return
         merged = states[0]
         for other in states[1:]:
             merged.merge(other)
         report = build_report(merged, cam_model, ds, protocol, cam_curve_interval,
-                              extra={"world_size": info.world_size}, calibrate=tau)
+                              extra={"world_size": ctx.world_size}, calibrate=tau)
         ious, picks = [], []
         if merged.localization is not None:
             recs = merged.localization.per_image

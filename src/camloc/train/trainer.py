@@ -58,7 +58,7 @@ from camloc.train.checkpoint import (STATE_FILE, WEIGHTS_FILE, cpu_state_dict, l
 from camloc.train.config import TrainConfig
 from camloc.train.data import (CropSettings, TrainImages, check_batch, collate, epoch_batches,
                                steps_per_epoch)
-from camloc.train.dist import DistContext
+from camloc.distributed import DistContext
 from camloc.train.schedule import LRSchedule
 
 __all__ = ["train", "TrainResult", "TrainReporter", "open_train_val", "LOG_COLUMNS"]
