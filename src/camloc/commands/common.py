@@ -54,3 +54,12 @@ def parse_classes(value: str | None, class_names: list[str]) -> list[int] | None
         else:
             raise ConfigError(f"--classes: unknown class {item!r} (give ids or names)")
     return ids
+
+
+def print_failures(failed: list[dict[str, str]], name_key: str = "path", reason_key: str = "error",
+                   where: str = "", label: str = "failed", show: int = 10) -> None:
+    """Print the first ``show`` failed items (name and reason) and how many more there are."""
+    for rec in failed[:show]:
+        console.print(f"  [red]{label}[/red] {rec.get(name_key)}: {rec.get(reason_key)}")
+    if len(failed) > show:
+        console.print(f"  ... and {len(failed) - show} more" + (f" (see {where})" if where else ""))

@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
         """
         import torch
 
-        from camloc.commands.common import console, progress_bar
+        from camloc.commands.common import console, print_failures, progress_bar
         from camloc.data.datasets import open_dataset
         from camloc.distributed import DistContext
         from camloc.evaluate import (EVAL_SIZE, build_report, calibration_threshold, evaluate_state,
@@ -89,8 +89,7 @@ def register(app: typer.Typer) -> None:
         json_path, html_path = write_report(out, report, ious, items)
         for name, value in figure_rows(report):
             console.print(f"  {name}: [bold]{value}[/bold]")
-        for rec in merged.failed[:10]:
-            console.print(f"  [red]failed[/red] {rec['path']}: {rec['error']}")
+        print_failures(merged.failed, where="report.json")
         console.print(f"report: {json_path}  {html_path}")
         if merged.failed:
             raise typer.Exit(1)

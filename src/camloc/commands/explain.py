@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
         Exit code 0 when every image was explained, 1 when some failed (listed in errors.jsonl),
         2 on a fatal error.
         """
-        from camloc.commands.common import console, parse_classes, progress_bar
+        from camloc.commands.common import console, parse_classes, print_failures, progress_bar
         from camloc.explain_run import ExplainSettings, run_explain
         from camloc.models import load_model
 
@@ -51,10 +51,7 @@ def register(app: typer.Typer) -> None:
                       f"skipped (already done), {len(summary.failed)} failed, of {summary.total} found "
                       f"in {summary.seconds:.1f}s ({rate:.1f} images/s) with {cam_model.spec.name} "
                       f"on {cam_model.device}")
-        for rec in summary.failed[:10]:
-            console.print(f"  [red]failed[/red] {rec['path']}: {rec['error']}")
-        if len(summary.failed) > 10:
-            console.print(f"  ... and {len(summary.failed) - 10} more (see errors.jsonl)")
+        print_failures(summary.failed, where="errors.jsonl")
         console.print(f"results: {out / 'results.jsonl'}  overlays: {out / 'overlays'}")
         if summary.exit_code:
             raise typer.Exit(summary.exit_code)

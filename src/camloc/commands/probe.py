@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
         Exit code 0 when every image was used, 1 when some could not be read (listed in
         errors.jsonl), 2 on a fatal error.
         """
-        from camloc.commands.common import console, progress_bar
+        from camloc.commands.common import console, print_failures, progress_bar
         from camloc.data.datasets import open_dataset
         from camloc.models import load_model
         from camloc.errors import ConfigError
@@ -94,10 +94,7 @@ def register(app: typer.Typer) -> None:
         if cb is not None:
             line += f" (centre box {cb:.2f})"
         console.print(line)
-        for rec in result.failed[:10]:
-            console.print(f"  [red]unreadable[/red] {rec['path']}: {rec['reason']}")
-        if len(result.failed) > 10:
-            console.print(f"  ... and {len(result.failed) - 10} more (see errors.jsonl)")
+        print_failures(result.failed, reason_key="reason", where="errors.jsonl", label="unreadable")
         console.print(f"head: {out}  (camloc explain --model {model} --head {out} IMAGES)  "
                       f"report: {out / 'report.json'}")
         if result.exit_code:

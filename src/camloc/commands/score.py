@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
         MaxBoxAcc V1/V2, GT-known Loc and PxAP into report.json and report.html. Exit code 1 if
         some maps were missing or bad.
         """
-        from camloc.commands.common import console, progress_bar
+        from camloc.commands.common import console, print_failures, progress_bar
         from camloc.data.datasets import open_dataset
         from camloc.evaluate import build_report, calibration_threshold
         from camloc.report import figure_rows, write_report
@@ -44,10 +44,7 @@ def register(app: typer.Typer) -> None:
         json_path, html_path = write_report(out, report, ious)
         for name, value in figure_rows(report):
             console.print(f"  {name}: [bold]{value}[/bold]")
-        for rec in state.failed[:10]:
-            console.print(f"  [red]failed[/red] {rec['image_id']}: {rec['error']}")
-        if len(state.failed) > 10:
-            console.print(f"  ... and {len(state.failed) - 10} more")
+        print_failures(state.failed, name_key="image_id", where="report.json")
         console.print(f"report: {json_path}  {html_path}")
         if state.failed:
             raise typer.Exit(1)
