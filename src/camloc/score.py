@@ -148,10 +148,9 @@ def _score_parallel(maps_dir: Any, dataset: Any, interval: float, fixed_threshol
             done += len(shards[r].samples)
             if progress:
                 progress(done, len(dataset.samples))
-    merged = states[0]
-    assert merged is not None
-    for st in states[1:]:
-        assert st is not None
+    done_states = [st for st in states if st is not None]  # every future has returned
+    merged = done_states[0]
+    for st in done_states[1:]:
         merged.merge(st)
     merged.seconds = time.perf_counter() - t0
     return merged
