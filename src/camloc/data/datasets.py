@@ -301,6 +301,19 @@ def _unique_lines(path: Path, problems: _Problems, what: str) -> tuple[list[str]
     return order, first
 
 
+def _csv_rows(reader: Any, ncols: int, file: Path,
+              problems: _Problems) -> Iterator[tuple[int, list[str]]]:
+    """Non-blank CSV rows with their line numbers; a row with the wrong field count is a problem."""
+    for row in reader:
+        number = reader.line_num
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) != ncols:
+            problems.add(file, number, f"expected {ncols} fields, got {len(row)}")
+            continue
+        yield number, row
+
+
 def _parse_float(text: str) -> float | None:
     try:
         value = float(text.strip())
@@ -1035,23 +1048,31 @@ def _has_images(d: Path) -> bool:
         return False
 
 
-def _find_image_dir(p: Path, split: str, images: Any, problems: _Problems) -> Path | None:
-    if images is not None:
-        d = _resolve(images, p)
+def _find_dir(p: Path, explicit: Any, candidates: list[Path], has_content: Any, what: str,
+              keyword: str, problems: _Problems) -> Path | None:
+    """The folder holding ``what``: ``explicit`` if given, else the first candidate that
+    ``has_content``, else the only such subfolder of ``p``; otherwise a problem naming ``keyword``."""
+    if explicit is not None:
+        d = _resolve(explicit, p)
         if not d.is_dir():
-            problems.add(d, 0, "image folder not found")
+            problems.add(d, 0, f"{what} folder not found")
             return None
         return d
-    for cand in _image_dir_candidates(p, split):
-        if _has_images(cand):
+    for cand in candidates:
+        if cand.is_dir() and has_content(cand):
             return cand
-    others = [c for c in sorted(p.iterdir()) if c.is_dir() and _has_images(c)] if p.is_dir() else []
+    others = [c for c in sorted(p.iterdir()) if c.is_dir() and has_content(c)] if p.is_dir() else []
     if len(others) == 1:
         return others[0]
-    problems.add(p, 0, "cannot find the image folder" + (
+    problems.add(p, 0, f"cannot find the {what} folder" + (
         f" (several candidates: {', '.join(o.name for o in others)})" if others else "")
-        + "; pass images=")
+        + f"; pass {keyword}=")
     return None
+
+
+def _find_image_dir(p: Path, split: str, images: Any, problems: _Problems) -> Path | None:
+    return _find_dir(p, images, _image_dir_candidates(p, split), _has_images, "image", "images",
+                     problems)
 
 
 def _stem_index(d: Path) -> dict[str, Path]:
@@ -1120,23 +1141,10 @@ def _parse_xml(file: Path, problems: _Problems) -> _XmlNode | None:
 
 
 def _find_xml_dir(p: Path, split: str, annotations: Any, problems: _Problems) -> Path | None:
-    if annotations is not None:
-        d = _resolve(annotations, p)
-        if not d.is_dir():
-            problems.add(d, 0, "annotation folder not found")
-            return None
-        return d
-    for cand in (p, p / "ILSVRC" / "Annotations" / "CLS-LOC" / split,
-                 p / "Annotations" / "CLS-LOC" / split, p / "Annotations"):
-        if cand.is_dir() and any(cand.glob("*.xml")):
-            return cand
-    others = [c for c in sorted(p.iterdir()) if c.is_dir() and any(c.glob("*.xml"))]
-    if len(others) == 1:
-        return others[0]
-    problems.add(p, 0, "cannot find the folder of XML annotations" + (
-        f" (several candidates: {', '.join(o.name for o in others)})" if others else "")
-        + "; pass annotations=")
-    return None
+    cands = [p, p / "ILSVRC" / "Annotations" / "CLS-LOC" / split,
+             p / "Annotations" / "CLS-LOC" / split, p / "Annotations"]
+    return _find_dir(p, annotations, cands, lambda d: any(d.glob("*.xml")), "XML annotation",
+                     "annotations", problems)
 
 
 def _read_ilsvrc_xml(p: Path, split: str | None, *, annotations: Any = None, images: Any = None,
@@ -1293,13 +1301,7 @@ def _read_ilsvrc_csv(p: Path, split: str | None, *, csv_file: Any = None, images
     assert header is not None
     cols = [h.strip() for h in header]
     i_id, i_pred = cols.index("ImageId"), cols.index("PredictionString")
-    for row in reader:
-        number = reader.line_num
-        if not row or all(not c.strip() for c in row):
-            continue
-        if len(row) != len(cols):
-            problems.add(file, number, f"expected {len(cols)} fields, got {len(row)}")
-            continue
+    for number, row in _csv_rows(reader, len(cols), file, problems):
         image_id = row[i_id].strip()
         tokens = row[i_pred].split()
         if not image_id:
@@ -1418,13 +1420,7 @@ def _parse_user_csv(file: Path, problems: _Problems) -> list[_Entry]:
         problems.add(file, 1, "give both width and height columns or neither")
         return []
     entries: dict[str, _Entry] = {}
-    for row in reader:
-        number = reader.line_num
-        if not row or all(not c.strip() for c in row):
-            continue
-        if len(row) != len(cols):
-            problems.add(file, number, f"expected {len(cols)} fields, got {len(row)}")
-            continue
+    for number, row in _csv_rows(reader, len(cols), file, problems):
         rec = {c: v.strip() for c, v in zip(cols, row)}
         path = rec["path"]
         if not path:
