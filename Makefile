@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test test-fast venv bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,11 @@ demo: $(STAMP)
 	@echo "Overlays and results.jsonl are in $(DEMO_OUT)/"
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadfile -q
+	$(PY) -m pytest -n 2 --dist loadfile -q --durations=15
+
+# The fast lane: everything not marked slow, stopping at the first failure.
+test-fast: $(STAMP)
+	$(PY) -m pytest -n 2 --dist loadfile -q -x -m "not slow" --durations=10
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_cam_overhead.py
