@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from camloc.data._parse import is_image_file
+from camloc.data._parse import Problems, is_image_file, list_dir, parse_count, path_keyword
 from camloc.data.formats.cub import find_cub_root, read_cub
 from camloc.data.formats.folder import read_folder
 from camloc.data.formats.ilsvrc_csv import is_ilsvrc_csv, read_ilsvrc_csv
@@ -17,7 +17,7 @@ from camloc.data.formats.wsol import read_wsol
 from camloc.data.sample import Dataset
 from camloc.errors import ConfigError, DatasetError
 
-__all__ = ["FORMATS", "open_dataset", "detect_format"]
+__all__ = ["FORMATS", "READER_KW", "open_dataset", "detect_format"]
 
 #: Format names :func:`open_dataset` accepts (besides ``"auto"``).
 FORMATS = ("wsol", "cub", "ilsvrc-xml", "ilsvrc-csv", "csv", "json", "folder")
@@ -31,16 +31,54 @@ ALIASES = {
 }
 
 
-COMMON_KW = {"name", "classes", "check_images"}
+COMMON_KW = {"name", "classes", "check_images", "num_classes"}
+#: The keywords each format takes (``None`` values count as not given).
 READER_KW: dict[str, set[str]] = {
-    "wsol": COMMON_KW | {"image_root", "mask_root", "num_classes", "proxy"},
-    "cub": COMMON_KW,
-    "ilsvrc-xml": COMMON_KW | {"annotations", "images", "synsets"},
-    "ilsvrc-csv": COMMON_KW | {"csv_file", "images", "synsets"},
-    "csv": COMMON_KW | {"image_root", "num_classes"},
-    "json": COMMON_KW | {"image_root", "num_classes"},
+    "wsol": COMMON_KW | {"image_root", "mask_root", "synsets", "proxy"},
+    "cub": COMMON_KW | {"image_root"},
+    "ilsvrc-xml": COMMON_KW | {"annotations", "image_root", "images", "synsets"},
+    "ilsvrc-csv": COMMON_KW | {"csv_file", "image_root", "images", "synsets"},
+    "csv": COMMON_KW | {"image_root", "synsets"},
+    "json": COMMON_KW | {"image_root", "synsets"},
     "folder": COMMON_KW,
 }
+_PATH_KW = ("image_root", "mask_root", "annotations", "images", "csv_file")
+_BOOL_KW = ("check_images", "proxy")
+
+
+def _check_split(split: Any) -> str | None:
+    if split is None:
+        return None
+    if not isinstance(split, str) or not split.strip() or split in (".", "..") \
+            or any(c in split for c in "/\\\0"):
+        raise ConfigError(f"split={split!r}: expected a split name such as 'train', 'val' or "
+                          "'test' (no path separators)")
+    return split
+
+
+def _check_keywords(fmt: str, kw: dict[str, Any]) -> dict[str, Any]:
+    """The reader keywords, validated: ``None`` values dropped, unknown ones refused, types
+    checked, ``num_classes`` parsed, ``image_root`` passed to the ILSVRC readers as ``images``."""
+    kw = {k: v for k, v in kw.items() if v is not None}
+    unknown = set(kw) - READER_KW[fmt]
+    if unknown:
+        raise ConfigError(f"open_dataset(format={fmt!r}) does not take {', '.join(sorted(unknown))}; "
+                          f"it takes {', '.join(sorted(READER_KW[fmt]))}")
+    for key in _PATH_KW:
+        if key in kw:
+            path_keyword(kw[key], key)
+    for key in _BOOL_KW:
+        if key in kw and not isinstance(kw[key], bool):
+            raise ConfigError(f"{key}={kw[key]!r}: expected True or False")
+    if "name" in kw and (not isinstance(kw["name"], str) or not kw["name"].strip()):
+        raise ConfigError(f"name={kw['name']!r}: expected a non-empty string")
+    if "num_classes" in kw:
+        kw["num_classes"] = parse_count(kw["num_classes"], "num_classes")
+    if fmt.startswith("ilsvrc") and "image_root" in kw:
+        if "images" in kw:
+            raise ConfigError("give the image folder once: image_root= or images=, not both")
+        kw["images"] = kw.pop("image_root")
+    return kw
 
 
 def open_dataset(path: str | os.PathLike[str], format: str = "auto", split: str | None = None,
@@ -53,20 +91,27 @@ def open_dataset(path: str | os.PathLike[str], format: str = "auto", split: str 
         split: split to read. ``wsol``: the ``metadata/<split>/`` folder; ``cub``: ``"train"`` or
             ``"test"`` (``None``: all images); ``ilsvrc-*``: ``"val"`` (default) or ``"train"``;
             ``folder``: a sub-folder ``<path>/<split>/`` holding the class folders.
-        **kw: reader options. Every reader: ``name`` (dataset name), ``classes`` (list of class
-            names or a file with one name per line; index == class id), ``check_images`` (default
-            ``True``: check that each image file exists). ``wsol``: ``image_root`` (folder the ids
-            are relative to; default ``path``), ``mask_root`` (for mask paths; default
-            ``image_root``), ``num_classes``, ``proxy`` (read ``image_ids_proxy.txt``).
-            ``ilsvrc-xml``: ``annotations`` (XML folder), ``images`` (image folder), ``synsets``
-            (list or ``LOC_synset_mapping.txt``). ``ilsvrc-csv``: ``csv_file``, ``images``,
-            ``synsets``. ``csv``/``json``: ``image_root`` (default: the annotation file's
-            folder), ``num_classes``.
+        **kw: reader options (a ``None`` value is the same as leaving the keyword out; see
+            :data:`READER_KW` for which format takes which). Every reader: ``name`` (dataset
+            name), ``classes`` (list of class names or a file with one name per line; index ==
+            class id), ``check_images`` (default ``True``: check that each image file exists),
+            ``num_classes`` (the class count: where the metadata names the classes it must
+            agree, else it sets the count). ``image_root`` (every format but ``folder``): the
+            folder image paths are relative to (``wsol``: default ``path``; ``cub``:
+            ``CUB_200_2011/images``; ``csv``/``json``: the annotation file's folder;
+            ``ilsvrc-*``: the image folder, also spelled ``images``). ``synsets`` (``wsol``,
+            ``csv``, ``json``, ``ilsvrc-*``): a list of WordNet ids or a
+            ``LOC_synset_mapping.txt``-style file; ILSVRC formats number classes in sorted synset
+            order, the others take line i as class i. ``wsol``: ``mask_root`` (for mask paths;
+            default ``image_root``), ``proxy`` (read ``image_ids_proxy.txt``). ``ilsvrc-xml``:
+            ``annotations`` (XML folder). ``ilsvrc-csv``: ``csv_file``.
 
     Raises:
-        DatasetError: missing or malformed metadata, missing images, bad boxes or class ids; its
+        DatasetError: missing or malformed metadata, missing images, bad boxes or class ids,
+            image paths that leave the image folder, class lists of the wrong length; its
             ``problems`` list every ``(file, line, reason)`` found.
-        ConfigError: an unknown format, split or keyword.
+        ConfigError: an unknown format, split or keyword, or a keyword of the wrong type
+            (``num_classes="abc"``).
 
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
@@ -80,16 +125,14 @@ def open_dataset(path: str | os.PathLike[str], format: str = "auto", split: str 
     if not p.exists():
         raise DatasetError(f"dataset not found: {p}", [(str(p), 0, "no such file or folder")])
     p = p.resolve()
-    fmt = str(format).lower()
+    split = _check_split(split)
+    fmt = str(format).lower() if format is not None else "auto"
     fmt = ALIASES.get(fmt, fmt)
+    if fmt != "auto" and fmt not in FORMATS:
+        raise ConfigError(f"unknown dataset format {format!r}; use one of: auto, {', '.join(FORMATS)}")
     if fmt == "auto":
         fmt = detect_format(p, split=split)
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown dataset format {format!r}; use one of: auto, {', '.join(FORMATS)}")
-    unknown = set(kw) - READER_KW[fmt]
-    if unknown:
-        raise ConfigError(f"open_dataset(format={fmt!r}) does not take {', '.join(sorted(unknown))}; "
-                          f"it takes {', '.join(sorted(READER_KW[fmt]))}")
+    kw = _check_keywords(fmt, kw)
     reader = {
         "wsol": read_wsol,
         "cub": read_cub,
@@ -112,8 +155,11 @@ def detect_format(path: str | os.PathLike[str], split: str | None = None) -> str
     the folder, ``metadata/``, ``metadata/<split>/``, ``<split>/`` or any ``metadata/*/`` ->
     ``wsol``; ``images.txt`` + ``image_class_labels.txt`` (or ``CUB_200_2011/``) -> ``cub``;
     ``LOC_*_solution.csv`` -> ``ilsvrc-csv``; ``annotations.csv`` / ``annotations.json`` ->
-    ``csv`` / ``json``; ``*.xml`` in the folder or one level down (or
-    ``Annotations/CLS-LOC/``) -> ``ilsvrc-xml``; sub-folders holding images -> ``folder``.
+    ``csv`` / ``json``; ``*.xml`` in the folder or one level down, or Kaggle's
+    ``ILSVRC/Annotations/CLS-LOC/`` (or ``Annotations/CLS-LOC/``) -> ``ilsvrc-xml``;
+    sub-folders holding images -> ``folder``. Kaggle's full download has both
+    ``LOC_val_solution.csv`` and the XML folders: it is read as ``ilsvrc-csv`` (the same boxes;
+    pass ``format="ilsvrc-xml"`` for the XML files, which also give image sizes).
 
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp()); (d / "image_ids.txt").write_text("")
@@ -147,14 +193,18 @@ def detect_format(path: str | os.PathLike[str], split: str | None = None) -> str
         return "csv"
     if (p / "annotations.json").is_file():
         return "json"
-    if any(p.glob("*.xml")) or (p / "Annotations" / "CLS-LOC").is_dir() or any(p.glob("*/*.xml")):
+    if any(p.glob("*.xml")) or (p / "Annotations" / "CLS-LOC").is_dir() \
+            or (p / "ILSVRC" / "Annotations" / "CLS-LOC").is_dir() or any(p.glob("*/*.xml")):
         return "ilsvrc-xml"
     if split and (p / split).is_dir():
         p = p / split
-    for child in sorted(p.iterdir()):
+    problems = Problems()
+    for child in list_dir(p, problems):
         if child.is_dir() and not child.name.startswith(".") and \
-                any(is_image_file(f) for f in child.iterdir() if f.is_file()):
+                any(is_image_file(f) for f in list_dir(child, problems) if f.is_file()):
             return "folder"
+    if problems:
+        raise DatasetError(f"cannot tell the dataset format of {p}", problems.items)
     raise DatasetError(
         f"cannot tell the dataset format of {p}",
         [(str(p), 0, "found none of: image_ids.txt / metadata/ (wsol), images.txt + "

@@ -8,7 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from camloc.data._parse import Problems, box_problem, load_class_list, parse_float, parse_int, read_lines
+from camloc.data._parse import (Problems, box_problem, class_list_source, load_class_list,
+                                parse_float, parse_int, read_lines, root_keyword, same_length)
+from camloc.data.paths import id_problem
 from camloc.data.sample import Dataset, Sample
 from camloc.errors import ConfigError
 
@@ -20,8 +22,11 @@ def find_cub_root(p: Path) -> Path | None:
     return None
 
 
-def read_cub(p: Path, split: str | None, *, classes: Any = None, check_images: bool = True,
-              name: str | None = None) -> Dataset:
+def read_cub(p: Path, split: str | None, *, classes: Any = None, num_classes: int | None = None,
+             image_root: Any = None, check_images: bool = True, name: str | None = None
+             ) -> Dataset:
+    """``image_root``: the folder ``images.txt`` paths are relative to (default
+    ``CUB_200_2011/images``). ``num_classes``: checked against the class list."""
     if split not in (None, "train", "test"):
         raise ConfigError(f"CUB splits are 'train' and 'test' (or None for all), got {split!r}")
     root = find_cub_root(p) if p.is_dir() else None
@@ -42,6 +47,8 @@ def read_cub(p: Path, split: str | None, *, classes: Any = None, check_images: b
     if split is not None and not split_file.is_file():
         problems.add(split_file, 0, f"missing file (needed for split={split!r})")
     problems.raise_if_any(f"CUB dataset {root}")
+    images_dir = root_keyword(image_root, "image_root", root) if image_root is not None \
+        else root / "images"
 
     def id_table(file: Path, n_values: int, what: str) -> dict[str, tuple[int, list[str]]]:
         out: dict[str, tuple[int, list[str]]] = {}
@@ -59,18 +66,27 @@ def read_cub(p: Path, split: str | None, *, classes: Any = None, check_images: b
 
     images = id_table(images_file, 1, "image_id path")
     # classes.txt
-    names: list[str] | None
-    if classes is not None:
-        names = load_class_list(classes, root, problems)
-    else:
+    names: list[str] | None = None
+    from_file: list[str] | None = None
+    if classes_file.is_file():
         table = id_table(classes_file, 1, "class_id name")
-        names = []
+        from_file = []
         for expected, (key, (number, (cname,))) in enumerate(table.items(), start=1):
             if parse_int(key) != expected:
                 problems.add(classes_file, number, f"class ids must run 1, 2, 3, ...: expected "
                                                    f"{expected}, got {key!r}")
-            names.append(cname)
+            from_file.append(cname)
+    if classes is not None:
+        names = load_class_list(classes, root, problems)
+        if names is not None and from_file is not None:
+            same_length(names, class_list_source(classes, root), from_file, classes_file.name,
+                        problems)
+    else:
+        names = from_file
     n_classes = len(names or [])
+    if num_classes is not None and names is not None and num_classes != n_classes:
+        problems.add(classes_file if classes is None else class_list_source(classes, root), 0,
+                     f"{n_classes} classes, but num_classes={num_classes}")
 
     def check_known(file: Path, table: dict[str, tuple[int, list[str]]]) -> None:
         for key, (number, _) in table.items():
@@ -138,7 +154,11 @@ def read_cub(p: Path, split: str | None, *, classes: Any = None, check_images: b
                                             f"1..{n_classes})")
             continue
         label_refs.append((cls - 1, str(labels_file), lnum))
-        path = root / "images" / rel
+        why = id_problem(rel)
+        if why is not None:
+            problems.add(images_file, number, f"{rel!r}: {why}")
+            continue
+        path = images_dir / rel
         if check_images and not path.is_file():
             problems.add(images_file, number, f"image not found: {path}")
         if boxes_file.is_file() and key not in box_ids:

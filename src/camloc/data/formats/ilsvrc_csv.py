@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from camloc.data._parse import (Problems, box_problem, csv_rows, dataset_name, load_class_list,
-                                parse_float, resolve)
-from camloc.data.formats._ilsvrc import find_image_dir, stem_index, synset_classes
+from camloc.data._parse import Problems, box_problem, csv_rows, dataset_name, parse_float, resolve
+from camloc.data.formats._ilsvrc import find_image_dir, stem_index
+from camloc.data.formats._synsets import ilsvrc_classes
+from camloc.data.paths import id_problem
 from camloc.data.sample import Dataset, Sample
 from camloc.errors import DatasetError
 
@@ -27,15 +28,16 @@ def is_ilsvrc_csv(file: Path) -> bool:
 
 
 def read_ilsvrc_csv(p: Path, split: str | None, *, csv_file: Any = None, images: Any = None,
-                     synsets: Any = None, classes: Any = None, check_images: bool = True,
-                     name: str | None = None) -> Dataset:
+                    synsets: Any = None, classes: Any = None, num_classes: int | None = None,
+                    check_images: bool = True, name: str | None = None) -> Dataset:
     """Kaggle's ILSVRC localization CSV: ``ImageId,PredictionString`` with
     ``PredictionString = "syn x0 y0 x1 y1 syn x0 y0 x1 y1 ..."``.
 
     Class id = index in **sorted** synset order, from ``synsets=`` (list or file), else
     ``LOC_synset_mapping.txt`` beside the CSV or in the dataset folder, else the sorted synsets
-    seen in the CSV. ``image_id`` is the CSV's ``ImageId``; the image is ``<images>/<ImageId>.JPEG``
-    (or ``<images>/<synset>/<ImageId>.JPEG`` for the train split).
+    seen in the CSV (``class_source`` ``"synsets-seen"``). ``image_id`` is the CSV's
+    ``ImageId``; the image is ``<images>/<ImageId>.JPEG`` (or ``<images>/<synset>/<ImageId>.JPEG``
+    for the train split). ``num_classes=`` is checked against the synset count.
     """
     sp = split or "val"
     problems = Problems()
@@ -60,7 +62,10 @@ def read_ilsvrc_csv(p: Path, split: str | None, *, csv_file: Any = None, images:
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"cannot read {file}", [(str(file), 0, f"cannot read file: {exc}")]) from exc
     reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise DatasetError(f"cannot read {file}", [(str(file), 1, f"malformed CSV: {exc}")]) from exc
     if header is None or "ImageId" not in [h.strip() for h in header] \
             or "PredictionString" not in [h.strip() for h in header]:
         problems.add(file, 1, "header must have the columns ImageId,PredictionString")
@@ -73,6 +78,10 @@ def read_ilsvrc_csv(p: Path, split: str | None, *, csv_file: Any = None, images:
         tokens = row[i_pred].split()
         if not image_id:
             problems.add(file, number, "empty ImageId")
+            continue
+        why = id_problem(image_id)
+        if why is not None:
+            problems.add(file, number, f"ImageId {image_id!r}: {why}")
             continue
         if image_id in first:
             problems.add(file, number, f"duplicate ImageId {image_id} (first on line "
@@ -106,13 +115,8 @@ def read_ilsvrc_csv(p: Path, split: str | None, *, csv_file: Any = None, images:
             continue
         seen_syn.append(syns[0])
         rows.append((number, image_id, syns[0], boxes))
-    syn_list, names, _ = synset_classes(synsets, [file.parent, base], seen_syn, problems)
-    if classes is not None:
-        override = load_class_list(classes, base, problems)
-        if override is not None and len(override) != len(syn_list):
-            problems.add(str(classes), 0, f"{len(override)} class names for {len(syn_list)} synsets")
-        elif override is not None:
-            names = override
+    syn_list, names, class_source = ilsvrc_classes(synsets, [file.parent, base], seen_syn,
+                                                   classes, num_classes, base, problems)
     index = {s: i for i, s in enumerate(syn_list)}
     stems: dict[str, Path] | None = None
     samples = []
@@ -127,7 +131,7 @@ def read_ilsvrc_csv(p: Path, split: str | None, *, csv_file: Any = None, images:
                 path = alt
             else:
                 if stems is None:
-                    stems = stem_index(img_dir)
+                    stems = stem_index(img_dir, problems)
                 found = stems.get(image_id)
                 if found is None:
                     problems.add(file, number, f"image not found: {path}")
@@ -137,4 +141,5 @@ def read_ilsvrc_csv(p: Path, split: str | None, *, csv_file: Any = None, images:
                               boxes=np.asarray(boxes, dtype=np.float64), size=None))
     problems.raise_if_any(f"ILSVRC CSV dataset {file}")
     return Dataset(name=name or dataset_name(base), root=img_dir, format="ilsvrc-csv",
-                   split=split, samples=samples, class_names=names, synsets=syn_list)
+                   split=split, samples=samples, class_names=names, synsets=syn_list,
+                   class_source=class_source)

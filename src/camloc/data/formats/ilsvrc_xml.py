@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from camloc.data._parse import Problems, box_problem, dataset_name, load_class_list, parse_float, parse_int
-from camloc.data.formats._ilsvrc import find_dir, find_image_dir, stem_index, synset_classes
+from camloc.data._parse import Problems, box_problem, dataset_name, parse_float, parse_int
+from camloc.data.formats._ilsvrc import find_dir, find_image_dir, stem_index
+from camloc.data.formats._synsets import ilsvrc_classes
 from camloc.data.sample import Dataset, Sample
 from camloc.errors import ConfigError
 
@@ -77,15 +78,16 @@ def _find_xml_dir(p: Path, split: str, annotations: Any, problems: Problems) -> 
 
 
 def read_ilsvrc_xml(p: Path, split: str | None, *, annotations: Any = None, images: Any = None,
-                     synsets: Any = None, classes: Any = None, check_images: bool = True,
-                     name: str | None = None) -> Dataset:
+                    synsets: Any = None, classes: Any = None, num_classes: int | None = None,
+                    check_images: bool = True, name: str | None = None) -> Dataset:
     """ILSVRC images + one PASCAL-VOC XML per image.
 
     Class id = the synset's index in **sorted** synset order, the synsets taken from ``synsets=``
     (a list, or a ``LOC_synset_mapping.txt``-style file), else from ``LOC_synset_mapping.txt`` in
     the dataset folder or its parent, else from the sorted set of synsets found in the XML files
-    (then ids depend on which classes are present; pass ``synsets=`` for the standard 1000).
-    Class names are the mapping's descriptions (the synset itself when there is none).
+    (then ids depend on which classes are present; pass ``synsets=`` for the standard 1000,
+    ``class_source`` is ``"synsets-seen"``). Class names are the mapping's descriptions (the
+    synset itself when there is none). ``num_classes=`` is checked against the synset count.
     """
     if p.is_file():
         raise ConfigError(f"format 'ilsvrc-xml' needs a folder, got the file {p}")
@@ -95,7 +97,7 @@ def read_ilsvrc_xml(p: Path, split: str | None, *, annotations: Any = None, imag
     img_dir = find_image_dir(p, sp, images, problems)
     problems.raise_if_any(f"ILSVRC XML dataset {p}")
     assert xml_dir is not None and img_dir is not None
-    by_stem = stem_index(img_dir)
+    by_stem = stem_index(img_dir, problems)
     records = []
     seen_syn: list[str] = []
     used: set[Path] = set()
@@ -112,6 +114,7 @@ def read_ilsvrc_xml(p: Path, split: str | None, *, annotations: Any = None, imag
             continue
         used.add(img)
         size = None
+        size_at = None
         size_node = tree.find("size")
         if size_node is not None:
             wn, hn = size_node.find("width"), size_node.find("height")
@@ -121,6 +124,7 @@ def read_ilsvrc_xml(p: Path, split: str | None, *, annotations: Any = None, imag
                 problems.add(xml, size_node.line, "<size> needs positive integer <width> and <height>")
             else:
                 size = (w, h)
+                size_at = (str(xml), size_node.line)
         syns, boxes = [], []
         objects = tree.findall("object")
         if not objects:
@@ -152,19 +156,14 @@ def read_ilsvrc_xml(p: Path, split: str | None, *, annotations: Any = None, imag
                          f"objects of several classes ({', '.join(sorted({s for s, _ in syns}))}); "
                          "an ILSVRC image has one label")
         seen_syn.extend(s for s, _ in syns)
-        records.append((xml, img, syns[0] if syns else None, boxes, size))
+        records.append((xml, img, syns[0] if syns else None, boxes, size, size_at))
     for f in sorted(set(by_stem.values()) - used):
         problems.add(f, 0, f"image has no XML annotation in {xml_dir}")
-    syn_list, names, _source = synset_classes(synsets, [p, p.parent, xml_dir], seen_syn, problems)
+    syn_list, names, class_source = ilsvrc_classes(synsets, [p, p.parent, xml_dir], seen_syn,
+                                                   classes, num_classes, p, problems)
     index = {s: i for i, s in enumerate(syn_list)}
-    if classes is not None:
-        override = load_class_list(classes, p, problems)
-        if override is not None and len(override) != len(syn_list):
-            problems.add(str(classes), 0, f"{len(override)} class names for {len(syn_list)} synsets")
-        elif override is not None:
-            names = override
     samples = []
-    for xml, img, syn, boxes, size in records:
+    for xml, img, syn, boxes, size, size_at in records:
         label = None
         if syn is not None:
             if syn[0] not in index:
@@ -172,7 +171,9 @@ def read_ilsvrc_xml(p: Path, split: str | None, *, annotations: Any = None, imag
                 continue
             label = index[syn[0]]
         samples.append(Sample(image_id=img.relative_to(img_dir).as_posix(), path=img, label=label,
-                              boxes=np.asarray(boxes, dtype=np.float64), size=size))
+                              boxes=np.asarray(boxes, dtype=np.float64), size=size,
+                              size_source=size_at))
     problems.raise_if_any(f"ILSVRC XML dataset {p}")
     return Dataset(name=name or dataset_name(p), root=img_dir, format="ilsvrc-xml", split=split,
-                   samples=samples, class_names=names, synsets=syn_list)
+                   samples=samples, class_names=names, synsets=syn_list,
+                   class_source=class_source)

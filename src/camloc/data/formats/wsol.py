@@ -10,9 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from camloc.data._parse import (Problems, box_problem, dataset_name, finish_classes,
-                                load_class_list, parse_float, parse_int, read_lines, resolve,
-                                unique_lines)
+from camloc.data._parse import (Problems, box_problem, class_list_source, dataset_name,
+                                finish_classes, load_class_list, parse_float, parse_int,
+                                read_lines, root_keyword, same_length, unique_lines)
+from camloc.data.formats._synsets import load_synsets
+from camloc.data.paths import id_problem
 from camloc.data.sample import Dataset, Sample
 from camloc.errors import ConfigError, DatasetError
 
@@ -53,14 +55,14 @@ def _find_wsol_metadata(p: Path, split: str | None) -> tuple[Path, str | None, b
 
 
 def read_wsol(p: Path, split: str | None, *, image_root: str | os.PathLike[str] | None = None,
-               mask_root: str | os.PathLike[str] | None = None,
-               classes: Any = None, num_classes: int | None = None, proxy: bool = False,
-               check_images: bool = True, name: str | None = None) -> Dataset:
+              mask_root: str | os.PathLike[str] | None = None,
+              classes: Any = None, num_classes: int | None = None, synsets: Any = None,
+              proxy: bool = False, check_images: bool = True, name: str | None = None) -> Dataset:
     if p.is_file():
         raise ConfigError(f"format 'wsol' needs a folder, got the file {p}")
     meta, split, under_metadata = _find_wsol_metadata(p, split)
-    root = resolve(image_root, p) if image_root is not None else p
-    mroot = resolve(mask_root, p) if mask_root is not None else root
+    root = root_keyword(image_root, "image_root", p) if image_root is not None else p
+    mroot = root_keyword(mask_root, "mask_root", p) if mask_root is not None else root
     problems = Problems()
 
     ids_file = meta / ("image_ids_proxy.txt" if proxy else "image_ids.txt")
@@ -76,6 +78,12 @@ def read_wsol(p: Path, split: str | None, *, image_root: str | os.PathLike[str] 
 
     # image_ids.txt
     order, id_line = unique_lines(ids_file, problems, "image id")
+    unsafe = set()
+    for image_id in order:
+        why = id_problem(image_id)
+        if why is not None:
+            problems.add(ids_file, id_line[image_id], f"{image_id!r}: {why}")
+            unsafe.add(image_id)
 
     def known(file: Path, number: int, image_id: str) -> bool:
         if image_id in id_line:
@@ -150,6 +158,11 @@ def read_wsol(p: Path, split: str | None, *, image_root: str | os.PathLike[str] 
             image_id, mask_rel, ignore_rel = parts[0], parts[1].strip(), parts[2].strip()
             if not known(file, number, image_id):
                 continue
+            why = next((f"{rel!r}: {w}" for rel in (mask_rel, ignore_rel) if rel
+                        for w in [id_problem(rel)] if w), None)
+            if why is not None:
+                problems.add(file, number, why)
+                continue
             mask_path = mroot / mask_rel
             if check_images and not mask_path.is_file():
                 problems.add(file, number, f"mask not found: {mask_path}")
@@ -205,12 +218,26 @@ def read_wsol(p: Path, split: str | None, *, image_root: str | os.PathLike[str] 
         else:
             read_masks(masks_file, read_lines(masks_file, problems))
 
-    # class names
-    names = None
+    # class names: classes=, else class_names.txt, else synsets=; where two are given they must
+    # have the same length
+    names, names_from = None, "classes="
     if classes is not None:
-        names = load_class_list(classes, meta, problems)
-    elif names_file.is_file():
-        names = load_class_list(names_file, meta, problems)
+        names, names_from = load_class_list(classes, meta, problems), class_list_source(classes, meta)
+    if names_file.is_file():
+        from_file = load_class_list(names_file, meta, problems)
+        if names is None:
+            names, names_from = from_file, str(names_file)
+        elif from_file is not None:
+            same_length(names, names_from, from_file, names_file.name, problems)
+    syn_list = None
+    if synsets is not None:
+        got = load_synsets(synsets, meta, problems)
+        if got is not None:
+            syn_list, descr, syn_from = got
+            if names is None:
+                names, names_from = [descr.get(s, s) for s in syn_list], syn_from
+            else:
+                same_length(names, names_from, syn_list, "synsets=", problems)
 
     # every listed image: label, size, localization, file on disk
     samples: list[Sample] = []
@@ -218,6 +245,8 @@ def read_wsol(p: Path, split: str | None, *, image_root: str | os.PathLike[str] 
     missing_images = 0
     for image_id in order:
         number = id_line[image_id]
+        if image_id in unsafe:
+            continue
         if image_id not in labels:
             if image_id not in label_line:
                 problems.add(ids_file, number, f"{image_id!r} has no entry in class_labels.txt")
@@ -244,12 +273,17 @@ def read_wsol(p: Path, split: str | None, *, image_root: str | os.PathLike[str] 
             size=size,
             mask_paths=tuple(masks.get(image_id, ())) if masks is not None else (),
             ignore_path=ignores.get(image_id),
+            size_source=(str(sizes_file), size_line[image_id]) if size is not None else None,
         ))
-    class_names = finish_classes(label_refs, names, num_classes, problems)
+    class_names, class_source = finish_classes(label_refs, names, num_classes, problems,
+                                               names_from)
+    if syn_list is not None and class_source == "names":
+        class_source = "synsets"
     if missing_images and missing_images == len(order):
         problems.items.insert(0, (str(ids_file), 0, f"none of the {len(order)} images exist under "
                                                     f"{root}; pass image_root= (the folder the "
                                                     "ids are relative to)"))
     problems.raise_if_any(f"wsol dataset {p}" + (f" split {split!r}" if split else ""))
     return Dataset(name=name or dataset_name(p), root=root, format="wsol", split=split,
-                   samples=samples, class_names=class_names)
+                   samples=samples, class_names=class_names, synsets=syn_list,
+                   class_source=class_source)
