@@ -72,16 +72,15 @@ _limit_saved: int | None = None
 
 
 @contextmanager
-def _camloc_pixel_limit(max_pixels: int) -> Iterator[None]:
-    """While camloc decodes, its own ``max_pixels`` applies instead of Pillow's global
-    ``Image.MAX_IMAGE_PIXELS`` (89M, errors from 179M). Pillow's check is switched off only when
-    ``max_pixels`` is above it, only while a camloc decode runs (counted across threads), and
-    restored afterwards; camloc checks the header size itself before any pixel is decoded."""
+def _camloc_pixel_limit() -> Iterator[None]:
+    """While camloc reads an image, its own ``max_pixels`` applies instead of Pillow's global
+    ``Image.MAX_IMAGE_PIXELS`` (89M, an error from 179M): Pillow's check is off while any
+    camloc read runs (counted across threads) and restored when the last one ends. camloc
+    checks the header size itself before any pixel is decoded."""
     global _limit_users, _limit_saved
     with _limit_lock:
         if _limit_users == 0:
             _limit_saved = Image.MAX_IMAGE_PIXELS
-        if _limit_saved is not None and max_pixels > _limit_saved:
             Image.MAX_IMAGE_PIXELS = None
         _limit_users += 1
     try:
@@ -195,7 +194,7 @@ def read_image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     p = Path(path)
     _check_file(p)
     try:
-        with _camloc_pixel_limit(1 << 62), open(p, "rb") as fh, Image.open(fh) as im:
+        with _camloc_pixel_limit(), open(p, "rb") as fh, Image.open(fh) as im:
             w, h = im.size
             orientation = _header_orientation(im, fh)
     except _DECODE_ERRORS as exc:
@@ -242,7 +241,7 @@ def _decode(p: Path, max_pixels: int,
             need: Callable[[tuple[int, int]], tuple[int, int]] | None) -> Image.Image:
     _check_file(p)
     try:
-        with _camloc_pixel_limit(max_pixels), open(p, "rb") as fh:
+        with _camloc_pixel_limit(), open(p, "rb") as fh:
             im = Image.open(fh)
             w, h = im.size
             if w * h > max_pixels:
