@@ -197,6 +197,10 @@ def read_image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
         with _camloc_pixel_limit(), open(p, "rb") as fh, Image.open(fh) as im:
             w, h = im.size
             orientation = _header_orientation(im, fh)
+            # Pillow's TIFF reader reports the upright size already (and turns on load)
+            stored = getattr(im, "_tile_size", None) if im.format == "TIFF" else None
+            if stored is not None and tuple(stored) != (w, h):
+                orientation = 1
     except _DECODE_ERRORS as exc:
         raise _open_error(p, exc) from exc
     return (h, w) if orientation in _SWAPS_AXES else (w, h)
