@@ -15,14 +15,6 @@ from camloc.data.datasets import Dataset, Sample, open_dataset
 from camloc.errors import ConfigError, DatasetError
 
 
-def problems_of(*args, **kw) -> list[tuple[str, int, str]]:
-    with pytest.raises(DatasetError) as err:
-        open_dataset(*args, **kw)
-    f, n, why = err.value.problems[0]
-    assert (f"{f}:{n}: {why}" if n > 0 else f"{f}: {why}") in str(err.value)
-    return err.value.problems
-
-
 def where(probs) -> list[tuple[str, int]]:
     return [(Path(f).name, n) for f, n, _ in probs]
 
@@ -32,7 +24,7 @@ def where(probs) -> list[tuple[str, int]]:
 # --------------------------------------------------------------------------------------------------
 
 
-def test_huge_class_id_is_refused_quickly(wsol_root: Path) -> None:
+def test_huge_class_id_is_refused_quickly(wsol_root: Path, problems_of) -> None:
     f = wsol_root / "metadata" / "class_labels.txt"
     f.write_text(f.read_text().replace("images/b.jpg,2", "images/b.jpg,99999999999"))
     tracemalloc.start()
@@ -49,7 +41,7 @@ def test_huge_class_id_is_refused_quickly(wsol_root: Path) -> None:
     assert where(probs) == [("class_labels.txt", 2)] and "unknown class id" in probs[0][2]
 
 
-def test_inferred_class_count_limit(tmp_path: Path, files) -> None:
+def test_inferred_class_count_limit(tmp_path: Path, files, problems_of) -> None:
     files.touch(tmp_path / "a.jpg"); files.touch(tmp_path / "b.jpg")
     # ids up to 999 need no names (ImageNet's 1000 classes), beyond that 100 per distinct label
     files.write(tmp_path / "annotations.csv", "path,label\na.jpg,999\nb.jpg,3\n")
@@ -76,7 +68,7 @@ def test_num_classes_from_text(wsol_root: Path) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def test_wsol_class_names_wrong_length(wsol_root: Path, files) -> None:
+def test_wsol_class_names_wrong_length(wsol_root: Path, files, problems_of) -> None:
     names = files.write(wsol_root / "metadata" / "class_names.txt", "cat\ndog\nbird\n")
     assert open_dataset(wsol_root, num_classes=3).class_names == ["cat", "dog", "bird"]
     probs = problems_of(wsol_root, num_classes=4)
@@ -88,7 +80,7 @@ def test_wsol_class_names_wrong_length(wsol_root: Path, files) -> None:
         open_dataset(wsol_root, classes=["a", "b", "c"], num_classes=4)
 
 
-def test_wsol_synsets(wsol_root: Path, files) -> None:
+def test_wsol_synsets(wsol_root: Path, files, problems_of) -> None:
     mapping = files.write(wsol_root / "LOC_synset_mapping.txt", files.MAPPING)
     ds = open_dataset(wsol_root, synsets=mapping)
     assert ds.synsets == files.SYNSETS and ds.class_names[0] == "tench, Tinca tinca"
@@ -97,7 +89,7 @@ def test_wsol_synsets(wsol_root: Path, files) -> None:
     assert "but synsets= has 3" in problems_of(wsol_root, synsets=mapping)[0][2]
 
 
-def test_user_formats_class_lists_must_agree(tmp_path: Path, files) -> None:
+def test_user_formats_class_lists_must_agree(tmp_path: Path, files, problems_of) -> None:
     files.touch(tmp_path / "a.jpg")
     files.write(tmp_path / "classes.txt", "cat\ndog\n")
     f = files.write(tmp_path / "d.csv", "path,label\na.jpg,dog\n")
@@ -109,7 +101,7 @@ def test_user_formats_class_lists_must_agree(tmp_path: Path, files) -> None:
     assert "duplicate" in problems_of(j)[0][2]
 
 
-def test_cub_and_ilsvrc_class_lists(cub_root: Path, xml_root: Path) -> None:
+def test_cub_and_ilsvrc_class_lists(cub_root: Path, xml_root: Path, problems_of) -> None:
     assert "classes.txt has 3" in problems_of(cub_root, classes=["a", "b"])[0][2]
     assert where(problems_of(cub_root, num_classes=4)) == [("classes.txt", 0)]
     assert open_dataset(cub_root, num_classes=3).num_classes == 3
@@ -123,7 +115,8 @@ def test_cub_and_ilsvrc_class_lists(cub_root: Path, xml_root: Path) -> None:
 ALL_SYNSETS = sorted({f"n{i:08d}" for i in range(997)} | {"n01440764", "n01443537", "n01484850"})
 
 
-def test_ilsvrc_without_mapping_is_refused_for_a_1000_class_model(xml_root: Path, files) -> None:
+def test_ilsvrc_without_mapping_is_refused_for_a_1000_class_model(xml_root: Path, files,
+                                                                  problems_of) -> None:
     """The issue's silent wrong result: ids numbered by the 3 synsets present."""
     (xml_root / "LOC_synset_mapping.txt").unlink()
     ds = open_dataset(xml_root)

@@ -14,14 +14,6 @@ from camloc.data.paths import MAX_NAME_BYTES, id_problem, safe_relpath
 from camloc.errors import ConfigError, DatasetError
 
 
-def problems_of(*args, **kw) -> list[tuple[str, int, str]]:
-    with pytest.raises(DatasetError) as err:
-        open_dataset(*args, **kw)
-    f, n, why = err.value.problems[0]
-    assert (f"{f}:{n}: {why}" if n > 0 else f"{f}: {why}") in str(err.value)
-    return err.value.problems
-
-
 def at(probs, name: str, line: int) -> str:
     hits = [why for f, n, why in probs if Path(f).name == name and n == line]
     assert hits, probs
@@ -49,7 +41,7 @@ def test_id_problem_accepts(image_id: str) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def test_wsol_escaping_ids(wsol_root: Path, files) -> None:
+def test_wsol_escaping_ids(wsol_root: Path, files, problems_of) -> None:
     outside = files.touch(wsol_root.parent / "outside.jpg")  # exists: refused anyway
     m = wsol_root / "metadata"
     files.write(m / "image_ids.txt", f"images/a.jpg\n../outside.jpg\n{outside}\n")
@@ -62,7 +54,7 @@ def test_wsol_escaping_ids(wsol_root: Path, files) -> None:
         assert "absolute" in at(probs, "image_ids.txt", 3)
 
 
-def test_wsol_escaping_mask_path(openimages_root: Path) -> None:
+def test_wsol_escaping_mask_path(openimages_root: Path, problems_of) -> None:
     meta = openimages_root / "metadata" / "OpenImages" / "test"
     loc = meta / "localization.txt"
     loc.write_text(loc.read_text().replace("test/cls/img2.jpg,test/cls/img2_m1.png,",
@@ -72,13 +64,13 @@ def test_wsol_escaping_mask_path(openimages_root: Path) -> None:
     assert "'..'" in at(probs, "localization.txt", 3)
 
 
-def test_cub_escaping_path(cub_root: Path) -> None:
+def test_cub_escaping_path(cub_root: Path, problems_of) -> None:
     f = cub_root / "CUB_200_2011" / "images.txt"
     f.write_text(f.read_text().replace("5 003.Blackbird/c2.jpg", "5 ../../../etc/hosts"))
     assert "'..'" in at(problems_of(cub_root), "images.txt", 5)
 
 
-def test_user_csv_and_json_escaping_paths(tmp_path: Path, files) -> None:
+def test_user_csv_and_json_escaping_paths(tmp_path: Path, files, problems_of) -> None:
     files.touch(tmp_path / "a.jpg")
     f = files.write(tmp_path / "d.csv", "path,label,mask\na.jpg,0,\n../b.jpg,0,\n"
                                         "a.jpg,0,/etc/mask.png\n")
@@ -91,7 +83,7 @@ def test_user_csv_and_json_escaping_paths(tmp_path: Path, files) -> None:
     assert "absolute" in at(probs, "d.json", 6) and "'..'" in at(probs, "d.json", 10)
 
 
-def test_ilsvrc_csv_escaping_image_id(csv_root: Path) -> None:
+def test_ilsvrc_csv_escaping_image_id(csv_root: Path, problems_of) -> None:
     f = csv_root / "LOC_val_solution.csv"
     f.write_text(f.read_text().replace("ILSVRC2012_val_00000003,", "../../../x,"))
     assert "'..'" in at(problems_of(csv_root), "LOC_val_solution.csv", 4)
@@ -159,7 +151,8 @@ def deny(monkeypatch, folder: Path) -> None:
     monkeypatch.setattr(os, "scandir", scandir)
 
 
-def test_folder_dataset_unreadable_subfolder(tmp_path: Path, files, monkeypatch) -> None:
+def test_folder_dataset_unreadable_subfolder(tmp_path: Path, files, monkeypatch,
+                                             problems_of) -> None:
     files.touch(tmp_path / "cat" / "1.jpg")
     files.touch(tmp_path / "cat" / "locked" / "2.jpg")
     files.touch(tmp_path / "dog" / "3.jpg")
