@@ -154,3 +154,25 @@ class _Files:
 def files() -> type[_Files]:
     """File-writing helpers (``files.touch``, ``files.write``, ``files.write_png``, ``files.xml``)."""
     return _Files
+
+
+def _problems_of(*args, **kw) -> list[tuple[str, int, str]]:
+    from camloc.data.datasets import open_dataset
+    from camloc.errors import DatasetError
+
+    with pytest.raises(DatasetError) as err:
+        open_dataset(*args, **kw)
+    probs = err.value.problems
+    assert probs, "a DatasetError must list its problems"
+    # the message shows the first problems with file:line and the total count
+    f, n, why = probs[0]
+    assert (f"{f}:{n}: {why}" if n > 0 else f"{f}: {why}") in str(err.value)
+    assert f"({len(probs)} problem" in str(err.value)
+    return probs
+
+
+@pytest.fixture
+def problems_of():
+    """``problems_of(path, **kw)``: open_dataset must raise a DatasetError whose message shows
+    its first problem as ``file:line: reason``; returns the problems."""
+    return _problems_of

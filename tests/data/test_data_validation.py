@@ -11,18 +11,6 @@ from camloc.data.datasets import open_dataset
 from camloc.errors import DatasetError
 
 
-def problems_of(*args, **kw) -> list[tuple[str, int, str]]:
-    with pytest.raises(DatasetError) as err:
-        open_dataset(*args, **kw)
-    probs = err.value.problems
-    assert probs, "a DatasetError must list its problems"
-    # the message shows the first problems with file:line and the total count
-    f, n, why = probs[0]
-    assert (f"{f}:{n}: {why}" if n > 0 else f"{f}: {why}") in str(err.value)
-    assert f"({len(probs)} problem" in str(err.value)
-    return probs
-
-
 def where(probs: list[tuple[str, int, str]]) -> list[tuple[str, int]]:
     return [(Path(f).name, n) for f, n, _ in probs]
 
@@ -71,14 +59,14 @@ WSOL_CASES = [
 
 @pytest.mark.parametrize("fname,old,new,expected,words", WSOL_CASES,
                          ids=[f"{c[0]}-{c[4]}-{i}" for i, c in enumerate(WSOL_CASES)])
-def test_wsol_malformed(wsol_root: Path, fname, old, new, expected, words) -> None:
+def test_wsol_malformed(wsol_root: Path, fname, old, new, expected, words, problems_of) -> None:
     edit(wsol_root / "metadata" / fname, old, new)
     probs = problems_of(wsol_root)
     assert expected in where(probs), probs
     assert any(words in why for f, n, why in probs if (Path(f).name, n) == expected), probs
 
 
-def test_wsol_unknown_class_with_num_classes(wsol_root: Path) -> None:
+def test_wsol_unknown_class_with_num_classes(wsol_root: Path, problems_of) -> None:
     probs = problems_of(wsol_root, num_classes=2)
     assert where(probs) == [("class_labels.txt", 2), ("class_labels.txt", 3)]
     assert "unknown class id 2" in probs[0][2]
@@ -86,7 +74,7 @@ def test_wsol_unknown_class_with_num_classes(wsol_root: Path) -> None:
     assert len(probs) == 2
 
 
-def test_wsol_missing_files_and_images(wsol_root: Path) -> None:
+def test_wsol_missing_files_and_images(wsol_root: Path, problems_of) -> None:
     (wsol_root / "metadata" / "class_labels.txt").unlink()
     assert where(problems_of(wsol_root)) == [("class_labels.txt", 0)]
     (wsol_root / "metadata" / "image_ids.txt").unlink()
@@ -94,7 +82,7 @@ def test_wsol_missing_files_and_images(wsol_root: Path) -> None:
         open_dataset(wsol_root, format="wsol")
 
 
-def test_wsol_missing_image(wsol_root: Path) -> None:
+def test_wsol_missing_image(wsol_root: Path, problems_of) -> None:
     (wsol_root / "images" / "b.jpg").unlink()
     probs = problems_of(wsol_root)
     assert where(probs) == [("image_ids.txt", 2)] and "image not found" in probs[0][2]
@@ -102,7 +90,7 @@ def test_wsol_missing_image(wsol_root: Path) -> None:
     assert len(open_dataset(wsol_root, check_images=False)) == 3
 
 
-def test_wsol_no_box_for_an_image(wsol_root: Path) -> None:
+def test_wsol_no_box_for_an_image(wsol_root: Path, problems_of) -> None:
     edit(wsol_root / "metadata" / "localization.txt", "images/c.jpg,3,4,5,6\n", "")
     probs = problems_of(wsol_root)
     assert where(probs) == [("image_ids.txt", 3)] and "no box" in probs[0][2]
@@ -134,7 +122,7 @@ def test_error_message_truncates_long_lists(wsol_root: Path) -> None:
     assert len(err.value.problems) == 12
 
 
-def test_openimages_malformed(openimages_root: Path) -> None:
+def test_openimages_malformed(openimages_root: Path, problems_of) -> None:
     meta = openimages_root / "metadata" / "OpenImages" / "test"
     data = openimages_root / "dataset" / "OpenImages"
     edit(meta / "localization.txt", "test/cls/img2.jpg,test/cls/img2_m1.png,",
@@ -148,7 +136,7 @@ def test_openimages_malformed(openimages_root: Path) -> None:
     assert "mask not found" in reasons and "different ignore mask" in reasons
 
 
-def test_openimages_line_with_two_fields(openimages_root: Path) -> None:
+def test_openimages_line_with_two_fields(openimages_root: Path, problems_of) -> None:
     meta = openimages_root / "metadata" / "OpenImages" / "test"
     edit(meta / "localization.txt", "test/cls/img2.jpg,test/cls/img2_m1.png,",
          "test/cls/img2.jpg,test/cls/img2_m1.png")
@@ -180,7 +168,7 @@ CUB_CASES = [
 
 @pytest.mark.parametrize("fname,old,new,expected,words", CUB_CASES,
                          ids=[f"{c[0]}-{c[4]}" for c in CUB_CASES])
-def test_cub_malformed(cub_root: Path, fname, old, new, expected, words) -> None:
+def test_cub_malformed(cub_root: Path, fname, old, new, expected, words, problems_of) -> None:
     edit(cub_root / "CUB_200_2011" / fname, old, new)
     probs = problems_of(cub_root, split="train" if "split" in fname else None)
     assert expected in where(probs), probs
@@ -192,7 +180,7 @@ def test_cub_malformed(cub_root: Path, fname, old, new, expected, words) -> None
 # --------------------------------------------------------------------------------------------------
 
 
-def test_xml_malformed(xml_root: Path, files) -> None:
+def test_xml_malformed(xml_root: Path, files, problems_of) -> None:
     bb = xml_root / "bbox"
     (bb / "ILSVRC2012_val_00000001.xml").write_text("<annotation>\n<filename>x</filename>\n<size>\n")
     edit(bb / "ILSVRC2012_val_00000002.xml", "<xmax>7</xmax>", "<xmax>2</xmax>")
@@ -218,7 +206,7 @@ def test_xml_malformed(xml_root: Path, files) -> None:
     assert ("ILSVRC2012_val_00000005.xml", 0) not in reasons
 
 
-def test_xml_objects_of_two_classes(xml_root: Path, files) -> None:
+def test_xml_objects_of_two_classes(xml_root: Path, files, problems_of) -> None:
     files.write(xml_root / "bbox" / "ILSVRC2012_val_00000003.xml",
                 files.xml("ILSVRC2012_val_00000003",
                           [("n01440764", (1, 1, 2, 2)), ("n01443537", (1, 1, 2, 2))]))
@@ -226,7 +214,7 @@ def test_xml_objects_of_two_classes(xml_root: Path, files) -> None:
     assert where(probs) == [("ILSVRC2012_val_00000003.xml", 19)] and "several classes" in probs[0][2]
 
 
-def test_ilsvrc_csv_malformed(csv_root: Path) -> None:
+def test_ilsvrc_csv_malformed(csv_root: Path, problems_of) -> None:
     f = csv_root / "LOC_val_solution.csv"
     edit(f, "n01484850 0 0 50.5 60 ", "n01484850 0 0 50.5")
     edit(f, "ILSVRC2012_val_00000003,n01440764 5 5 6 6",
@@ -245,7 +233,7 @@ def test_ilsvrc_csv_malformed(csv_root: Path) -> None:
     assert "unknown synset" in reasons[9]
 
 
-def test_ilsvrc_csv_bad_header(csv_root: Path) -> None:
+def test_ilsvrc_csv_bad_header(csv_root: Path, problems_of) -> None:
     edit(csv_root / "LOC_val_solution.csv", "ImageId,PredictionString", "Id,Pred")
     assert where(problems_of(csv_root, format="ilsvrc-csv")) == [("LOC_val_solution.csv", 1)]
 
@@ -255,7 +243,7 @@ def test_ilsvrc_csv_bad_header(csv_root: Path) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def test_user_csv_malformed(tmp_path: Path, files) -> None:
+def test_user_csv_malformed(tmp_path: Path, files, problems_of) -> None:
     files.touch(tmp_path / "a.jpg"); files.touch(tmp_path / "b.jpg")
     f = files.write(tmp_path / "d.csv",
                     "path,label,x0,y0,x1,y1,width,height\n"
@@ -272,26 +260,26 @@ def test_user_csv_malformed(tmp_path: Path, files) -> None:
     assert "image not found" in reasons[7]
 
 
-def test_user_csv_bad_header(tmp_path: Path, files) -> None:
+def test_user_csv_bad_header(tmp_path: Path, files, problems_of) -> None:
     f = files.write(tmp_path / "d.csv", "file,label\nx.jpg,1\n")
     assert where(problems_of(f)) == [("d.csv", 1)]
     f = files.write(tmp_path / "e.csv", "path,label,x0,y0\nx.jpg,1,2,3\n")
     assert "all four box columns" in problems_of(f)[0][2]
 
 
-def test_user_csv_unknown_class_name(tmp_path: Path, files) -> None:
+def test_user_csv_unknown_class_name(tmp_path: Path, files, problems_of) -> None:
     files.touch(tmp_path / "a.jpg")
     f = files.write(tmp_path / "d.csv", "path,label\na.jpg,cow\n")
     probs = problems_of(f, classes=["cat", "dog"])
     assert where(probs) == [("d.csv", 2)] and "unknown class" in probs[0][2]
 
 
-def test_user_json_syntax_error_line(tmp_path: Path, files) -> None:
+def test_user_json_syntax_error_line(tmp_path: Path, files, problems_of) -> None:
     f = files.write(tmp_path / "d.json", '[\n  {"path": "a.jpg"},\n  {"path": "b.jpg",}\n]\n')
     assert where(problems_of(f)) == [("d.json", 3)]
 
 
-def test_user_json_item_lines(tmp_path: Path, files) -> None:
+def test_user_json_item_lines(tmp_path: Path, files, problems_of) -> None:
     files.touch(tmp_path / "a.jpg"); files.touch(tmp_path / "b.jpg")
     items = [{"path": "a.jpg", "label": 0, "boxes": [[5, 0, 1, 1]]},
              {"path": "b.jpg", "label": 0, "size": [4, 4], "boxes": [[0, 0, 5, 1], [1, 2]]},
@@ -309,7 +297,7 @@ def test_user_json_item_lines(tmp_path: Path, files) -> None:
     assert got[4][0] == starts[3] and "unknown key" in got[4][1]
 
 
-def test_folder_non_image_file(tmp_path: Path, files) -> None:
+def test_folder_non_image_file(tmp_path: Path, files, problems_of) -> None:
     files.touch(tmp_path / "cat" / "1.jpg")
     files.touch(tmp_path / "cat" / "notes.txt")
     probs = problems_of(tmp_path, format="folder")

@@ -1,2 +1,8 @@
-"""Datasets and images: readers for WSOL metadata formats (:mod:`camloc.data.datasets`) and the
-procedural synthetic dataset (:mod:`camloc.data.synth`). Import from the submodules."""
+"""Datasets and images.
+
+:mod:`camloc.data.datasets` (``open_dataset``, ``Sample``, ``Dataset``; one reader module per
+format under :mod:`camloc.data.formats`), :mod:`camloc.data.images` (decoding, reduced decoding,
+network input), :mod:`camloc.data.sizes` and :mod:`camloc.data.classes` (checks against the
+images and against a model), :mod:`camloc.data.paths` (image ids as paths) and
+:mod:`camloc.data.synth` (the procedural synthetic dataset). Import from the submodules.
+"""

@@ -1,0 +1,83 @@
+"""Image sizes: from the image headers where the metadata has none, and checked against the
+headers where it has them.
+
+Boxes are rescaled from original pixels to a map with the image's size, so a wrong size in the
+metadata silently moves every box (a transposed ``image_sizes.txt`` gives MaxBoxAcc 0). Both
+functions read only image headers (see :func:`camloc.data.images.read_image_size`), never
+pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from camloc.errors import DatasetError, ImageError
+
+if TYPE_CHECKING:
+    from camloc.data.sample import Dataset, SizeFill
+
+__all__ = ["fill_sizes", "check_sizes"]
+
+
+def fill_sizes(dataset: Dataset) -> SizeFill:
+    """See :meth:`camloc.data.sample.Dataset.fill_sizes_from_headers`."""
+    from camloc.data.images import read_image_size
+    from camloc.data.sample import SizeFill
+
+    opened: list[str] = []
+    failed: list[tuple[str, str]] = []
+    samples = dataset.samples
+    for i, s in enumerate(samples):
+        if s.size is not None:
+            continue
+        try:
+            size = read_image_size(s.path)
+        except ImageError as exc:
+            failed.append((s.image_id, exc.reason))
+            continue
+        samples[i] = replace(s, size=size, size_source=(str(s.path), 0))
+        opened.append(s.image_id)
+    return SizeFill(opened, failed)
+
+
+def check_sizes(dataset: Dataset, raise_error: bool = True) -> list[tuple[str, int, str]]:
+    """Compare every size the metadata gives with the image file's header (upright: EXIF
+    orientations 5-8 swap width and height, as decoding does).
+
+    Returns the disagreements as ``(metadata file, line, reason)``; with ``raise_error`` (the
+    default) they are raised as one :class:`DatasetError` instead. Images that cannot be opened
+    are not size problems: the evaluation reports them as failed images. Samples without a
+    metadata size, or whose size was read from the header, are skipped.
+
+    Cost: one header read per sample with a metadata size (about as much as listing the files;
+    no pixel is decoded). A loader that decodes every image anyway can compare for free with
+    :meth:`camloc.data.sample.Sample.size_mismatch`.
+
+    >>> import tempfile, pathlib
+    >>> from PIL import Image
+    >>> from camloc.data.sample import Dataset, Sample
+    >>> d = pathlib.Path(tempfile.mkdtemp()); Image.new("RGB", (40, 30)).save(d / "a.png")
+    >>> s = Sample("a.png", d / "a.png", 0, [], (30, 40), size_source=("image_sizes.txt", 1))
+    >>> check_sizes(Dataset("t", d, "wsol", None, [s], ["x"]), raise_error=False)
+    [('image_sizes.txt', 1, 'a.png: the metadata gives 30x40 but the image is 40x30 (width x height)')]
+    """
+    from camloc.data.images import read_image_size
+
+    problems: list[tuple[str, int, str]] = []
+    for s in dataset.samples:
+        if s.size is None or (s.size_source is not None and s.size_source[0] == str(s.path)):
+            continue
+        try:
+            actual = read_image_size(s.path)
+        except ImageError:
+            continue
+        why = s.size_mismatch(actual)
+        if why is not None:
+            file, line = s.size_source if s.size_source is not None else (str(s.path), 0)
+            problems.append((file, line, f"{s.image_id}: {why}"))
+    if problems and raise_error:
+        raise DatasetError(
+            f"the image sizes in the metadata of {dataset.name!r} disagree with the images "
+            "(boxes would be rescaled wrongly); correct or delete the sizes", problems)
+    return problems
