@@ -164,3 +164,36 @@ def screenshot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = Path(target) if target else tmp_path_factory.mktemp("ui-screenshots")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def make_eval_run(root: Path, model_dir: Path) -> dict:
+    """A real evaluation run on a small synthetic dataset: ``root/data/synth`` (the dataset) and
+    ``root/runs/synth-eval`` (report.json + report.html + per_image.jsonl, as ``camloc evaluate``
+    writes them plus the per-image records of its accumulator); ``root/runs/inline`` holds the
+    same report with the records inside report.json."""
+    import json
+
+    from camloc.data.datasets import open_dataset
+    from camloc.data.synth import make_synth
+    from camloc.evaluate import build_report, evaluate_state
+    from camloc.models import load_model
+    from camloc.report import write_report
+
+    ds_path = make_synth(root / "data" / "synth", classes=4, images=40, size=64)
+    ds = open_dataset(ds_path, split="test")
+    model = load_model(str(model_dir), device="cpu")
+    state = evaluate_state(model, ds, batch_size=8)
+    report = build_report(state, model, ds, "wsol", 0.01)
+    records = state.localization.per_image
+    run = root / "runs" / "synth-eval"
+    write_report(run, report, [r["iou"] for r in records])
+    (run / "per_image.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    inline = root / "runs" / "inline"
+    write_report(inline, dict(report, per_image=records), [r["iou"] for r in records])
+    return {"root": root / "runs", "run": "synth-eval", "inline": "inline", "dataset": ds,
+            "records": records, "report": report}
+
+
+@pytest.fixture(scope="session")
+def eval_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict:
+    return make_eval_run(tmp_path_factory.mktemp("eval-run"), tiny_model_dir)
