@@ -129,7 +129,7 @@
     const img = new Image();
     img.onload = function () {
       const canvas = $("run-image");
-      const scale = Math.min(1, 640 / Math.max(info.width, info.height));
+      const scale = Math.min(8, 480 / Math.max(info.width, info.height));  // small images enlarged
       canvas.width = Math.round(info.width * scale); canvas.height = Math.round(info.height * scale);
       const ctx = canvas.getContext("2d");
       ctx.drawImage(img, 0, 0, canvas.width, canvas.height);
