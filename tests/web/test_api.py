@@ -130,8 +130,9 @@ def test_classes_by_id_and_name(client):
     r = _post(client, classes="tabby cat;1", maps="none").json()
     assert [c["id"] for c in r["classes"]] == [2, 1]
     assert [c["name"] for c in r["classes"]] == ["tabby cat", "dog"]
-    assert "several classes" in _error(_post(client, classes="crane"), 400)
     assert "unknown class" in _error(_post(client, classes="unicorn"), 400)
+    assert "no class" in _error(_post(client, classes=" , "), 400)
+    assert "at most" in _error(_post(client, classes=",".join(["1"] * 51)), 400)
     assert "out of range" in _error(_post(client, classes="8"), 400)
 
 

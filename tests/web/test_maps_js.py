@@ -83,6 +83,7 @@ def test_js_boxes_equal_boxes_from_map(js_page, rng):
     assert multi_boxes > 100  # the order of several components was really compared
 
 
+@pytest.mark.slow
 def test_js_boxes_on_real_maps(js_page, default_model, samples_dir):
     """Maps of the real model at input resolution, as the page receives them (float16)."""
     from camloc.explain import explain

@@ -93,8 +93,8 @@ def test_image_info_boxes(eval_run):
     assert exc.value.status == 404
 
 
-@pytest.fixture
-def runs_client(eval_run, tiny_model_dir, tmp_path):
+@pytest.fixture(scope="module")
+def runs_client(eval_run, tiny_model_dir, tmp_path_factory):
     """The app over the eval run, plus traps: a link out of the runs folder, and a run whose
     report names a dataset whose image id escapes the dataset's folder."""
     import camloc
@@ -104,7 +104,7 @@ def runs_client(eval_run, tiny_model_dir, tmp_path):
     from camloc.web.engine import WebEngine
 
     root = Path(eval_run["root"])
-    secret = tmp_path / "secret.txt"
+    secret = tmp_path_factory.mktemp("outside") / "secret.txt"
     secret.write_text(SECRET)
     for link in ("leak.txt",):
         if (root / link).is_symlink():

@@ -67,30 +67,10 @@ def _error(status: int, reason: str) -> JSONResponse:
 
 
 def _parse_classes(text: str, names: list[str]) -> list[int]:
-    """``"285, 281"`` or ``"tabby;Egyptian cat"`` -> ids (names match case-insensitively, whole
-    name or its first comma-separated synonym; an ambiguous name is refused)."""
-    lookup: dict[str, set[int]] = {}
-    for i, name in enumerate(names):
-        for key in {name.lower().strip(), name.split(",")[0].strip().lower()}:
-            lookup.setdefault(key, set()).add(i)
-    ids = []
-    for item in text.split(";" if ";" in text else ","):
-        item = item.strip()
-        if not item:
-            continue
-        if item.isdigit():
-            idx = int(item)
-            if idx >= len(names):
-                raise ApiError(400, f"classes: id {idx} is out of range (the model has {len(names)} "
-                                    f"classes)")
-            ids.append(idx)
-            continue
-        found = lookup.get(item.lower())
-        if not found:
-            raise ApiError(400, f"classes: unknown class {item!r} (give ids or names; see /api/classes)")
-        if len(found) > 1:
-            raise ApiError(400, f"classes: {item!r} names several classes ({sorted(found)}); give an id")
-        ids.append(next(iter(found)))
+    """``"285, 281"`` or ``"tabby;Egyptian cat"`` -> ids, as ``camloc explain --classes`` reads them."""
+    from camloc.commands.common import parse_classes
+
+    ids = parse_classes(text, names) or []
     if not ids:
         raise ApiError(400, "classes: no class given")
     if len(ids) > MAX_CLASSES_PER_REQUEST:

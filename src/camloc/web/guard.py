@@ -95,11 +95,16 @@ class LoopbackHosts:
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] in ("http", "websocket"):
             host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1").lower()
-            name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") and "]:" in host \
-                else host
-            if name not in self.allowed:
+            if _host_name(host) not in self.allowed:
                 if scope["type"] == "http":
                     await _send_json(send, 400, f"Host {host!r} is not served: this server answers "
                                                 f"only {', '.join(sorted(self.allowed))}")
                 return
         await self.app(scope, receive, send)
+
+
+def _host_name(host: str) -> str:
+    """The name part of a Host header: ``127.0.0.1:8765`` -> ``127.0.0.1``, ``[::1]:80`` -> ``[::1]``."""
+    if host.startswith("["):
+        return host[:host.index("]") + 1] if "]" in host else host
+    return host.split(":", 1)[0]

@@ -3,7 +3,7 @@
 (function () {
   "use strict";
   const $ = function (id) { return document.getElementById(id); };
-  const PAGE = 50;
+  const PAGE = 20;
   const view = { runs: [], run: null, rows: [], sortKey: "iou", sortAsc: true, page: 0, filter: "" };
 
   async function api(path) {
@@ -169,7 +169,7 @@
     const colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"];
     let k = 0;
     const series = [];
-    for (const fam of ["v1", "v2"]) {
+    for (const fam of ["v2", "v1"]) {  // V1 last, dashed, on top (it often equals V2 at IoU 0.5)
       for (const iou of Object.keys(curves[fam] || {}).sort()) series.push([fam + " IoU " + (iou / 100).toFixed(1), curves[fam][iou]]);
     }
     for (const [label, ys] of series) {
