@@ -12,6 +12,7 @@ to the client). OpenAPI docs are at ``/docs``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tempfile
 import time
@@ -83,6 +84,8 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
     """Build the application around a loaded engine (and, optionally, a runs folder)."""
     runs = RunsIndex(runs_dir) if runs_dir else None
     names = engine.class_names
+    engine.methods()
+    engine.layers()  # found now (a dry forward pass, maybe), never while a batch runs
     tmp = tempfile.TemporaryDirectory(prefix="camloc-serve-")
 
     def run_batch(key: tuple[str, str], jobs: list[ExplainJob]) -> list[Any]:
@@ -92,6 +95,9 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
     batcher = MicroBatcher(run_batch, max_batch=settings.max_batch,
                            max_wait=settings.max_wait_ms / 1000.0, max_queue=settings.max_queue)
     started = time.time()
+    # Requests holding a decoded image at once (decode -> forward -> answer): enough to fill two
+    # batches, few enough that a burst of huge images cannot exhaust memory.
+    inflight = asyncio.Semaphore(max(4, 2 * settings.max_batch))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -185,9 +191,12 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
         image: UploadFile = File(..., description="the image (JPEG, PNG, GIF, BMP, WebP, TIFF)"),
         method: str = Form("cam", description="a method from /api/methods"),
         layer: str = Form(DEFAULT_LAYER, description="a layer from /api/methods ('' = default)"),
-        top_k: int = Form(5, ge=1, le=MAX_CLASSES_PER_REQUEST, description="explain the k most likely classes"),
-        classes: str = Form("", description="ids or names instead of top-k: '285,281' or 'tabby;tiger cat'"),
-        threshold: float = Form(0.2, ge=0.0, le=1.0, description="box threshold, fraction of the map maximum"),
+        top_k: int = Form(5, ge=1, le=MAX_CLASSES_PER_REQUEST,
+                          description="explain the k most likely classes"),
+        classes: str = Form("", description="ids or names instead of top-k: '285,281' or "
+                                            "'tabby;tiger cat'"),
+        threshold: float = Form(0.2, ge=0.0, le=1.0,
+                                description="box threshold, a fraction of the map maximum"),
         multi: bool = Form(False, description="also box every connected component"),
         maps: str = Form("f16", description="map payload: f16, f32, png or none"),
         all_maps: bool = Form(False, description="also send every class's raw low-resolution map "
@@ -201,12 +210,15 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
         await run_in_threadpool(engine.check, method, layer)
         selection: int | list[int] = _parse_classes(classes, names) if classes.strip() else top_k
         data = await image.read()
-        pil = await run_in_threadpool(decode_upload, data, settings.limits, tmp.name)
-        t0 = time.perf_counter()
-        result = await batcher.submit((method, layer), ExplainJob(pil, selection, all_maps))
-        seconds = time.perf_counter() - t0
-        return await run_in_threadpool(_response, engine, result, threshold, multi, maps, seconds,
-                                       layer)
+        async with inflight:
+            pil = await run_in_threadpool(decode_upload, data, settings.limits, tmp.name)
+            del data
+            t0 = time.perf_counter()
+            result = await batcher.submit((method, layer), ExplainJob(pil, selection, all_maps))
+            seconds = time.perf_counter() - t0
+            del pil
+            return await run_in_threadpool(_response, engine, result, threshold, multi, maps,
+                                           seconds, layer)
 
     # ------------------------------------------------------------------ runs browser
     def need_runs() -> RunsIndex:

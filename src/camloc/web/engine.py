@@ -119,6 +119,7 @@ class WebEngine:
         self.model = model
         self.preprocess = model.spec.preprocess.with_(fit=fit)
         self._layers: list[dict[str, Any]] | None = None
+        self._methods: list[dict[str, Any]] | None = None
 
     @classmethod
     def load(cls, name: str = "efficientnet_lite0", weights: Any = "DEFAULT", device: str = "auto",
@@ -156,13 +157,15 @@ class WebEngine:
         """Every method of the engine, with its metadata and whether this model can run it."""
         from camloc.cams import METHODS
 
-        out = []
-        for name, entry in METHODS.items():
-            meta = _metadata(name, entry)
-            needs_head = bool(meta.get("needs_head", meta.get("requires_head", name == "cam")))
-            meta["available"] = self.has_exact_cam or not needs_head
-            out.append(meta)
-        return out
+        if self._methods is None:
+            out = []
+            for name, entry in METHODS.items():
+                meta = _metadata(name, entry)
+                needs_head = bool(meta.get("needs_head", meta.get("requires_head", name == "cam")))
+                meta["available"] = self.has_exact_cam or not needs_head
+                out.append(meta)
+            self._methods = out
+        return [dict(m) for m in self._methods]
 
     def layers(self) -> list[dict[str, Any]]:
         """Layers a user may choose (``name``, ``shape``), the engine's default first.

@@ -156,7 +156,8 @@ class RunsIndex:
     # ------------------------------------------------------------------ one run
     def report(self, run_id: str) -> dict[str, Any]:
         """The run's report.json (a dict with only ``error`` when it cannot be read)."""
-        path = safe_join(self.root, f"{run_id}/{REPORT_NAME}" if run_id not in ("", ".") else REPORT_NAME)
+        rel = REPORT_NAME if run_id in ("", ".") else f"{run_id}/{REPORT_NAME}"
+        path = safe_join(self.root, rel)
         try:
             if path.stat().st_size > MAX_REPORT_BYTES:
                 return {"error": f"report.json is larger than {MAX_REPORT_BYTES} bytes"}
@@ -219,7 +220,8 @@ class RunsIndex:
         """Ground-truth boxes (original pixels), the predicted box scaled from evaluation size to
         original pixels, the IoU and whether it counts as correct."""
         report = self.report(run_id)
-        records = {str(r.get("image_id", r.get("id", ""))): r for r in self._raw_per_image(run_id, report)}
+        records = {str(r.get("image_id", r.get("id", ""))): r
+                   for r in self._raw_per_image(run_id, report)}
         rec = _record(records[image_id]) if image_id in records else None
         sample, image = self._load(report, image_id)
         w, h = image.size
@@ -227,7 +229,8 @@ class RunsIndex:
         pred = None
         if rec and rec["box"] is not None:
             b = rec["box"]
-            pred = [b[0] * w / eval_size, b[1] * h / eval_size, b[2] * w / eval_size, b[3] * h / eval_size]
+            sx, sy = w / eval_size, h / eval_size
+            pred = [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy]
         return {"image_id": image_id, "width": w, "height": h,
                 "gt_boxes": [[float(v) for v in b] for b in sample.boxes],
                 "label": sample.label, "pred_box": pred,
