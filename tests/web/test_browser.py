@@ -155,8 +155,14 @@ def test_page_end_to_end(start_server, chromium, default_model, samples_dir, eva
     # 6. methods side by side for the selected class
     page.click("#compare")
     page.wait_for_selector("#compare-panel[data-done='1']", timeout=120_000)
-    figs = page.eval_on_selector_all("#compare-grid figure", "fs => fs.map(f => [f.dataset.method, f.dataset.box || null])")
-    assert [m for m, _ in figs] == list(METHODS)
+    figs = page.eval_on_selector_all("#compare-grid figure",
+                                     "fs => fs.map(f => [f.dataset.method, f.dataset.box || null])")
+    from camloc.web.engine import WebEngine
+
+    meta = WebEngine(default_model).methods()
+    assert [m for m, _ in figs] == [m["name"] for m in meta if m["available"] and not m["slow"]]
+    offered = page.eval_on_selector_all("#compare-methods input", "bs => bs.map(b => b.value)")
+    assert offered == [m["name"] for m in meta if m["available"]]  # the slow ones can be ticked
     assert all(b is not None for _, b in figs)
     shot("compare")
 

@@ -16,6 +16,7 @@ changes, this module is the one to adapt.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -77,35 +78,60 @@ def _method_class(entry: Any) -> Any:
     raise ConfigError(f"camloc.cams.METHODS entry {entry!r}: cannot tell how to build it")
 
 
+def _simple_fields(obj: Any) -> dict[str, Any]:
+    """JSON-simple public fields of an object, a dataclass, or a ``to_dict()``-able record."""
+    if obj is None:
+        return {}
+    if hasattr(obj, "to_dict") and callable(obj.to_dict):
+        items = dict(obj.to_dict()).items()
+    elif dataclasses.is_dataclass(obj) and not inspect.isclass(obj):
+        items = dataclasses.asdict(obj).items()
+    else:
+        items = vars(obj).items() if hasattr(obj, "__dict__") else []
+    return {k: v for k, v in items if not k.startswith("_") and isinstance(v, _SIMPLE)}
+
+
 def _metadata(name: str, entry: Any) -> dict[str, Any]:
-    """Plain (JSON-simple) public attributes of a METHODS entry and its class."""
+    """What a METHODS entry says about itself: simple class attributes (``name``, ``needs_grad``,
+    ...), its ``info`` record (e.g. family, summary, paper, cost, needs_head) if it has one, and
+    the first paragraph of its docstring."""
     meta: dict[str, Any] = {}
-    sources: list[Any] = []
     cls = _method_class(entry)
-    if inspect.isclass(cls):
-        sources.extend(reversed([c for c in cls.__mro__ if c is not object]))
+    sources: list[Any] = list(reversed([c for c in cls.__mro__ if c is not object])) \
+        if inspect.isclass(cls) else []
     if entry is not cls:
         sources.append(entry)
     for src in sources:
-        items = vars(src).items() if inspect.isclass(src) else (
-            vars(src).items() if hasattr(src, "__dict__") else [])
-        for key, value in items:
-            if not key.startswith("_") and isinstance(value, _SIMPLE):
-                meta[key] = value
+        meta.update(_simple_fields(src))
+    for src in (cls, entry):
+        meta.update(_simple_fields(getattr(src, "info", None)))
     doc = inspect.getdoc(cls) or ""
     meta["name"] = name
     meta.setdefault("label", name)
-    meta.setdefault("description", doc.split("\n\n")[0].replace("\n", " ").strip())
+    meta.setdefault("description", meta.get("summary") or
+                    doc.split("\n\n")[0].replace("\n", " ").strip())
     meta["needs_grad"] = bool(meta.get("needs_grad", False))
     meta["layer_choice"] = _accepts_layer(cls)
     return meta
 
 
 def _accepts_layer(cls: Any) -> bool:
-    try:
-        return "layer" in inspect.signature(cls).parameters
-    except (TypeError, ValueError):
-        return False
+    """Whether building ``cls`` takes a ``layer`` argument (following ``*args, **kwargs`` up the
+    class hierarchy, as subclasses that only add options pass the rest to their base)."""
+    for klass in (cls.__mro__ if inspect.isclass(cls) else (cls,)):
+        init = klass.__init__ if inspect.isclass(klass) else klass
+        if init is object.__init__:
+            return False
+        try:
+            params = inspect.signature(init).parameters
+        except (TypeError, ValueError):
+            return False
+        if "layer" in params:
+            return True
+        kinds = {p.kind for p in params.values()}
+        if not kinds & {inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD}:
+            return False
+    return False
 
 
 class WebEngine:
@@ -163,6 +189,9 @@ class WebEngine:
                 meta = _metadata(name, entry)
                 needs_head = bool(meta.get("needs_head", meta.get("requires_head", name == "cam")))
                 meta["available"] = self.has_exact_cam or not needs_head
+                # many forward passes per map (one per channel): left out of "side by side"
+                # unless chosen
+                meta["slow"] = bool(meta.get("slow", meta.get("family") == "perturbation"))
                 out.append(meta)
             self._methods = out
         return [dict(m) for m in self._methods]
@@ -175,7 +204,9 @@ class WebEngine:
         pass) is offered, unless the engine names its candidates itself.
         """
         if self._layers is None:
-            self._layers = [{"name": DEFAULT_LAYER, "label": "default (the pooled features)"}]
+            chosen = [str(n) for n in getattr(self.model, "layers", None) or []]
+            label = f"default ({', '.join(chosen)})" if chosen else "default (the pooled features)"
+            self._layers = [{"name": DEFAULT_LAYER, "label": label}]
             if any(m["layer_choice"] for m in self.methods()):
                 self._layers += self._candidate_layers()
         return self._layers
@@ -264,8 +295,12 @@ class WebEngine:
         return out.maps.float().cpu().numpy()
 
 
+_NOT_A_LAYER = ("Dropout", "DropPath", "Identity")
+
+
 def _spatial_modules(module: Any, input_size: tuple[int, int], device: Any) -> list[dict[str, Any]]:
-    """Named submodules whose output is a 4-D tensor with a spatial extent above 1x1."""
+    """Named submodules, at most two levels deep, whose output is a 4-D tensor with a spatial
+    extent above 1x1 (the stages and blocks a user would pick), found by one dry forward pass."""
     import torch
 
     found: dict[str, list[int]] = {}
@@ -279,7 +314,7 @@ def _spatial_modules(module: Any, input_size: tuple[int, int], device: Any) -> l
 
     try:
         for name, sub in module.named_modules():
-            if name:
+            if name and name.count(".") <= 1 and not type(sub).__name__.startswith(_NOT_A_LAYER):
                 handles.append(sub.register_forward_hook(hook_for(name)))
         was_training = module.training
         module.eval()

@@ -78,6 +78,15 @@
         $("method").appendChild(o);
       }
       $("method").value = methods.default_method;
+      for (const m of methods.methods) {
+        if (!m.available) continue;
+        const label = el("label", { class: "check", title: m.cost ? "cost: " + m.cost : "" });
+        const box = el("input", { type: "checkbox", value: m.name });
+        box.checked = !m.slow;  // methods with a forward pass per channel only when chosen
+        label.appendChild(box);
+        label.appendChild(document.createTextNode(" " + (m.label || m.name) + (m.slow ? " (slow)" : "")));
+        $("compare-methods").appendChild(label);
+      }
       for (const l of methods.layers) $("layer").appendChild(el("option", { value: l.name }, l.label || l.name));
       $("layer").disabled = methods.layers.length < 2;
       if (health.runs) $("tab-runs").hidden = false;
@@ -333,7 +342,8 @@
     grid.innerHTML = "";
     $("compare-class").textContent = "for " + e.name;
     const s = settings();
-    const usable = state.methods.filter(function (m) { return m.available; });
+    const chosen = Array.from(document.querySelectorAll("#compare-methods input:checked")).map(function (b) { return b.value; });
+    const usable = state.methods.filter(function (m) { return m.available && chosen.indexOf(m.name) >= 0; });
     await Promise.all(usable.map(async function (m) {
       const fig = el("figure", { "data-method": m.name });
       const canvas = el("canvas");
