@@ -50,14 +50,25 @@ class SlowOne(cams.CAM):
     info = Info("slowone", "perturbation", "one forward per channel", "1 + K forward")
 
 
+class FixedLayer:
+    """A method that always uses the model's own features: no layer argument."""
+
+    needs_grad = False
+
+    def __init__(self, model):
+        self.model = model
+
+
 def test_methods_come_from_the_registry_with_their_metadata(tiny, monkeypatch):
-    monkeypatch.setattr(cams, "METHODS", {**cams.METHODS, "layered": LayeredGradCAM, "slowone": SlowOne})
+    monkeypatch.setattr(cams, "METHODS", {**cams.METHODS, "layered": LayeredGradCAM, "slowone": SlowOne,
+                                          "fixed": FixedLayer})
     eng = WebEngine(tiny)
     meta = {m["name"]: m for m in eng.methods()}
     assert list(meta) == list(cams.METHODS)
     assert meta["layered"]["family"] == "gradient" and meta["layered"]["cost"] == "1 forward + k backward"
     assert meta["layered"]["description"] == "Grad-CAM on a chosen layer"
-    assert meta["layered"]["layer_choice"] and not meta["cam"]["layer_choice"]
+    assert meta["layered"]["layer_choice"] and not meta["fixed"]["layer_choice"]
+    assert meta["fixed"]["description"].startswith("A method that always uses")
     assert meta["slowone"]["slow"] and not meta["layered"]["slow"]
     assert meta["gradcam"]["needs_grad"] and not meta["cam"]["needs_grad"]
     layers = eng.layers()
@@ -66,16 +77,18 @@ def test_methods_come_from_the_registry_with_their_metadata(tiny, monkeypatch):
     some = layers[1]["name"]
     eng.check("layered", some)
     with pytest.raises(ConfigError, match="takes no layer"):
-        eng.check("cam", some)
+        eng.check("fixed", some)
     with pytest.raises(ConfigError, match="not a layer"):
         eng.check("layered", "no.such.layer")
     with pytest.raises(ConfigError, match="expected one of"):
         eng.check("nope")
 
 
-def test_today_only_the_default_layer(tiny):
-    layers = WebEngine(tiny).layers()
-    assert [entry["name"] for entry in layers] == [""]
+def test_layers_offered_only_when_a_method_takes_one(tiny):
+    eng = WebEngine(tiny)
+    layers = eng.layers()
+    assert layers[0]["name"] == ""
+    assert (len(layers) > 1) == any(m["layer_choice"] for m in eng.methods())
 
 
 def test_a_model_without_gap_head(tiny):
