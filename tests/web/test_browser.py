@@ -62,6 +62,8 @@ def test_page_end_to_end(start_server, chromium, default_model, samples_dir, eva
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
     shots = []
 
     def shot(name: str) -> None:
@@ -220,6 +222,21 @@ def test_page_end_to_end(start_server, chromium, default_model, samples_dir, eva
     page.wait_for_selector(f"#run-image-panel[data-image-id='{ids[0]}']", timeout=30_000)
     assert "IoU" in page.inner_text("#run-image-caption")
     shot("runs")
+
+    # 11. the API reference, rendered from /openapi.json by the server's own page
+    page.goto(srv.url + "/docs")
+    page.wait_for_selector("body[data-ready='1']")
+    explain_doc = page.locator("section[data-path='/api/explain'][data-method='post']")
+    fields = [t.split(" ")[0] for t in explain_doc.locator("td:first-child").all_inner_texts()]
+    assert {"image", "method", "layer", "top_k", "classes", "threshold", "multi", "maps",
+            "all_maps"} <= set(fields)
+    paths = page.eval_on_selector_all("section.endpoint", "ss => ss.map(s => s.dataset.path)")
+    assert {"/api/health", "/api/classes", "/api/methods", "/api/runs"} <= set(paths)
+    shot("apidocs")
+
+    # nothing was fetched from anywhere but the server (no CDN)
+    outside = [u for u in requested if not u.startswith((srv.url, "data:", "blob:"))]
+    assert outside == [], outside
 
     # the only console errors allowed: the refused upload of step 9
     assert all("status of 400" in e or "status of 415" in e for e in errors), errors

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import FastAPI, File, Form, Path, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -41,6 +41,8 @@ __all__ = ["create_app", "ServerSettings", "ApiError"]
 
 log = logging.getLogger("camloc.web")
 MAX_CLASSES_PER_REQUEST = 50
+_RUN = "a run's folder, relative to --runs DIR (as /api/runs lists it)"
+_IMAGE_ID = "an image id of the dataset the run's report names"
 
 
 class ApiError(Exception):
@@ -108,7 +110,8 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
             await batcher.close()
             tmp.cleanup()
 
-    app = FastAPI(title="camloc", version=_version(), lifespan=lifespan,
+    app = FastAPI(title="camloc", version=_version(), lifespan=lifespan, docs_url=None,
+                  redoc_url=None,  # FastAPI's own pages load their scripts from a CDN
                   description="Class activation maps and boxes for uploaded images; the evaluation "
                               "runs browser. Errors are JSON: {\"error\": reason}.")
 
@@ -160,6 +163,11 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(str(static / "index.html"), media_type="text/html")
+
+    @app.get("/docs", include_in_schema=False)
+    async def api_docs() -> FileResponse:
+        """The API reference, rendered from /openapi.json by the page itself (works offline)."""
+        return FileResponse(str(static / "apidocs.html"), media_type="text/html")
 
     # ------------------------------------------------------------------ API
     @app.get("/api/health", summary="Server status, model, and micro-batching counters")
@@ -232,25 +240,27 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
         return {"root": idx.root.name, "runs": await run_in_threadpool(idx.list_runs)}
 
     @app.get("/api/runs/report", summary="One run: report, figures, per-image records")
-    async def run_report(run: str = Query(..., max_length=1000)) -> dict[str, Any]:
+    async def run_report(run: str = Query(..., max_length=1000, description=_RUN)) -> dict[str, Any]:
         return await run_in_threadpool(need_runs().run, run)
 
     @app.get("/api/runs/image", summary="One image of a run: ground-truth and predicted boxes")
-    async def run_image(run: str = Query(..., max_length=1000),
-                        image_id: str = Query(..., max_length=1000)) -> dict[str, Any]:
+    async def run_image(run: str = Query(..., max_length=1000, description=_RUN),
+                        image_id: str = Query(..., max_length=1000, description=_IMAGE_ID)
+                        ) -> dict[str, Any]:
         info = await run_in_threadpool(need_runs().image_info, run, image_id)
         info["url"] = app.url_path_for("run_image_jpeg") + "?" + _query(run=run, image_id=image_id)
         return info
 
     @app.get("/api/runs/image.jpg", name="run_image_jpeg", summary="One image of a run, as JPEG")
-    async def run_image_jpeg(run: str = Query(..., max_length=1000),
-                             image_id: str = Query(..., max_length=1000)) -> Response:
+    async def run_image_jpeg(run: str = Query(..., max_length=1000, description=_RUN),
+                             image_id: str = Query(..., max_length=1000, description=_IMAGE_ID)
+                             ) -> Response:
         data = await run_in_threadpool(need_runs().image_jpeg, run, image_id)
         return Response(data, media_type="image/jpeg",
                         headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "max-age=300"})
 
     @app.get("/runs/files/{path:path}", summary="A file under --runs DIR (nothing outside it)")
-    async def run_file(path: str) -> FileResponse:
+    async def run_file(path: str = Path(..., description="relative to --runs DIR")) -> FileResponse:
         target = safe_join(need_runs().root, path)
         if not target.is_file():
             raise ApiError(404, f"{path!r} is not a file")
