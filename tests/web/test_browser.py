@@ -46,8 +46,21 @@ def _readout(page) -> dict:
             "threshold": float(el.get_attribute("data-threshold")), "class": int(el.get_attribute("data-class-id"))}
 
 
+def _until(page, expr: str, timeout: float = 60.0) -> None:
+    """Poll a JavaScript expression until it is true (``page.evaluate`` runs outside the page's
+    Content-Security-Policy; ``wait_for_function`` would need 'unsafe-eval', which the page
+    rightly refuses)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(f"() => Boolean({expr})"):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {expr}")
+        page.wait_for_timeout(50)
+
+
 def _settle(page) -> None:
-    page.wait_for_function("!document.body.dataset.busy", timeout=60_000)
+    _until(page, "!document.body.dataset.busy")
 
 
 def _slide(page, selector: str, value: float) -> None:
@@ -110,8 +123,7 @@ def test_page_end_to_end(start_server, chromium, default_model, samples_dir, eva
 
     # 3. switch the method: same classes, the method's maps
     page.select_option("#method", "gradcam")
-    page.wait_for_function("document.getElementById('status').textContent.startsWith('gradcam:')",
-                           timeout=60_000)
+    _until(page, "document.getElementById('status').textContent.startsWith('gradcam:')")
     _settle(page)
     e_gc, box_gc = _library(default_model, photo, "gradcam", 0.7, classes=e_cam.class_ids)
     r = _readout(page)
@@ -149,8 +161,7 @@ def test_page_end_to_end(start_server, chromium, default_model, samples_dir, eva
     tabby = int(page.get_attribute("#search-results li >> nth=0", "data-class"))
     assert "tabby" in default_model.spec.class_name(tabby).lower()
     page.click("#search-results li >> nth=0")
-    page.wait_for_function(f"document.getElementById('box-readout').dataset.classId === '{tabby}'",
-                           timeout=60_000)
+    _until(page, f"document.getElementById('box-readout').dataset.classId === '{tabby}'")
     _settle(page)
     shot("search")
 
@@ -192,16 +203,15 @@ def test_page_end_to_end(start_server, chromium, default_model, samples_dir, eva
             if (kind === 'paste') document.dispatchEvent(new ClipboardEvent('paste', {clipboardData: dt, bubbles: true}));
             else document.getElementById('drop').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
         }""", [b64, event])
-        page.wait_for_function("document.querySelector('#classes li .name') && "
-                               "!document.body.dataset.busy && window.CamlocApp.state.fileName === 'coffee.jpg'",
-                               timeout=60_000)
+        _until(page, "document.querySelector('#classes li .name') && !document.body.dataset.busy"
+                     " && window.CamlocApp.state.fileName === 'coffee.jpg'")
         e_coffee, _ = _library(default_model, other, "gradcam", 0.7)
         assert page.locator("#classes li .name").first.inner_text() == e_coffee.class_names[0]
         page.evaluate("window.CamlocApp.state.fileName = ''")
 
     # 9. a bad file gets a readable error, and the page keeps working
     page.set_input_files("#file", files=[{"name": "notes.png", "mimeType": "image/png", "buffer": b"not a png"}])
-    page.wait_for_function("document.getElementById('status').classList.contains('error')", timeout=30_000)
+    _until(page, "document.getElementById('status').classList.contains('error')", timeout=30)
 
     # 10. the runs browser: list, sortable per-image table, click-through with boxes
     page.click("#tab-runs")

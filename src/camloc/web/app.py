@@ -41,6 +41,12 @@ __all__ = ["create_app", "ServerSettings", "ApiError"]
 
 log = logging.getLogger("camloc.web")
 MAX_CLASSES_PER_REQUEST = 50
+# The pages load nothing from elsewhere and cannot be framed by another site.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
+                               "base-uri 'none'; frame-ancestors 'none'; form-action 'none'",
+    "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+}
 _RUN = "a run's folder, relative to --runs DIR (as /api/runs lists it)"
 _IMAGE_ID = "an image id of the dataset the run's report names"
 
@@ -162,12 +168,13 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
-        return FileResponse(str(static / "index.html"), media_type="text/html")
+        return FileResponse(str(static / "index.html"), media_type="text/html", headers=_PAGE_HEADERS)
 
     @app.get("/docs", include_in_schema=False)
     async def api_docs() -> FileResponse:
         """The API reference, rendered from /openapi.json by the page itself (works offline)."""
-        return FileResponse(str(static / "apidocs.html"), media_type="text/html")
+        return FileResponse(str(static / "apidocs.html"), media_type="text/html",
+                            headers=_PAGE_HEADERS)
 
     # ------------------------------------------------------------------ API
     @app.get("/api/health", summary="Server status, model, and micro-batching counters")
