@@ -94,7 +94,7 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
     names = engine.class_names
     engine.methods()
     engine.layers()  # found now (a dry forward pass, maybe), never while a batch runs
-    tmp = tempfile.TemporaryDirectory(prefix="camloc-serve-")
+    scratch: dict[str, str | None] = {"dir": None}  # where uploads are decoded, while serving
 
     def run_batch(key: tuple[str, str], jobs: list[ExplainJob]) -> list[Any]:
         method, layer = key
@@ -109,12 +109,14 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await batcher.start()
-        try:
-            yield
-        finally:
-            await batcher.close()
-            tmp.cleanup()
+        with tempfile.TemporaryDirectory(prefix="camloc-serve-") as tmp:
+            scratch["dir"] = tmp
+            await batcher.start()
+            try:
+                yield
+            finally:
+                await batcher.close()
+                scratch["dir"] = None
 
     app = FastAPI(title="camloc", version=_version(), lifespan=lifespan, docs_url=None,
                   redoc_url=None,  # FastAPI's own pages load their scripts from a CDN
@@ -226,7 +228,7 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
         selection: int | list[int] = _parse_classes(classes, names) if classes.strip() else top_k
         data = await image.read()
         async with inflight:
-            pil = await run_in_threadpool(decode_upload, data, settings.limits, tmp.name)
+            pil = await run_in_threadpool(decode_upload, data, settings.limits, scratch["dir"])
             del data
             t0 = time.perf_counter()
             result = await batcher.submit((method, layer), ExplainJob(pil, selection, all_maps))

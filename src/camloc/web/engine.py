@@ -254,16 +254,15 @@ class WebEngine:
 
         engine = self._make(method, layer)
         results: list[ImageResult | None] = [None] * len(jobs)
-        top = [i for i, j in enumerate(jobs) if isinstance(j.selection, int)]
-        ids = [i for i, j in enumerate(jobs) if not isinstance(j.selection, int)]
+        top = {i: j.selection for i, j in enumerate(jobs) if isinstance(j.selection, int)}
+        named = {i: list(j.selection) for i, j in enumerate(jobs) if not isinstance(j.selection, int)}
         groups: list[tuple[list[int], Any]] = []
         if top:
-            groups.append((top, max(int(jobs[i].selection) for i in top)))  # type: ignore[arg-type]
-        if ids:
-            width = max(len(jobs[i].selection) for i in ids)  # type: ignore[arg-type]
-            rows = [list(jobs[i].selection) + [jobs[i].selection[-1]] *  # type: ignore[index]
-                    (width - len(jobs[i].selection)) for i in ids]  # type: ignore[arg-type]
-            groups.append((ids, torch.tensor(rows, dtype=torch.long)))
+            groups.append((list(top), max(top.values())))
+        if named:
+            width = max(len(r) for r in named.values())
+            rows = [r + r[-1:] * (width - len(r)) for r in named.values()]
+            groups.append((list(named), torch.tensor(rows, dtype=torch.long)))
         for idx, selection in groups:
             with torch.inference_mode(not getattr(engine, "needs_grad", True)):
                 exps = explain_batch(self.model, [jobs[i].image for i in idx], None, selection,
