@@ -29,8 +29,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve a web page and HTTP API: upload an image, see its maps and boxes.
 
-        The model is loaded once. Binds to 127.0.0.1 unless --host says otherwise. Stop with
-        Ctrl-C. API docs at /docs.
+        The model is loaded once; the server binds to 127.0.0.1 unless --host says otherwise.
+        Ctrl-C stops it. API reference at /docs; see docs/ui.md.
         """
         from camloc.web.server import serve
 
