@@ -1,0 +1,323 @@
+"""The FastAPI application behind ``camloc serve``: the page, the HTTP API, the runs browser.
+
+Every error a client can cause is answered as JSON ``{"error": reason}`` with a 4xx code; an
+unexpected failure is a 500 with a one-line reason (the traceback goes to the server's log, never
+to the client). OpenAPI docs are at ``/docs``.
+
+>>> from fastapi.testclient import TestClient          # doctest: +SKIP
+>>> client = TestClient(create_app(WebEngine.load()))   # doctest: +SKIP
+>>> client.get("/api/health").json()["status"]          # doctest: +SKIP
+'ok'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, File, Form, Path, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from camloc.errors import CamlocError
+from camloc.web.batcher import MicroBatcher, QueueFull
+from camloc.web.encode import MAP_ENCODINGS, boxes_on_sent_map, encode_maps, encode_raw_maps
+from camloc.web.engine import DEFAULT_LAYER, ExplainJob, WebEngine
+from camloc.web.guard import BodyLimit, LoopbackHosts
+from camloc.web.runs import PathRefused, RunsIndex, safe_join
+from camloc.web.uploads import UploadLimits, UploadRejected, decode_upload
+
+__all__ = ["create_app", "ServerSettings", "ApiError"]
+
+log = logging.getLogger("camloc.web")
+MAX_CLASSES_PER_REQUEST = 50
+# The pages load nothing from elsewhere and cannot be framed by another site.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
+                               "base-uri 'none'; frame-ancestors 'none'; form-action 'none'",
+    "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+}
+_RUN = "a run's folder, relative to --runs DIR (as /api/runs lists it)"
+_IMAGE_ID = "an image id of the dataset the run's report names"
+
+
+class ApiError(Exception):
+    """A client error: answered as ``{"error": reason}`` with ``status``."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What the server accepts: upload limits, batching, which Host headers (``None``: any)."""
+
+    limits: UploadLimits = UploadLimits()
+    max_batch: int = 16
+    max_wait_ms: float = 5.0
+    max_queue: int = 256
+    allowed_hosts: tuple[str, ...] | None = ("127.0.0.1", "localhost", "[::1]", "testserver")
+
+
+def _error(status: int, reason: str) -> JSONResponse:
+    return JSONResponse({"error": reason}, status_code=status)
+
+
+def _parse_classes(text: str, names: list[str]) -> list[int]:
+    """``"285, 281"`` or ``"tabby;Egyptian cat"`` -> ids, as ``camloc explain --classes`` reads them."""
+    from camloc.commands.common import parse_classes
+
+    ids = parse_classes(text, names) or []
+    if not ids:
+        raise ApiError(400, "classes: no class given")
+    if len(ids) > MAX_CLASSES_PER_REQUEST:
+        raise ApiError(400, f"classes: at most {MAX_CLASSES_PER_REQUEST} per request")
+    return ids
+
+
+def create_app(engine: WebEngine, runs_dir: str | None = None,
+               settings: ServerSettings = ServerSettings()) -> FastAPI:
+    """Build the application around a loaded engine (and, optionally, a runs folder)."""
+    runs = RunsIndex(runs_dir) if runs_dir else None
+    names = engine.class_names
+    engine.methods()
+    engine.layers()  # found now (a dry forward pass, maybe), never while a batch runs
+    scratch: dict[str, str | None] = {"dir": None}  # where uploads are decoded, while serving
+
+    def run_batch(key: tuple[str, str], jobs: list[ExplainJob]) -> list[Any]:
+        method, layer = key
+        return engine.explain(method, layer or None, jobs)
+
+    batcher = MicroBatcher(run_batch, max_batch=settings.max_batch,
+                           max_wait=settings.max_wait_ms / 1000.0, max_queue=settings.max_queue)
+    started = time.time()
+    # Requests holding a decoded image at once (decode -> forward -> answer): enough to fill two
+    # batches, few enough that a burst of huge images cannot exhaust memory.
+    inflight = asyncio.Semaphore(max(4, 2 * settings.max_batch))
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        with tempfile.TemporaryDirectory(prefix="camloc-serve-") as tmp:
+            scratch["dir"] = tmp
+            await batcher.start()
+            try:
+                yield
+            finally:
+                await batcher.close()
+                scratch["dir"] = None
+
+    app = FastAPI(title="camloc", version=_version(), lifespan=lifespan, docs_url=None,
+                  redoc_url=None,  # FastAPI's own pages load their scripts from a CDN
+                  description="Class activation maps and boxes for uploaded images; the evaluation "
+                              "runs browser. Errors are JSON: {\"error\": reason}.")
+
+    # ------------------------------------------------------------------ errors as JSON
+    @app.exception_handler(ApiError)
+    async def _api_error(_r: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.reason)
+
+    @app.exception_handler(UploadRejected)
+    async def _upload_error(_r: Request, exc: UploadRejected) -> JSONResponse:
+        return _error(exc.status, exc.reason)
+
+    @app.exception_handler(PathRefused)
+    async def _path_error(_r: Request, exc: PathRefused) -> JSONResponse:
+        return _error(exc.status, exc.reason)
+
+    @app.exception_handler(CamlocError)
+    async def _camloc_error(_r: Request, exc: CamlocError) -> JSONResponse:
+        return _error(400, str(exc))
+
+    @app.exception_handler(QueueFull)
+    async def _busy(_r: Request, exc: QueueFull) -> JSONResponse:
+        return _error(503, f"server busy: {exc}; retry shortly")
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_r: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ())[1:]) or "request"
+            parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        return _error(422, "; ".join(parts) or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_r: Request, exc: StarletteHTTPException) -> JSONResponse:
+        reason = exc.detail if isinstance(exc.detail, str) else "request failed"
+        if exc.status_code == 400 and "parsing the body" in reason:
+            reason = "the request body is not valid multipart form data"
+        return _error(exc.status_code, reason)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_r: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return _error(500, f"internal error ({type(exc).__name__}); see the server log")
+
+    # ------------------------------------------------------------------ the page
+    static = resources.files("camloc.web") / "static"
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(str(static / "index.html"), media_type="text/html", headers=_PAGE_HEADERS)
+
+    @app.get("/docs", include_in_schema=False)
+    async def api_docs() -> FileResponse:
+        """The API reference, rendered from /openapi.json by the page itself (works offline)."""
+        return FileResponse(str(static / "apidocs.html"), media_type="text/html",
+                            headers=_PAGE_HEADERS)
+
+    # ------------------------------------------------------------------ API
+    @app.get("/api/health", summary="Server status, model, and micro-batching counters")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "version": _version(), "model": engine.name, "device": engine.device,
+                "num_classes": len(names), "input_size": list(engine.input_size),
+                "all_class_maps": engine.has_exact_cam, "runs": runs is not None,
+                "uptime_s": round(time.time() - started, 1), "batching": batcher.stats(),
+                "limits": {"max_bytes": settings.limits.max_bytes,
+                           "max_pixels": settings.limits.max_pixels}}
+
+    @app.get("/api/classes", summary="The model's classes (id, name); q filters by name")
+    async def classes(q: str = Query("", max_length=200, description="case-insensitive substring"),
+                      limit: int = Query(0, ge=0, description="at most this many (0: all)")
+                      ) -> dict[str, Any]:
+        ql = q.lower().strip()
+        out = [{"id": i, "name": n} for i, n in enumerate(names) if not ql or ql in n.lower()]
+        return {"count": len(names), "classes": out[:limit] if limit else out}
+
+    @app.get("/api/methods", summary="Map methods (with metadata) and the layers one may choose")
+    async def methods() -> dict[str, Any]:
+        methods_ = await run_in_threadpool(engine.methods)
+        layers = await run_in_threadpool(engine.layers)
+        return {"methods": methods_, "layers": layers, "default_method": "cam",
+                "default_layer": DEFAULT_LAYER, "map_encodings": list(MAP_ENCODINGS)}
+
+    @app.post("/api/explain", summary="Explain one image: classes, probabilities, maps and boxes")
+    async def explain(
+        image: UploadFile = File(..., description="the image (JPEG, PNG, GIF, BMP, WebP, TIFF)"),
+        method: str = Form("cam", description="a method from /api/methods"),
+        layer: str = Form(DEFAULT_LAYER, description="a layer from /api/methods ('' = default)"),
+        top_k: int = Form(5, ge=1, le=MAX_CLASSES_PER_REQUEST,
+                          description="explain the k most likely classes"),
+        classes: str = Form("", description="ids or names instead of top-k: '285,281' or "
+                                            "'tabby;tiger cat'"),
+        threshold: float = Form(0.2, ge=0.0, le=1.0,
+                                description="box threshold, a fraction of the map maximum"),
+        multi: bool = Form(False, description="also box every connected component"),
+        maps: str = Form("f16", description="map payload: f16, f32, png or none"),
+        all_maps: bool = Form(False, description="also send every class's raw low-resolution map "
+                                                 "(float16), for the point lookup"),
+    ) -> dict[str, Any]:
+        if maps not in MAP_ENCODINGS:
+            raise ApiError(400, f"maps={maps!r}: expected one of {', '.join(MAP_ENCODINGS)}")
+        if all_maps and not engine.has_exact_cam:
+            raise ApiError(400, "all_maps: this model has no GAP -> linear head, so every class's "
+                                "map cannot come from one forward pass")
+        await run_in_threadpool(engine.check, method, layer)
+        selection: int | list[int] = _parse_classes(classes, names) if classes.strip() else top_k
+        data = await image.read()
+        async with inflight:
+            pil = await run_in_threadpool(decode_upload, data, settings.limits, scratch["dir"])
+            del data
+            t0 = time.perf_counter()
+            result = await batcher.submit((method, layer), ExplainJob(pil, selection, all_maps))
+            seconds = time.perf_counter() - t0
+            del pil
+            return await run_in_threadpool(_response, engine, result, threshold, multi, maps,
+                                           seconds, layer)
+
+    # ------------------------------------------------------------------ runs browser
+    def need_runs() -> RunsIndex:
+        if runs is None:
+            raise ApiError(404, "no runs folder: start the server with --runs DIR")
+        return runs
+
+    @app.get("/api/runs", summary="Evaluation runs found under --runs DIR")
+    async def list_runs() -> dict[str, Any]:
+        idx = need_runs()
+        return {"root": idx.root.name, "runs": await run_in_threadpool(idx.list_runs)}
+
+    @app.get("/api/runs/report", summary="One run: report, figures, per-image records")
+    async def run_report(run: str = Query(..., max_length=1000, description=_RUN)) -> dict[str, Any]:
+        return await run_in_threadpool(need_runs().run, run)
+
+    @app.get("/api/runs/image", summary="One image of a run: ground-truth and predicted boxes")
+    async def run_image(run: str = Query(..., max_length=1000, description=_RUN),
+                        image_id: str = Query(..., max_length=1000, description=_IMAGE_ID)
+                        ) -> dict[str, Any]:
+        info = await run_in_threadpool(need_runs().image_info, run, image_id)
+        info["url"] = app.url_path_for("run_image_jpeg") + "?" + _query(run=run, image_id=image_id)
+        return info
+
+    @app.get("/api/runs/image.jpg", name="run_image_jpeg", summary="One image of a run, as JPEG")
+    async def run_image_jpeg(run: str = Query(..., max_length=1000, description=_RUN),
+                             image_id: str = Query(..., max_length=1000, description=_IMAGE_ID)
+                             ) -> Response:
+        data = await run_in_threadpool(need_runs().image_jpeg, run, image_id)
+        return Response(data, media_type="image/jpeg",
+                        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "max-age=300"})
+
+    @app.get("/runs/files/{path:path}", summary="A file under --runs DIR (nothing outside it)")
+    async def run_file(path: str = Path(..., description="relative to --runs DIR")) -> FileResponse:
+        target = safe_join(need_runs().root, path)
+        if not target.is_file():
+            raise ApiError(404, f"{path!r} is not a file")
+        headers = {"X-Content-Type-Options": "nosniff",
+                   "Content-Security-Policy": "sandbox; default-src 'none'; img-src data:; "
+                                              "style-src 'unsafe-inline'"}
+        return FileResponse(str(target), headers=headers)
+
+    app.add_middleware(BodyLimit, max_bytes=settings.limits.max_bytes + 64 * 1024)
+    if settings.allowed_hosts is not None:
+        app.add_middleware(LoopbackHosts, allowed=settings.allowed_hosts)
+    return app
+
+
+def _query(**params: str) -> str:
+    from urllib.parse import urlencode
+
+    return urlencode(params)
+
+
+def _version() -> str:
+    from camloc import __version__
+
+    return __version__
+
+
+def _response(engine: WebEngine, r: Any, threshold: float, multi: bool, encoding: str,
+              seconds: float, layer: str) -> dict[str, Any]:
+    payload, decoded = encode_maps(r.maps, encoding)
+    out_classes = []
+    for j, cid in enumerate(r.class_ids):
+        box, comps = boxes_on_sent_map(decoded[j], threshold, multi, r.geometry)
+        entry = {"id": cid, "name": r.class_names[j], "prob": r.probs[j], "logit": r.logits[j],
+                 "box": box}
+        if comps is not None:
+            entry["boxes"] = comps
+        out_classes.append(entry)
+    g = r.geometry
+    resp: dict[str, Any] = {
+        "model": engine.name, "method": r.method, "layer": layer, "threshold": threshold,
+        "multi": multi, "normalization": "max",
+        "box_convention": "x0, y0, x1, y1: continuous pixel edges in original image pixels",
+        "image": {"width": g.width, "height": g.height},
+        "geometry": {"input_width": g.input_width, "input_height": g.input_height,
+                     "scale_x": g.scale_x, "scale_y": g.scale_y,
+                     "offset_x": g.offset_x, "offset_y": g.offset_y},
+        "classes": out_classes, "maps": payload, "seconds": round(seconds, 4),
+    }
+    if r.all_maps is not None:
+        resp["all_maps"] = encode_raw_maps(r.all_maps)
+    return resp

@@ -1,0 +1,328 @@
+"""The web server's only door into the CAM engine.
+
+Everything ``camloc serve`` asks of models and map methods goes through :class:`WebEngine`: which
+methods exist (read from :data:`camloc.cams.METHODS` and whatever metadata its entries carry),
+which layers can be chosen, a batch of explanations for one (method, layer), and every class's raw
+map from one forward pass (for "which classes are highest at this point"). When the engine's API
+changes, this module is the one to adapt.
+
+>>> import camloc
+>>> from PIL import Image
+>>> eng = WebEngine(camloc.load_model())
+>>> [r] = eng.explain("cam", None, [ExplainJob(Image.new("RGB", (64, 48)), 3, all_maps=True)])
+>>> len(r.class_ids), r.maps.shape, r.all_maps.shape
+(3, (3, 224, 224), (1000, 7, 7))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from camloc.errors import ConfigError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from camloc.models.registry import CamModel
+    from camloc.models.spec import Geometry
+
+__all__ = ["WebEngine", "ExplainJob", "ImageResult", "DEFAULT_LAYER"]
+
+DEFAULT_LAYER = ""  # the engine's own choice (today: the features the GAP head pools)
+_SIMPLE = (str, bool, int, float)
+
+
+@dataclass
+class ExplainJob:
+    """One image to explain: ``selection`` is a top-k count or a list of class ids."""
+
+    image: Image.Image
+    selection: int | list[int]
+    all_maps: bool = False
+
+
+@dataclass
+class ImageResult:
+    """One image's explanation, as the web layer needs it.
+
+    ``maps``: ``(k, H, W)`` float32 at the network's input resolution, max-normalised (what
+    ``camloc explain`` thresholds); ``all_maps``: ``(C, h, w)`` raw maps of every class at feature
+    resolution, or ``None`` when not asked for.
+    """
+
+    method: str
+    class_ids: list[int]
+    class_names: list[str]
+    probs: list[float]
+    logits: list[float]
+    maps: np.ndarray
+    geometry: Geometry
+    all_maps: np.ndarray | None = None
+
+
+def _method_class(entry: Any) -> Any:
+    """The callable that builds a method from a ``METHODS`` entry (a class, or a record holding one)."""
+    if inspect.isclass(entry):
+        return entry
+    for attr in ("cls", "factory", "method", "impl"):
+        if callable(getattr(entry, attr, None)):
+            return getattr(entry, attr)
+    if callable(entry):
+        return entry
+    raise ConfigError(f"camloc.cams.METHODS entry {entry!r}: cannot tell how to build it")
+
+
+def _simple_fields(obj: Any) -> dict[str, Any]:
+    """JSON-simple public fields of an object, a dataclass, or a ``to_dict()``-able record."""
+    if obj is None:
+        return {}
+    if hasattr(obj, "to_dict") and callable(obj.to_dict):
+        items = dict(obj.to_dict()).items()
+    elif dataclasses.is_dataclass(obj) and not inspect.isclass(obj):
+        items = dataclasses.asdict(obj).items()
+    else:
+        items = vars(obj).items() if hasattr(obj, "__dict__") else []
+    return {k: v for k, v in items if not k.startswith("_") and isinstance(v, _SIMPLE)}
+
+
+def _metadata(name: str, entry: Any) -> dict[str, Any]:
+    """What a METHODS entry says about itself: simple class attributes (``name``, ``needs_grad``,
+    ...), its ``info`` record (e.g. family, summary, paper, cost, needs_head) if it has one, and
+    the first paragraph of its docstring."""
+    meta: dict[str, Any] = {}
+    cls = _method_class(entry)
+    sources: list[Any] = list(reversed([c for c in cls.__mro__ if c is not object])) \
+        if inspect.isclass(cls) else []
+    if entry is not cls:
+        sources.append(entry)
+    for src in sources:
+        meta.update(_simple_fields(src))
+    for src in (cls, entry):
+        meta.update(_simple_fields(getattr(src, "info", None)))
+    doc = inspect.getdoc(cls) or ""
+    meta["name"] = name
+    meta.setdefault("label", name)
+    meta.setdefault("description", meta.get("summary") or
+                    doc.split("\n\n")[0].replace("\n", " ").strip())
+    meta["needs_grad"] = bool(meta.get("needs_grad", False))
+    meta["layer_choice"] = _accepts_layer(cls)
+    return meta
+
+
+def _accepts_layer(cls: Any) -> bool:
+    """Whether building ``cls`` takes a ``layer`` argument (following ``*args, **kwargs`` up the
+    class hierarchy, as subclasses that only add options pass the rest to their base)."""
+    for klass in (cls.__mro__ if inspect.isclass(cls) else (cls,)):
+        init = klass.__init__ if inspect.isclass(klass) else klass
+        if init is object.__init__:
+            return False
+        try:
+            params = inspect.signature(init).parameters
+        except (TypeError, ValueError):
+            return False
+        if "layer" in params:
+            return True
+        kinds = {p.kind for p in params.values()}
+        if not kinds & {inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD}:
+            return False
+    return False
+
+
+class WebEngine:
+    """A loaded model plus what the web server needs from the engine.
+
+    ``fit``: how images become network input (``"stretch"``, ``camloc explain``'s default, or
+    ``"crop"``).
+    """
+
+    def __init__(self, model: CamModel, fit: str = "stretch") -> None:
+        self.model = model
+        self.preprocess = model.spec.preprocess.with_(fit=fit)
+        self._layers: list[dict[str, Any]] | None = None
+        self._methods: list[dict[str, Any]] | None = None
+
+    @classmethod
+    def load(cls, name: str = "efficientnet_lite0", weights: Any = "DEFAULT", device: str = "auto",
+             head: str | None = None, fit: str = "stretch") -> WebEngine:
+        """Load a model once (``camloc.load_model``) and wrap it."""
+        from camloc.models import load_model
+
+        return cls(load_model(name, weights=weights, device=device, head=head), fit=fit)
+
+    # ------------------------------------------------------------------ what the model offers
+    @property
+    def name(self) -> str:
+        return self.model.spec.name
+
+    @property
+    def device(self) -> str:
+        return str(self.model.device)
+
+    @property
+    def class_names(self) -> list[str]:
+        spec = self.model.spec
+        return [spec.class_name(i) for i in range(spec.num_classes)]
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the network input, the resolution of the maps sent."""
+        return tuple(self.preprocess.input_size)  # type: ignore[return-value]
+
+    @property
+    def has_exact_cam(self) -> bool:
+        """Whether every class's map can come from one forward pass (a verified GAP head)."""
+        return getattr(self.model, "head", None) is not None
+
+    def methods(self) -> list[dict[str, Any]]:
+        """Every method of the engine, with its metadata and whether this model can run it."""
+        from camloc.cams import METHODS
+
+        if self._methods is None:
+            out = []
+            for name, entry in METHODS.items():
+                meta = _metadata(name, entry)
+                needs_head = bool(meta.get("needs_head", meta.get("requires_head", name == "cam")))
+                meta["available"] = self.has_exact_cam or not needs_head
+                # many forward passes per map (one per channel): left out of "side by side"
+                # unless chosen
+                meta["slow"] = bool(meta.get("slow", meta.get("family") == "perturbation"))
+                out.append(meta)
+            self._methods = out
+        return [dict(m) for m in self._methods]
+
+    def layers(self) -> list[dict[str, Any]]:
+        """Layers a user may choose (``name``, ``shape``), the engine's default first.
+
+        With today's engine, methods take no layer, so the list holds the default only. When the
+        methods accept ``layer=``, every module with a spatial output (found by one dry forward
+        pass) is offered, unless the engine names its candidates itself.
+        """
+        if self._layers is None:
+            chosen = [str(n) for n in getattr(self.model, "layers", None) or []]
+            label = f"default ({', '.join(chosen)})" if chosen else "default (the pooled features)"
+            self._layers = [{"name": DEFAULT_LAYER, "label": label}]
+            if any(m["layer_choice"] for m in self.methods()):
+                self._layers += self._candidate_layers()
+        return self._layers
+
+    def _candidate_layers(self) -> list[dict[str, Any]]:
+        import camloc.cams as cams
+
+        named = getattr(cams, "candidate_layers", None)
+        if callable(named):
+            return [{"name": str(n), "label": str(n)} for n in named(self.model)]
+        return _spatial_modules(self.model.module, self.input_size, self.model.device)
+
+    def check(self, method: str, layer: str = DEFAULT_LAYER) -> None:
+        """Raise :class:`ConfigError` unless ``method`` (on ``layer``) can run on this model."""
+        from camloc.cams import METHODS
+
+        if method not in METHODS:
+            raise ConfigError(f"method={method!r}: expected one of {sorted(METHODS)}")
+        meta = next(m for m in self.methods() if m["name"] == method)
+        if not meta["available"]:
+            raise ConfigError(f"method={method!r}: this model has no GAP -> linear head; choose "
+                              f"another method")
+        if layer and layer not in {entry["name"] for entry in self.layers()}:
+            raise ConfigError(f"layer={layer!r}: not a layer this engine can use; see /api/methods")
+        if layer and not meta["layer_choice"]:
+            raise ConfigError(f"layer={layer!r}: method {method!r} takes no layer choice")
+
+    def _make(self, method: str, layer: str | None) -> Any:
+        from camloc.cams import METHODS
+
+        self.check(method, layer or DEFAULT_LAYER)
+        cls = _method_class(METHODS[method])
+        return cls(self.model, layer=layer) if layer else cls(self.model)
+
+    # ------------------------------------------------------------------ explaining
+    def explain(self, method: str, layer: str | None, jobs: Sequence[ExplainJob]) -> list[ImageResult]:
+        """Explain a batch of images with one method on one layer.
+
+        Jobs asking for top-k share one forward pass (the largest k, sliced per image), jobs naming
+        classes share another (each row padded to the longest list, then trimmed).
+        """
+        import torch
+
+        from camloc.explain import explain_batch
+
+        engine = self._make(method, layer)
+        results: list[ImageResult | None] = [None] * len(jobs)
+        top = {i: j.selection for i, j in enumerate(jobs) if isinstance(j.selection, int)}
+        named = {i: list(j.selection) for i, j in enumerate(jobs) if not isinstance(j.selection, int)}
+        groups: list[tuple[list[int], Any]] = []
+        if top:
+            groups.append((list(top), max(top.values())))
+        if named:
+            width = max(len(r) for r in named.values())
+            rows = [r + r[-1:] * (width - len(r)) for r in named.values()]
+            groups.append((list(named), torch.tensor(rows, dtype=torch.long)))
+        for idx, selection in groups:
+            with torch.inference_mode(not getattr(engine, "needs_grad", True)):
+                exps = explain_batch(self.model, [jobs[i].image for i in idx], None, selection,
+                                     method=engine, preprocess=self.preprocess)
+            for i, e in zip(idx, exps):
+                sel = jobs[i].selection
+                k = min(int(sel), len(e.class_ids)) if isinstance(sel, int) else len(sel)
+                results[i] = ImageResult(e.method, e.class_ids[:k], e.class_names[:k], e.probs[:k],
+                                         e.logits[:k], e.maps[:k], e.geometry)
+        wanted = [i for i, j in enumerate(jobs) if j.all_maps]
+        if wanted:
+            every = self.all_class_maps([jobs[i].image for i in wanted])
+            for i, m in zip(wanted, every):
+                results[i].all_maps = m  # type: ignore[union-attr]
+        return results  # type: ignore[return-value]
+
+    def all_class_maps(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Raw maps of every class, ``(N, C, h, w)`` float32, from one forward pass (exact CAM)."""
+        import torch
+
+        from camloc.cams import CAM
+        from camloc.data.images import batch_images
+
+        if not self.has_exact_cam:
+            raise ConfigError("all-class maps need exact CAM, and this model has no GAP -> linear head")
+        x, _ = batch_images(list(images), self.preprocess)
+        with torch.inference_mode():
+            out = CAM(self.model)(x, classes="all")
+        return out.maps.float().cpu().numpy()
+
+
+_NOT_A_LAYER = ("Dropout", "DropPath", "Identity")
+
+
+def _spatial_modules(module: Any, input_size: tuple[int, int], device: Any) -> list[dict[str, Any]]:
+    """Named submodules, at most two levels deep, whose output is a 4-D tensor with a spatial
+    extent above 1x1 (the stages and blocks a user would pick), found by one dry forward pass."""
+    import torch
+
+    found: dict[str, list[int]] = {}
+    handles = []
+
+    def hook_for(name: str) -> Any:
+        def hook(_m: Any, _inp: Any, out: Any) -> None:
+            if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-1] * out.shape[-2] > 1:
+                found.setdefault(name, list(out.shape[1:]))
+        return hook
+
+    try:
+        for name, sub in module.named_modules():
+            if name and name.count(".") <= 1 and not type(sub).__name__.startswith(_NOT_A_LAYER):
+                handles.append(sub.register_forward_hook(hook_for(name)))
+        was_training = module.training
+        module.eval()
+        try:
+            with torch.inference_mode():
+                module(torch.zeros(1, 3, *input_size, device=device))
+        finally:
+            module.train(was_training)
+    finally:
+        for h in handles:
+            h.remove()
+    return [{"name": n, "label": f"{n} {'x'.join(map(str, s))}", "shape": s} for n, s in found.items()]

@@ -1,0 +1,268 @@
+"""The evaluation-runs browser behind ``camloc serve --runs DIR``.
+
+A *run* is a folder under ``DIR`` holding a ``report.json`` written by ``camloc evaluate`` or
+``camloc score``. The browser lists them with their headline figures, returns a run's report and
+its per-image records (``image_id``, ``iou``, predicted ``box`` at evaluation size, read from
+``report["per_image"]``, ``report["localization"]["per_image"]`` or a ``per_image.jsonl`` beside
+the report), and one image with its ground-truth and predicted boxes.
+
+What it serves, and nothing else:
+
+- files under ``DIR``: every requested path is resolved (symbolic links followed) and refused
+  unless it is still inside ``DIR``; absolute paths, ``..`` parts and NUL bytes are refused before
+  that;
+- the images of the dataset a report names (``report["dataset"]``), only by image id as listed in
+  that dataset's metadata, only when the file resolves inside the dataset's root, decoded as an
+  image and re-encoded as JPEG (so nothing but image content leaves).
+
+>>> import tempfile, pathlib
+>>> root = pathlib.Path(tempfile.mkdtemp())
+>>> safe_join(root, "../etc/passwd")
+Traceback (most recent call last):
+...
+camloc.web.runs.PathRefused: '..' is not allowed in a path
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import threading
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+__all__ = ["PathRefused", "RunsIndex", "safe_join", "REPORT_NAME", "PER_IMAGE_NAME"]
+
+REPORT_NAME = "report.json"
+PER_IMAGE_NAME = "per_image.jsonl"
+MAX_RUNS = 1000
+MAX_DEPTH = 8
+MAX_REPORT_BYTES = 256 * 1024 * 1024
+IOU_CORRECT = 0.5
+
+
+class PathRefused(Exception):
+    """A request for something the runs browser does not serve; ``status`` is the HTTP code."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def safe_join(root: Path, rel: str) -> Path:
+    """``root / rel`` resolved, or :class:`PathRefused` if it would leave ``root`` or not exist.
+
+    ``root`` must already be resolved. ``rel`` is a relative path with ``/`` separators.
+    """
+    if not isinstance(rel, str) or "\x00" in rel:
+        raise PathRefused(400, "a path may not contain NUL bytes")
+    text = rel.replace("\\", "/")
+    pure = PurePosixPath(text)
+    if pure.is_absolute() or (len(text) >= 2 and text[1] == ":"):
+        raise PathRefused(403, "absolute paths are not served")
+    if ".." in pure.parts:
+        raise PathRefused(403, "'..' is not allowed in a path")
+    target = (root / pure).resolve()
+    if not _inside(target, root):
+        raise PathRefused(403, "the path leaves the runs folder (through a symbolic link)")
+    if not target.exists():
+        raise PathRefused(404, f"{rel!r}: no such file under the runs folder")
+    return target
+
+
+def _finite(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _record(raw: dict[str, Any]) -> dict[str, Any]:
+    """One per-image record, normalised: ``image_id``, ``iou``, ``box``, ``correct`` + extras."""
+    rec = {k: v for k, v in raw.items() if isinstance(v, (str, int, float, bool)) or v is None}
+    rec["image_id"] = str(raw.get("image_id", raw.get("id", "")))
+    rec["iou"] = _finite(raw.get("iou"))
+    box = raw.get("box")
+    rec["box"] = [float(v) for v in box] if isinstance(box, (list, tuple)) and len(box) == 4 else None
+    if not isinstance(raw.get("correct"), bool):
+        rec["correct"] = None if rec["iou"] is None else rec["iou"] >= IOU_CORRECT
+    return rec
+
+
+class RunsIndex:
+    """Runs under one folder (``root``), read on demand; dataset listings cached."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).resolve()
+        if not self.root.is_dir():
+            from camloc.errors import ConfigError
+
+            raise ConfigError(f"--runs {root}: not a folder")
+        self._datasets: dict[tuple[str, str, str | None], Any] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ listing
+    def list_runs(self) -> list[dict[str, Any]]:
+        """Every run under the folder (at most ``MAX_RUNS``, ``MAX_DEPTH`` levels, no symlinked
+        folders followed), with its headline figures."""
+        runs = []
+        base_depth = len(self.root.parts)
+        for dirpath, dirnames, filenames in os.walk(self.root, followlinks=False):
+            here = Path(dirpath)
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            if len(here.parts) - base_depth >= MAX_DEPTH:
+                dirnames[:] = []
+            if REPORT_NAME not in filenames:
+                continue
+            rel = here.relative_to(self.root).as_posix()
+            try:
+                report = self.report(rel)
+            except PathRefused:
+                continue
+            runs.append(self._summary(rel, report))
+            if len(runs) >= MAX_RUNS:
+                break
+        return runs
+
+    def _summary(self, run_id: str, report: dict[str, Any]) -> dict[str, Any]:
+        from camloc.report import figure_rows
+
+        if "error" in report and len(report) == 1:
+            return {"id": run_id, "error": report["error"]}
+        loc = report.get("localization") or {}
+        folder = self.root / run_id
+        return {
+            "id": run_id,
+            "model": (report.get("model") or {}).get("name") or report.get("maps") or "",
+            "dataset": (report.get("dataset") or {}).get("name", ""),
+            "split": (report.get("dataset") or {}).get("split"),
+            "images": (report.get("counts") or {}).get("scored"),
+            "protocol": (report.get("protocol") or {}).get("name"),
+            "maxboxacc_v2": (loc.get("maxboxacc_v2") or {}).get("value"),
+            "gt_known_loc": (loc.get("gt_known_loc") or {}).get("at_fixed"),
+            "figures": [list(r) for r in _safe_rows(figure_rows, report)],
+            "has_html": (folder / "report.html").is_file(),
+            "has_per_image": bool(self._raw_per_image(run_id, report)),
+        }
+
+    # ------------------------------------------------------------------ one run
+    def report(self, run_id: str) -> dict[str, Any]:
+        """The run's report.json (a dict with only ``error`` when it cannot be read)."""
+        rel = REPORT_NAME if run_id in ("", ".") else f"{run_id}/{REPORT_NAME}"
+        path = safe_join(self.root, rel)
+        try:
+            if path.stat().st_size > MAX_REPORT_BYTES:
+                return {"error": f"report.json is larger than {MAX_REPORT_BYTES} bytes"}
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return {"error": f"report.json cannot be read: {exc}"}
+        return data if isinstance(data, dict) else {"error": "report.json is not a JSON object"}
+
+    def _raw_per_image(self, run_id: str, report: dict[str, Any]) -> list[dict[str, Any]]:
+        for recs in (report.get("per_image"), (report.get("localization") or {}).get("per_image")):
+            if isinstance(recs, list):
+                return [r for r in recs if isinstance(r, dict)]
+        try:
+            path = safe_join(self.root, f"{run_id}/{PER_IMAGE_NAME}")
+        except PathRefused:
+            return []
+        out = []
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a torn last line
+                if isinstance(rec, dict):
+                    out.append(rec)
+        return out
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        """A run's report, figures and normalised per-image records."""
+        from camloc.report import figure_rows
+
+        report = self.report(run_id)
+        records = [_record(r) for r in self._raw_per_image(run_id, report)]
+        return {"id": run_id, "report": report,
+                "figures": [list(r) for r in _safe_rows(figure_rows, report)],
+                "per_image": records, "iou_correct": IOU_CORRECT,
+                "has_html": (self.root / run_id / "report.html").is_file()}
+
+    # ------------------------------------------------------------------ images of a run
+    def _dataset(self, report: dict[str, Any]) -> Any:
+        from camloc.data.datasets import open_dataset
+        from camloc.errors import CamlocError
+
+        ds_info = report.get("dataset") or {}
+        root = str(ds_info.get("root") or "")
+        if not root or not Path(root).is_dir():
+            raise PathRefused(404, f"the dataset this run names ({root or 'none'}) is not on this "
+                                   f"machine")
+        key = (str(Path(root).resolve()), str(ds_info.get("format") or "auto"), ds_info.get("split"))
+        with self._lock:
+            if key not in self._datasets:
+                try:
+                    ds = open_dataset(key[0], format=key[1], split=key[2])
+                except CamlocError as exc:
+                    raise PathRefused(404, f"the dataset cannot be read: {exc}") from None
+                self._datasets[key] = (Path(key[0]), {s.image_id: s for s in ds.samples})
+            return self._datasets[key]
+
+    def image_info(self, run_id: str, image_id: str) -> dict[str, Any]:
+        """Ground-truth boxes (original pixels), the predicted box scaled from evaluation size to
+        original pixels, the IoU and whether it counts as correct."""
+        report = self.report(run_id)
+        records = {str(r.get("image_id", r.get("id", ""))): r
+                   for r in self._raw_per_image(run_id, report)}
+        rec = _record(records[image_id]) if image_id in records else None
+        sample, image = self._load(report, image_id)
+        w, h = image.size
+        eval_size = float((report.get("protocol") or {}).get("eval_size") or 224)
+        pred = None
+        if rec and rec["box"] is not None:
+            b = rec["box"]
+            sx, sy = w / eval_size, h / eval_size
+            pred = [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy]
+        return {"image_id": image_id, "width": w, "height": h,
+                "gt_boxes": [[float(v) for v in b] for b in sample.boxes],
+                "label": sample.label, "pred_box": pred,
+                "iou": rec["iou"] if rec else None, "correct": rec["correct"] if rec else None,
+                "eval_size": eval_size}
+
+    def image_jpeg(self, run_id: str, image_id: str) -> bytes:
+        """The image as camloc decodes it (upright RGB), re-encoded as JPEG."""
+        _, image = self._load(self.report(run_id), image_id)
+        buf = io.BytesIO()
+        image.save(buf, format="JPEG", quality=90)
+        return buf.getvalue()
+
+    def _load(self, report: dict[str, Any], image_id: str) -> tuple[Any, Any]:
+        from camloc.data.images import load_image
+        from camloc.errors import ImageError
+
+        root, samples = self._dataset(report)
+        sample = samples.get(image_id)
+        if sample is None:
+            raise PathRefused(404, f"image {image_id!r} is not in the dataset this run names")
+        path = Path(sample.path).resolve()
+        if not _inside(path, root):
+            raise PathRefused(403, f"image {image_id!r} lies outside its dataset's folder")
+        try:
+            return sample, load_image(path)
+        except ImageError as exc:
+            raise PathRefused(404, f"image {image_id!r}: {exc.reason}") from None
+
+
+def _safe_rows(fn: Any, report: dict[str, Any]) -> list[tuple[str, str]]:
+    try:
+        return fn(report)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return []

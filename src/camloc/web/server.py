@@ -1,0 +1,95 @@
+"""Binding and running the server (uvicorn) for ``camloc serve``.
+
+The socket is bound here, before uvicorn starts, so a busy port is a clear error (exit 2) and
+``port=0`` picks a free port; the address actually served is printed on one line
+(``camloc serve: http://127.0.0.1:8765/ ...``) for people and for scripts that start the server.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import sys
+from typing import TextIO
+
+from camloc.errors import ConfigError
+
+__all__ = ["serve", "is_loopback", "bind"]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (or ``localhost``)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port``, or :class:`ConfigError` saying why not."""
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port {port}: expected 0..65535")
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigError(f"--host {host}: cannot resolve ({exc.strerror})") from exc
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"--host {host} --port {port}: cannot listen ({exc.strerror or exc}); "
+                          f"choose another port (0 picks a free one)") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(host: str = "127.0.0.1", port: int = 8765, model: str = "efficientnet_lite0",
+          weights: str | None = "DEFAULT", head: str | None = None, device: str = "auto",
+          runs: str | None = None, fit: str = "stretch", max_batch: int = 16,
+          batch_wait_ms: float = 5.0, max_upload_mb: float = 20.0, max_pixels: int = 40_000_000,
+          log_level: str = "warning", out: TextIO | None = None) -> None:
+    """Load the model once, bind ``host:port`` and serve until interrupted (Ctrl-C)."""
+    import uvicorn
+
+    from camloc.web.app import ServerSettings, create_app
+    from camloc.web.engine import WebEngine
+    from camloc.web.runs import RunsIndex
+    from camloc.web.uploads import UploadLimits
+
+    out = out or sys.stderr
+    if max_batch < 1:
+        raise ConfigError(f"--max-batch {max_batch}: must be >= 1")
+    if batch_wait_ms < 0:
+        raise ConfigError(f"--batch-wait-ms {batch_wait_ms}: must be >= 0")
+    if max_upload_mb <= 0 or max_pixels <= 0:
+        raise ConfigError("--max-upload-mb and --max-pixels must be positive")
+    if runs is not None:
+        RunsIndex(runs)  # a missing folder is an error now, not at the first click
+    loopback = is_loopback(host)
+    if not loopback:
+        print(f"warning: --host {host} is not a loopback address: anyone who can reach this "
+              f"machine can use the server (no authentication, no TLS)", file=out, flush=True)
+    sock = bind(host, port)
+    try:
+        engine = WebEngine.load(model, weights=weights, device=device, head=head, fit=fit)
+        settings = ServerSettings(
+            limits=UploadLimits(max_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels),
+            max_batch=max_batch, max_wait_ms=batch_wait_ms,
+            allowed_hosts=ServerSettings.allowed_hosts if loopback else None)
+        app = create_app(engine, runs_dir=runs, settings=settings)
+        bound = sock.getsockname()
+        shown = f"[{bound[0]}]" if sock.family == socket.AF_INET6 else bound[0]
+        print(f"camloc serve: http://{shown}:{bound[1]}/ (model {engine.name} on {engine.device}"
+              f"{', runs ' + str(runs) if runs else ''}; API docs at /docs; Ctrl-C stops)",
+              file=out, flush=True)
+        config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on",
+                                timeout_graceful_shutdown=5)
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()

@@ -1,0 +1,449 @@
+/* camloc explain page: upload an image, see classes, maps and boxes; boxes follow the threshold
+ * slider in the browser (CamlocMaps.boxesFromMap on the map sent once); a click on the image lists
+ * the classes whose maps are highest there (from every class's map, sent once per image). */
+(function () {
+  "use strict";
+  const M = window.CamlocMaps;
+  const $ = function (id) { return document.getElementById(id); };
+  const MAX_CANVAS_SIDE = 1600;
+
+  const state = {
+    health: null, methods: [], classNames: [],
+    file: null, fileName: "", image: null,    // the current upload and its decoded <img>
+    response: null,                            // the latest /api/explain answer (classes, geometry)
+    entries: [],                               // [{id, name, prob, map}] shown in the class list
+    selected: 0,                               // index into entries
+    all: null,                                 // {flat: Float32Array, shape: [C, h, w]} or null
+    point: null,                               // {x, y, ranking}
+    heat: null,                                // offscreen canvas of the selected map
+    requestId: 0,
+  };
+
+  // ---------------------------------------------------------------- small helpers
+  function setStatus(text, isError) {
+    const el = $("status");
+    el.textContent = text || "";
+    el.classList.toggle("error", !!isError);
+  }
+
+  async function api(path, options) {
+    const resp = await fetch(path, options);
+    let body = null;
+    try { body = await resp.json(); } catch (e) { body = null; }
+    if (!resp.ok) {
+      const reason = body && body.error ? body.error : resp.status + " " + resp.statusText;
+      throw new Error(reason);
+    }
+    return body;
+  }
+
+  function el(tag, attrs, text) {
+    const e = document.createElement(tag);
+    for (const k in attrs || {}) e.setAttribute(k, attrs[k]);
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+
+  function fmtBox(b) { return "[" + b.map(function (v) { return v.toFixed(1); }).join(", ") + "]"; }
+
+  function settings() {
+    return {
+      method: $("method").value, layer: $("layer").value,
+      topK: Math.max(1, Math.min(50, parseInt($("topk").value, 10) || 5)),
+      threshold: parseFloat($("threshold").value), multi: $("multi").checked,
+      opacity: parseFloat($("opacity").value),
+    };
+  }
+
+  function download(blob, name) {
+    const a = el("a", { href: URL.createObjectURL(blob), download: name });
+    document.body.appendChild(a);
+    a.click();
+    setTimeout(function () { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
+  }
+
+  // ---------------------------------------------------------------- start-up
+  async function init() {
+    try {
+      const [health, methods, classes] = await Promise.all([
+        api("/api/health"), api("/api/methods"), api("/api/classes")]);
+      state.health = health;
+      state.methods = methods.methods;
+      state.classNames = classes.classes.map(function (c) { return c.name; });
+      $("model-info").textContent = health.model + " on " + health.device + " (" +
+        health.num_classes + " classes, input " + health.input_size.join("x") + ")";
+      for (const m of methods.methods) {
+        const o = el("option", { value: m.name, title: m.description || "" }, m.label || m.name);
+        if (!m.available) { o.disabled = true; o.textContent += " (not for this model)"; }
+        $("method").appendChild(o);
+      }
+      $("method").value = methods.default_method;
+      for (const m of methods.methods) {
+        if (!m.available) continue;
+        const label = el("label", { class: "check", title: m.cost ? "cost: " + m.cost : "" });
+        const box = el("input", { type: "checkbox", value: m.name });
+        box.checked = !m.slow;  // methods with a forward pass per channel only when chosen
+        label.appendChild(box);
+        label.appendChild(document.createTextNode(" " + (m.label || m.name) + (m.slow ? " (slow)" : "")));
+        $("compare-methods").appendChild(label);
+      }
+      for (const l of methods.layers) $("layer").appendChild(el("option", { value: l.name }, l.label || l.name));
+      $("layer").disabled = methods.layers.length < 2;
+      if (health.runs) $("tab-runs").hidden = false;
+      document.body.dataset.ready = "1";
+    } catch (e) {
+      setStatus("cannot reach the server: " + e.message, true);
+    }
+  }
+
+  // ---------------------------------------------------------------- image input
+  function takeFile(file) {
+    if (!file) return;
+    if (file.type && !file.type.startsWith("image/")) { setStatus("not an image: " + file.name, true); return; }
+    state.file = file;
+    state.fileName = file.name || "pasted-image";
+    const url = URL.createObjectURL(file);
+    const img = new Image();
+    img.onload = function () {
+      state.image = img;
+      state.all = null; state.point = null; state.entries = [];
+      $("point-classes").innerHTML = "";
+      $("point-info").textContent = "Click the image: the classes whose maps are highest there.";
+      $("compare-panel").hidden = true;
+      explain(null, true);
+    };
+    img.onerror = function () { setStatus("the browser cannot display this image", true); };
+    img.src = url;
+  }
+
+  function wireInput() {
+    const drop = $("drop");
+    drop.addEventListener("dragover", function (e) { e.preventDefault(); drop.classList.add("over"); });
+    drop.addEventListener("dragleave", function () { drop.classList.remove("over"); });
+    drop.addEventListener("drop", function (e) {
+      e.preventDefault(); drop.classList.remove("over");
+      takeFile(e.dataTransfer.files[0]);
+    });
+    drop.addEventListener("keydown", function (e) { if (e.key === "Enter") $("file").click(); });
+    $("file").addEventListener("change", function () { takeFile($("file").files[0]); });
+    document.addEventListener("paste", function (e) {
+      const items = (e.clipboardData && e.clipboardData.items) || [];
+      for (const it of items) {
+        if (it.kind === "file" && it.type.startsWith("image/")) { takeFile(it.getAsFile()); return; }
+      }
+    });
+  }
+
+  // ---------------------------------------------------------------- explaining
+  // classIds: null -> top-k; an array -> exactly those classes (keeps the list when switching
+  // method or layer). wantAll: also ask for every class's raw map (once per image).
+  async function explain(classIds, wantAll) {
+    if (!state.file) return;
+    const s = settings();
+    const form = new FormData();
+    form.append("image", state.file, state.fileName);
+    form.append("method", s.method);
+    form.append("layer", s.layer);
+    form.append("top_k", String(s.topK));
+    if (classIds) form.append("classes", classIds.join(","));
+    form.append("threshold", String(s.threshold));
+    form.append("multi", String(s.multi));
+    form.append("maps", "f16");
+    form.append("all_maps", String(!!(wantAll && state.health && state.health.all_class_maps)));
+    const id = ++state.requestId;
+    setStatus("explaining with " + s.method + " ...");
+    document.body.dataset.busy = "1";
+    try {
+      const r = await api("/api/explain", { method: "POST", body: form });
+      if (id !== state.requestId) return;  // a newer request superseded this one
+      const planes = await M.decodeMaps(r.maps);
+      const keepId = state.entries.length ? state.entries[state.selected].id : null;
+      state.response = r;
+      state.entries = r.classes.map(function (c, j) {
+        return { id: c.id, name: c.name, prob: c.prob, map: planes[j] };
+      });
+      const keep = state.entries.findIndex(function (e) { return e.id === keepId; });
+      state.selected = keep >= 0 ? keep : 0;
+      if (r.all_maps) state.all = { flat: M.decodeF16(r.all_maps.data), shape: r.all_maps.shape };
+      setStatus(r.method + ": " + r.classes.length + " classes in " + r.seconds.toFixed(3) + " s");
+      renderClasses();
+      selectClass(state.selected);
+      ["compare", "download-png", "download-json"].forEach(function (b) { $(b).disabled = false; });
+    } catch (e) {
+      if (id === state.requestId) setStatus(e.message, true);
+    } finally {
+      if (id === state.requestId) delete document.body.dataset.busy;
+    }
+  }
+
+  // Add one class (from the search or the point list) and show it.
+  function explainClass(classId) {
+    const ids = state.entries.map(function (e) { return e.id; });
+    if (ids.indexOf(classId) < 0) ids.push(classId);
+    explain(ids, false).then(function () {
+      const j = state.entries.findIndex(function (e) { return e.id === classId; });
+      if (j >= 0) selectClass(j);
+    });
+  }
+
+  function renderClasses() {
+    const ol = $("classes");
+    ol.innerHTML = "";
+    state.entries.forEach(function (e, j) {
+      const li = el("li", { "data-class": String(e.id) });
+      const bar = el("span", { class: "bar" });
+      bar.style.width = Math.max(1, Math.round(100 * e.prob)) + "%";
+      li.appendChild(el("span", { class: "name" }, e.name));
+      li.appendChild(el("span", { class: "prob" }, (100 * e.prob).toFixed(1) + "%"));
+      li.appendChild(bar);
+      li.addEventListener("click", function () { selectClass(j); });
+      ol.appendChild(li);
+    });
+  }
+
+  function selectClass(j) {
+    state.selected = j;
+    Array.from($("classes").children).forEach(function (li, k) { li.classList.toggle("selected", k === j); });
+    buildHeat();
+    draw();
+  }
+
+  // ---------------------------------------------------------------- drawing
+  function currentBoxes() {
+    const e = state.entries[state.selected], r = state.response;
+    if (!e || !r) return { largest: null, all: [] };
+    const s = settings(), g = r.geometry, W = g.input_width, H = g.input_height;
+    const largest = M.toOriginalBoxes(M.boxesFromMap(e.map, W, H, s.threshold, false), g, r.image.width, r.image.height)[0];
+    const all = s.multi ? M.toOriginalBoxes(M.boxesFromMap(e.map, W, H, s.threshold, true), g, r.image.width, r.image.height) : [];
+    return { largest: largest, all: all };
+  }
+
+  function buildHeat() {
+    const e = state.entries[state.selected], r = state.response;
+    if (!e || !r) { state.heat = null; return; }
+    const W = r.geometry.input_width, H = r.geometry.input_height;
+    const c = document.createElement("canvas");
+    c.width = W; c.height = H;
+    c.getContext("2d").putImageData(new ImageData(M.heatmapPixels(e.map, W, H), W, H), 0, 0);
+    state.heat = c;
+  }
+
+  // Paint image, heat map (placed by the geometry) and boxes onto ctx, at `scale` display pixels
+  // per original pixel.
+  function paint(ctx, scale, heat, boxes, opacity) {
+    const r = state.response, g = r.geometry;
+    ctx.clearRect(0, 0, ctx.canvas.width, ctx.canvas.height);
+    ctx.drawImage(state.image, 0, 0, ctx.canvas.width, ctx.canvas.height);
+    if (heat && opacity > 0) {
+      ctx.save();
+      ctx.globalAlpha = opacity;
+      ctx.imageSmoothingEnabled = true;
+      // input pixel x_in covers original x = (x_in + offset) / scale
+      ctx.drawImage(heat, scale * g.offset_x / g.scale_x, scale * g.offset_y / g.scale_y,
+                    scale * g.input_width / g.scale_x, scale * g.input_height / g.scale_y);
+      ctx.restore();
+    }
+    const lw = Math.max(2, Math.round(ctx.canvas.width / 300));
+    ctx.lineWidth = lw;
+    if (boxes.all.length) {
+      ctx.setLineDash([3 * lw, 2 * lw]);
+      ctx.strokeStyle = "#ffd400";
+      for (const b of boxes.all) ctx.strokeRect(scale * b[0], scale * b[1], scale * (b[2] - b[0]), scale * (b[3] - b[1]));
+      ctx.setLineDash([]);
+    }
+    const b = boxes.largest;
+    if (b && b[2] > b[0] && b[3] > b[1]) {
+      ctx.strokeStyle = "#00e05a";
+      ctx.strokeRect(scale * b[0], scale * b[1], scale * (b[2] - b[0]), scale * (b[3] - b[1]));
+    }
+  }
+
+  function draw() {
+    const r = state.response;
+    if (!r || !state.image) return;
+    const canvas = $("view");
+    const scale = Math.min(1, MAX_CANVAS_SIDE / Math.max(r.image.width, r.image.height));
+    canvas.width = Math.round(r.image.width * scale);
+    canvas.height = Math.round(r.image.height * scale);
+    $("placeholder").hidden = true;
+    const s = settings();
+    const boxes = currentBoxes();
+    paint(canvas.getContext("2d"), scale, state.heat, boxes, s.opacity);
+    if (state.point) {
+      const ctx = canvas.getContext("2d");
+      ctx.fillStyle = "#ffffff"; ctx.strokeStyle = "#000000"; ctx.lineWidth = 2;
+      ctx.beginPath(); ctx.arc(scale * state.point.x, scale * state.point.y, 6, 0, 2 * Math.PI);
+      ctx.fill(); ctx.stroke();
+    }
+    const e = state.entries[state.selected];
+    const readout = $("box-readout");
+    readout.textContent = e.name + ": box " + fmtBox(boxes.largest) +
+      (s.multi ? " | " + boxes.all.length + " components" : "") + " at threshold " + s.threshold.toFixed(2);
+    readout.dataset.box = JSON.stringify(boxes.largest);
+    readout.dataset.boxes = JSON.stringify(boxes.all);
+    readout.dataset.threshold = String(s.threshold);
+    readout.dataset.classId = String(e.id);
+  }
+
+  // ---------------------------------------------------------------- point lookup
+  function onCanvasClick(ev) {
+    const r = state.response;
+    if (!r) return;
+    const canvas = $("view"), rect = canvas.getBoundingClientRect();
+    const x = (ev.clientX - rect.left) / rect.width * r.image.width;
+    const y = (ev.clientY - rect.top) / rect.height * r.image.height;
+    if (!state.all) {
+      $("point-info").textContent = "This model cannot give every class's map from one pass.";
+      return;
+    }
+    const ranking = M.pointRanking(state.all.flat, state.all.shape, r.geometry, x, y, 5);
+    state.point = { x: x, y: y, ranking: ranking };
+    $("point-info").textContent = "At (" + Math.round(x) + ", " + Math.round(y) + "): map value (raw CAM)";
+    const ol = $("point-classes");
+    ol.innerHTML = "";
+    for (const item of ranking) {
+      const li = el("li", { "data-class": String(item.id) });
+      li.appendChild(el("span", { class: "name" }, state.classNames[item.id] || ("class " + item.id)));
+      li.appendChild(el("span", { class: "prob" }, item.value.toFixed(2)));
+      li.title = "explain this class";
+      li.addEventListener("click", function () { explainClass(item.id); });
+      ol.appendChild(li);
+    }
+    ol.dataset.x = String(x); ol.dataset.y = String(y);
+    draw();
+  }
+
+  // ---------------------------------------------------------------- search
+  function onSearch() {
+    const q = $("search").value.trim().toLowerCase();
+    const ul = $("search-results");
+    ul.innerHTML = "";
+    if (!q) return;
+    let shown = 0;
+    for (let i = 0; i < state.classNames.length && shown < 12; i++) {
+      if (state.classNames[i].toLowerCase().indexOf(q) < 0) continue;
+      const li = el("li", { "data-class": String(i) }, state.classNames[i]);
+      li.addEventListener("click", function () {
+        ul.innerHTML = ""; $("search").value = "";
+        if (!state.file) { setStatus("choose an image first", true); return; }
+        explainClass(i);
+      });
+      ul.appendChild(li);
+      shown++;
+    }
+  }
+
+  // ---------------------------------------------------------------- methods side by side
+  async function compareMethods() {
+    const e = state.entries[state.selected];
+    if (!e || !state.file) return;
+    const panel = $("compare-panel"), grid = $("compare-grid");
+    panel.hidden = false;
+    grid.innerHTML = "";
+    $("compare-class").textContent = "for " + e.name;
+    const s = settings();
+    const chosen = Array.from(document.querySelectorAll("#compare-methods input:checked")).map(function (b) { return b.value; });
+    const usable = state.methods.filter(function (m) { return m.available && chosen.indexOf(m.name) >= 0; });
+    await Promise.all(usable.map(async function (m) {
+      const fig = el("figure", { "data-method": m.name });
+      const canvas = el("canvas");
+      const cap = el("figcaption", {}, m.label || m.name);
+      fig.appendChild(canvas); fig.appendChild(cap);
+      grid.appendChild(fig);
+      const form = new FormData();
+      form.append("image", state.file, state.fileName);
+      form.append("method", m.name);
+      form.append("layer", s.layer);
+      form.append("classes", String(e.id));
+      form.append("threshold", String(s.threshold));
+      form.append("maps", "f16");
+      try {
+        const t0 = performance.now();
+        const r = await api("/api/explain", { method: "POST", body: form });
+        const [map] = await M.decodeMaps(r.maps);
+        const g = r.geometry, W = g.input_width, H = g.input_height;
+        const heat = document.createElement("canvas");
+        heat.width = W; heat.height = H;
+        heat.getContext("2d").putImageData(new ImageData(M.heatmapPixels(map, W, H), W, H), 0, 0);
+        const scale = Math.min(1, 320 / Math.max(r.image.width, r.image.height));
+        canvas.width = Math.round(r.image.width * scale);
+        canvas.height = Math.round(r.image.height * scale);
+        const largest = M.toOriginalBoxes(M.boxesFromMap(map, W, H, s.threshold, false), g, r.image.width, r.image.height)[0];
+        const saved = state.response;
+        state.response = r;   // paint() reads the geometry of the answer it draws
+        paint(canvas.getContext("2d"), scale, heat, { largest: largest, all: [] }, s.opacity);
+        state.response = saved;
+        cap.textContent = (m.label || m.name) + " (" + ((performance.now() - t0) / 1000).toFixed(2) + " s)";
+        fig.dataset.box = JSON.stringify(largest);
+      } catch (err) {
+        cap.textContent = (m.label || m.name) + ": " + err.message;
+        fig.classList.add("failed");
+      }
+    }));
+    panel.dataset.done = "1";
+  }
+
+  // ---------------------------------------------------------------- downloads
+  function resultJson() {
+    const r = state.response, s = settings();
+    const g = r.geometry, W = g.input_width, H = g.input_height;
+    return {
+      image: state.fileName, width: r.image.width, height: r.image.height,
+      model: r.model, method: r.method, layer: r.layer, threshold: s.threshold, multi: s.multi,
+      normalization: r.normalization, box_convention: r.box_convention,
+      classes: state.entries.map(function (e) {
+        const out = {
+          id: e.id, name: e.name, prob: e.prob,
+          box: M.toOriginalBoxes(M.boxesFromMap(e.map, W, H, s.threshold, false), g, r.image.width, r.image.height)[0],
+        };
+        if (s.multi) out.boxes = M.toOriginalBoxes(M.boxesFromMap(e.map, W, H, s.threshold, true), g, r.image.width, r.image.height);
+        return out;
+      }),
+      point: state.point ? {
+        x: state.point.x, y: state.point.y,
+        classes: state.point.ranking.map(function (p) { return { id: p.id, name: state.classNames[p.id], value: p.value }; }),
+      } : null,
+    };
+  }
+
+  function wireControls() {
+    $("threshold").addEventListener("input", function () {
+      $("threshold-value").textContent = parseFloat($("threshold").value).toFixed(2);
+      draw();
+    });
+    $("opacity").addEventListener("input", function () {
+      $("opacity-value").textContent = parseFloat($("opacity").value).toFixed(2);
+      draw();
+    });
+    $("multi").addEventListener("change", draw);
+    const reexplain = function () {
+      if (!state.entries.length) return explain(null, false);
+      explain(state.entries.map(function (e) { return e.id; }), false);
+    };
+    $("method").addEventListener("change", reexplain);
+    $("layer").addEventListener("change", reexplain);
+    $("topk").addEventListener("change", function () { explain(null, false); });
+    $("view").addEventListener("click", onCanvasClick);
+    $("search").addEventListener("input", onSearch);
+    $("compare").addEventListener("click", compareMethods);
+    $("download-png").addEventListener("click", function () {
+      $("view").toBlob(function (blob) { download(blob, "camloc-overlay.png"); }, "image/png");
+    });
+    $("download-json").addEventListener("click", function () {
+      download(new Blob([JSON.stringify(resultJson(), null, 2)], { type: "application/json" }), "camloc-result.json");
+    });
+    for (const tab of document.querySelectorAll(".tab")) {
+      tab.addEventListener("click", function () {
+        for (const t of document.querySelectorAll(".tab")) t.classList.toggle("active", t === tab);
+        $("page-explain").hidden = tab.dataset.tab !== "explain";
+        $("page-runs").hidden = tab.dataset.tab !== "runs";
+        if (tab.dataset.tab === "runs" && window.CamlocRuns) window.CamlocRuns.show();
+      });
+    }
+  }
+
+  window.CamlocApp = { state: state, resultJson: resultJson };
+  wireInput();
+  wireControls();
+  init();
+})();

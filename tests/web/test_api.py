@@ -1,0 +1,187 @@
+"""The HTTP API in-process (FastAPI's TestClient, lifespan and batcher included), on a tiny model:
+answers equal the library's, every client mistake is a JSON 4xx with a reason."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from camloc.web.app import ServerSettings, create_app
+from camloc.web.engine import WebEngine
+from camloc.web.uploads import UploadLimits
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir):
+    import camloc
+
+    return WebEngine(camloc.load_model(str(tiny_model_dir), device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def client(engine):
+    from fastapi.testclient import TestClient
+
+    settings = ServerSettings(limits=UploadLimits(max_bytes=300_000, max_pixels=1_000_000))
+    with TestClient(create_app(engine, settings=settings)) as c:
+        yield c
+
+
+def _png(w: int = 90, h: int = 60, seed: int = 0, mode: str = "RGB", fmt: str = "PNG") -> bytes:
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).convert(mode).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def _post(client, data: bytes | None = None, name: str = "x.png", **fields):
+    files = {"image": (name, data if data is not None else _png(), "application/octet-stream")}
+    return client.post("/api/explain", files=files, data={k: str(v) for k, v in fields.items()})
+
+
+def _error(resp, status: int) -> str:
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"error"} and body["error"], body
+    assert "Traceback" not in body["error"]
+    return body["error"]
+
+
+def test_health_classes_methods(client, engine):
+    h = client.get("/api/health").json()
+    assert h["status"] == "ok" and h["model"] == "tiny" and h["num_classes"] == 8
+    assert h["input_size"] == [64, 64] and h["all_class_maps"] is True
+    cls = client.get("/api/classes").json()
+    assert cls["count"] == 8 and cls["classes"][2] == {"id": 2, "name": "tabby cat"}
+    assert [c["id"] for c in client.get("/api/classes", params={"q": "CAT"}).json()["classes"]] == [0, 2]
+    methods = client.get("/api/methods").json()
+    from camloc.cams import METHODS
+
+    assert [m["name"] for m in methods["methods"]] == list(METHODS)  # every engine method, none hard-coded
+    assert all(m["available"] and m["description"] for m in methods["methods"])
+    assert methods["layers"][0]["name"] == "" and methods["default_method"] == "cam"
+    assert client.get("/docs").status_code == 200
+    assert "/api/explain" in client.get("/openapi.json").json()["paths"]
+
+
+def test_explain_equals_the_library(client, engine):
+    """With float32 maps the response's classes, probabilities and boxes are camloc.explain's."""
+    from camloc.explain import explain
+
+    data = _png(97, 61, seed=3)
+    for method in ("cam", "gradcam"):
+        r = _post(client, data, method=method, top_k=3, maps="f32", threshold=0.3, multi="true").json()
+        [e] = explain(engine.model, [Image.open(io.BytesIO(data))], top_k=3, threshold=0.3, multi=True,
+                      method=method)
+        assert [c["id"] for c in r["classes"]] == e.class_ids
+        np.testing.assert_allclose([c["prob"] for c in r["classes"]], e.probs, rtol=1e-6)
+        assert [c["box"] for c in r["classes"]] == e.boxes.tolist()
+        assert [c["boxes"] for c in r["classes"]] == [b.tolist() for b in e.component_boxes]
+        sent = np.frombuffer(base64.b64decode(r["maps"]["data"]), "<f4").reshape(r["maps"]["shape"])
+        np.testing.assert_array_equal(sent, e.maps)
+        assert r["image"] == {"width": 97, "height": 61} and r["method"] == method
+
+
+def test_boxes_are_computed_on_the_map_as_sent(client, engine):
+    from camloc.localize import boxes_from_map
+    from camloc.models.spec import Geometry
+
+    data = _png(120, 80, seed=5)
+    for enc in ("f16", "png"):
+        r = _post(client, data, top_k=4, maps=enc, threshold=0.45, multi="true").json()
+        g = Geometry(120, 80, **{k: r["geometry"][k] for k in ("input_width", "input_height", "scale_x",
+                                                                 "scale_y", "offset_x", "offset_y")})
+        if enc == "f16":
+            maps = np.frombuffer(base64.b64decode(r["maps"]["data"]), "<f2").astype(np.float32)
+            maps = maps.reshape(r["maps"]["shape"])
+        else:
+            maps = np.stack([np.asarray(Image.open(io.BytesIO(base64.b64decode(u.split(",", 1)[1]))))
+                             for u in r["maps"]["png"]]).astype(np.float64) / 255.0
+            maps = maps.astype(np.float32)
+        for c, m in zip(r["classes"], maps):
+            assert c["box"] == g.to_original_boxes(boxes_from_map(m, 0.45))[0].tolist()
+            assert c["boxes"] == g.to_original_boxes(boxes_from_map(m, 0.45, multi=True)).tolist()
+
+
+def test_all_class_maps_from_one_pass(client, engine):
+    import torch
+
+    from camloc.cams import CAM
+    from camloc.data.images import to_tensor
+
+    data = _png(70, 70, seed=7)
+    r = _post(client, data, all_maps="true", maps="none").json()
+    assert r["maps"] is None
+    allm = r["all_maps"]
+    assert allm["shape"] == [8, 8, 8] and allm["dtype"] == "float16"
+    sent = np.frombuffer(base64.b64decode(allm["data"]), "<f2").astype(np.float32).reshape(allm["shape"])
+    x, _ = to_tensor(Image.open(io.BytesIO(data)).convert("RGB"), engine.preprocess)
+    with torch.inference_mode():
+        want = CAM(engine.model)(x[None], classes="all").maps[0].numpy()
+    np.testing.assert_allclose(sent, want, rtol=1e-3, atol=1e-3 * float(np.abs(want).max()))
+
+
+def test_classes_by_id_and_name(client):
+    r = _post(client, classes="tabby cat;1", maps="none").json()
+    assert [c["id"] for c in r["classes"]] == [2, 1]
+    assert [c["name"] for c in r["classes"]] == ["tabby cat", "dog"]
+    assert "unknown class" in _error(_post(client, classes="unicorn"), 400)
+    assert "no class" in _error(_post(client, classes=" , "), 400)
+    assert "at most" in _error(_post(client, classes=",".join(["1"] * 51)), 400)
+    assert "out of range" in _error(_post(client, classes="8"), 400)
+
+
+def test_client_mistakes_are_json_errors(client):
+    assert "not an image" in _error(_post(client, b"<html><script>alert(1)</script>", name="x.png"), 415)
+    assert "empty" in _error(_post(client, b""), 400)
+    truncated = _png(200, 200, fmt="JPEG")
+    assert _error(_post(client, truncated[: len(truncated) // 3], name="t.jpg"), 400).startswith("image:")
+    flat = io.BytesIO()
+    Image.new("RGB", (1200, 1000), (9, 9, 9)).save(flat, format="PNG")  # 1.2M pixels in a few kB
+    assert len(flat.getvalue()) < 300_000
+    assert "pixels exceeds the limit" in _error(_post(client, flat.getvalue()), 413)
+    big = _png(600, 400)  # ~720 kB of noise: over the 300 kB body limit
+    assert "request body exceeds the limit" in _error(_post(client, big), 413)
+    assert "method" in _error(_post(client, method="nope"), 400)
+    assert "maps" in _error(_post(client, maps="jpeg"), 400)
+    assert "threshold" in _error(_post(client, threshold=1.5), 422)
+    assert "top_k" in _error(_post(client, top_k=0), 422)
+    assert "image" in _error(client.post("/api/explain", data={"method": "cam"}), 422)
+    assert _error(client.post("/api/explain", content=b"garbage",
+                              headers={"content-type": "multipart/form-data; boundary=zzz"}), 400)
+    assert _error(client.get("/api/nothing"), 404)
+    assert _error(client.get("/api/runs"), 404).startswith("no runs folder")
+    assert "Host" in _error(client.get("/api/health", headers={"host": "attacker.example"}), 400)
+    # the server is still fine
+    assert _post(client, top_k=2).status_code == 200
+
+
+def test_image_kinds_are_sniffed_not_named(client):
+    for fmt in ("JPEG", "GIF", "BMP", "WEBP", "TIFF"):
+        r = _post(client, _png(50, 40, fmt=fmt), name="misleading.txt", maps="none")
+        assert r.status_code == 200, (fmt, r.text)
+    gray = _png(50, 40, mode="L")
+    assert _post(client, gray, maps="none").json()["image"] == {"width": 50, "height": 40}
+
+
+def test_chunked_upload_over_the_limit_is_cut_off(client):
+    def chunks():
+        for _ in range(40):
+            yield b"x" * 10_000
+
+    boundary = "b0undary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode()
+
+    def body():
+        yield head
+        yield from chunks()
+
+    r = client.post("/api/explain", content=body(),
+                    headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    assert "request body exceeds the limit" in _error(r, 413)
