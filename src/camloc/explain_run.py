@@ -203,7 +203,7 @@ def render_overlay(image: Any, exp: Any, max_side: int = 2048, max_panels: int =
     if n > 1:
         gaps = 4 * (n - 1)
         f = min(f, _GRID_PANEL_HEIGHT / h, max(1.0, max_side - gaps) / (n * w))
-    dw, dh = max(1, round(w * f)), max(1, round(h * f))
+    dw, dh = max(1, int(w * f + 1e-6)), max(1, int(h * f + 1e-6))  # floor: never past the bound
     small = image if (dw, dh) == (w, h) else image.resize((dw, dh), Image.Resampling.BILINEAR,
                                                           reducing_gap=2.0)
     sx, sy = dw / w, dh / h
