@@ -53,7 +53,6 @@ RESUME_KEYS = ("model", "weights", "head", "top_k", "classes", "threshold", "nor
 #: smaller batches instead of more memory.
 MAP_BYTES_PER_BATCH = 512 * 2**20
 
-_GRID_PANEL_HEIGHT = 320  # panels of a multi-class overlay are at most this high
 _NAME_BYTES = 100  # readable part of an output name (the hash keeps names unique)
 
 
@@ -169,51 +168,6 @@ def _settings_differences(saved: dict[str, Any], now: dict[str, Any]) -> list[st
     a = json.loads(dumps({k: saved.get(k) for k in RESUME_KEYS}))
     b = json.loads(dumps({k: now.get(k) for k in RESUME_KEYS}))
     return [f"{k} {a[k]!r} -> {b[k]!r}" for k in RESUME_KEYS if a[k] != b[k]]
-
-
-def _map_at(exp: Any, j: int, width: int, height: int) -> Any:
-    """Map ``j`` of ``exp`` resampled onto a ``width x height`` picture of the original image
-    (the original pixel grid scaled; pixels the network did not see are 0)."""
-    import cv2
-    import numpy as np
-
-    g = exp.geometry
-    m = np.asarray(exp.maps[j], np.float32)
-    if g.offset_x == 0 and g.offset_y == 0:
-        return cv2.resize(m, (width, height), interpolation=cv2.INTER_LINEAR)
-    fx, fy = width / exp.width, height / exp.height
-    sx, sy = g.scale_x / fx, g.scale_y / fy  # display pixel -> input pixel
-    mat = np.array([[sx, 0, 0.5 * sx - g.offset_x - 0.5],
-                    [0, sy, 0.5 * sy - g.offset_y - 0.5]], np.float64)
-    return cv2.warpAffine(m, mat, (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-
-
-def render_overlay(image: Any, exp: Any, max_side: int = 2048, max_panels: int = 8) -> Any:
-    """The overlay PNG of one explanation: one panel per class (at most ``max_panels``), the
-    whole picture at most ``max_side`` pixels on its longest side (the photo is scaled down
-    first, so a huge photo costs no more than a small one)."""
-    from PIL import Image
-
-    from camloc.viz import overlay, overlay_grid
-
-    n = max(1, min(len(exp.class_ids), max_panels))
-    w, h = image.size
-    f = min(1.0, max_side / max(w, h))
-    if n > 1:
-        gaps = 4 * (n - 1)
-        f = min(f, _GRID_PANEL_HEIGHT / h, max(1.0, max_side - gaps) / (n * w))
-    dw, dh = max(1, int(w * f + 1e-6)), max(1, int(h * f + 1e-6))  # floor: never past the bound
-    small = image if (dw, dh) == (w, h) else image.resize((dw, dh), Image.Resampling.BILINEAR,
-                                                          reducing_gap=2.0)
-    sx, sy = dw / w, dh / h
-    panels = []
-    for j in range(n):
-        label = f"{exp.class_names[j].split(',')[0]} {exp.probs[j]:.2f}"
-        x0, y0, x1, y1 = (float(v) for v in exp.boxes[j])
-        panels.append(overlay(small, _map_at(exp, j, dw, dh), box=(x0 * sx, y0 * sy, x1 * sx, y1 * sy),
-                              label=label))
-    return panels[0] if n == 1 else overlay_grid(panels, max_height=dh)
 
 
 def _finite_result(exp: Any) -> bool:
@@ -470,7 +424,9 @@ def _outputs_present(out: Path, rec: dict[str, Any], s: ExplainSettings) -> bool
 def _write_outputs(out: Path, name: str, image: Any, exp: Any, s: ExplainSettings) -> dict[str, Any]:
     rec = exp.to_record()
     if s.overlays:
-        rendered = render_overlay(image, exp, s.overlay_size, s.max_panels)
+        from camloc.viz import render_explanation
+
+        rendered = render_explanation(image, exp, s.overlay_size, s.max_panels)
         rel = f"overlays/{name}.png"
         with atomic_open(out / rel, "wb") as fh:
             rendered.save(fh, format="PNG")

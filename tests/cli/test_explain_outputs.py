@@ -99,16 +99,16 @@ def test_a_240_byte_file_name_does_not_abort_the_run(run, tmp_path, samples_dir)
 
 
 def test_render_and_write_failures_are_recorded_per_image(run, small_images, tmp_path, monkeypatch):
-    import camloc.explain_run as er
+    import camloc.viz as viz
 
-    real = er.render_overlay
+    real = viz.render_explanation
 
     def flaky(image, exp, *a, **k):
         if exp.source.endswith("cat.jpg"):
             raise RuntimeError("renderer fell over")
         return real(image, exp, *a, **k)
 
-    monkeypatch.setattr(er, "render_overlay", flaky)
+    monkeypatch.setattr(viz, "render_explanation", flaky)
     out = tmp_path / "out"
     assert run(small_images, "-o", out) == 1
     [err] = strict_lines(out / "errors.jsonl")
@@ -116,7 +116,7 @@ def test_render_and_write_failures_are_recorded_per_image(run, small_images, tmp
     [rec] = strict_lines(out / "results.jsonl")
     assert rec["path"].endswith("coffee.jpg")
     # the next run retries the failed image only, and errors.jsonl no longer lists it
-    monkeypatch.setattr(er, "render_overlay", real)
+    monkeypatch.setattr(viz, "render_explanation", real)
     assert run(small_images, "-o", out) == 0
     assert len(strict_lines(out / "results.jsonl")) == 2
     assert strict_lines(out / "errors.jsonl") == []
@@ -376,15 +376,15 @@ def test_overlay_map_matches_map_in_original(tiny_model, samples_dir):
     import numpy as np
 
     import camloc
-    from camloc.explain_run import _map_at
+    from camloc.viz import map_at_size
 
     model = camloc.load_model(str(tiny_model))
     for fit in ("stretch", "crop"):
         pre = model.spec.preprocess.with_(fit=fit)
         [e] = camloc.explain(model, samples_dir / "chelsea.jpg", top_k=1, preprocess=pre)
         full = e.map_in_original(0)
-        small = _map_at(e, 0, e.width, e.height)
+        small = map_at_size(e, 0, e.width, e.height)
         np.testing.assert_allclose(small, full, atol=1e-5)
-        half = _map_at(e, 0, e.width // 2, e.height // 2)
+        half = map_at_size(e, 0, e.width // 2, e.height // 2)
         ref = cv2.resize(full, (e.width // 2, e.height // 2), interpolation=cv2.INTER_AREA)
         assert np.abs(half - ref).mean() < 0.02
