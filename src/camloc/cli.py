@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return code
     if isinstance(rv, int) and not isinstance(rv, bool):
+        if rv == EXIT_INTERRUPTED:  # typer >= 0.24 turns Ctrl-C into Exit(130) silently
+            typer.echo("interrupted", err=True)
         return rv
     return EXIT_OK
 

@@ -771,7 +771,7 @@ CASES: list[Case] = [
     Case("explain-kill9-resume", "explain", "`kill -9` mid-run, then the same command again",
          A(*EXPLAIN), 0, r"skipped", runner=r_kill9_resume, check=k_all_once, slow=True),
     Case("explain-ctrl-c", "explain", "Ctrl-C (SIGINT) mid-run, then the same command again",
-         A(*EXPLAIN), 130, r"", runner=r_sigint, check=k_sigint, slow=True),
+         A(*EXPLAIN), 130, r"interrupted", runner=r_sigint, check=k_sigint, slow=True),
     Case("explain-concurrent", "explain", "a second run into an `--out` a run is writing",
          A(*EXPLAIN), 2, r"--out out is in use by another camloc run \(pid \d+", runner=r_concurrent,
          check=k_concurrent, one_line=True, slow=True),

@@ -50,7 +50,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from camloc.errors import CheckpointError, ConfigError, DatasetError
-from camloc.io import atomic_write_json, atomic_write_text, json_default, versions
+from camloc.io import atomic_write_json, atomic_write_text, dumps, versions
 from camloc.models.spec import Preprocess
 from camloc.train.checkpoint import (STATE_FILE, WEIGHTS_FILE, cpu_state_dict, load_train_state,
                                      rng_state, save_train_state, set_rng_state, unwrap,
@@ -687,7 +687,7 @@ def _evaluate(eval_model: nn.Module, head: Any, cfg: TrainConfig, ctx: DistConte
         merged = st if merged is None else merged.merge(st)
     report = build_report(merged, cam_model, val_ds, "wsol", cfg.eval_interval)
     # plain JSON types only (the report also travels inside train_state.pt)
-    return json.loads(json.dumps(report, default=json_default))
+    return json.loads(dumps(report))  # strict JSON: NaN -> None
 
 
 def _write_metrics(path: Path, cfg: TrainConfig, ctx: DistContext, history: list[dict[str, Any]],
