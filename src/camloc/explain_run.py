@@ -52,6 +52,9 @@ RESUME_KEYS = ("model", "weights", "head", "top_k", "classes", "threshold", "nor
 #: Budget for one batch's maps (images x classes x H x W x 4 bytes); larger top-k runs use
 #: smaller batches instead of more memory.
 MAP_BYTES_PER_BATCH = 512 * 2**20
+#: Budget for one batch's decoded photos (about 200 MB of RGB): a batch of huge photos is cut
+#: short rather than holding ``batch_size`` of them at once.
+PIXELS_PER_BATCH = 64_000_000
 
 _NAME_BYTES = 100  # readable part of an output name (the hash keeps names unique)
 
@@ -353,26 +356,10 @@ def run_explain(model: Any, inputs: Sequence[str | os.PathLike[str]], out: str |
             progress(0, len(todo))
         try:
             with JsonlWriter(results_path, append=True) as results:
-                for start in range(0, len(todo), bs):
-                    chunk = todo[start:start + bs]
-                    images, ok = [], []
-                    for p, k, name in chunk:
-                        try:
-                            images.append(load_image(p))
-                            ok.append((p, k, name))
-                        except Exception as exc:  # noqa: BLE001 - one bad image never kills the run
-                            fail(k, _reason(exc))
-                    exps: list[Any] = []
-                    if images:
-                        try:
-                            exps = explain_images(images, [k for _, k, _ in ok])
-                        except Exception:  # noqa: BLE001 - find the image(s) at fault
-                            exps = []
-                            for im, (p, k, name) in zip(images, ok):
-                                try:
-                                    exps.extend(explain_images([im], [k]))
-                                except Exception as exc:  # noqa: BLE001
-                                    exps.append(exc)
+                consumed = 0
+                for n_read, ok, images in _decoded_batches(todo, bs, load_image, fail):
+                    consumed += n_read
+                    exps = _explain_each(explain_images, images, [k for _, k, _ in ok])
                     for (p, k, name), image, exp in zip(ok, images, exps):
                         if isinstance(exp, BaseException):
                             fail(k, _reason(exp))
@@ -393,7 +380,7 @@ def run_explain(model: Any, inputs: Sequence[str | os.PathLike[str]], out: str |
                         summary.done += 1
                     images.clear()
                     if progress:
-                        progress(min(start + len(chunk), len(todo)), len(todo))
+                        progress(consumed, len(todo))
             status = "complete"
         finally:
             summary.seconds = time.perf_counter() - t0
@@ -410,6 +397,50 @@ def run_explain(model: Any, inputs: Sequence[str | os.PathLike[str]], out: str |
                         ew.write(e)
             write_manifest(status)
     return summary
+
+
+def _decoded_batches(todo: list[tuple[Path, str, str]], batch_size: int, load: Callable[[Path], Any],
+                     fail: Callable[[str, str], None]) -> Any:
+    """Decode ``todo`` in batches of at most ``batch_size`` images and at most
+    :data:`PIXELS_PER_BATCH` decoded pixels (a folder of huge photos is explained a few at a
+    time); yields ``(inputs consumed, [(path, key, name)], [image])``. An image that cannot be
+    decoded is reported through ``fail`` and left out."""
+    ok: list[tuple[Path, str, str]] = []
+    images: list[Any] = []
+    pixels = consumed = 0
+    for item in todo:
+        consumed += 1
+        try:
+            im = load(item[0])
+        except Exception as exc:  # noqa: BLE001 - one bad image never kills the run
+            fail(item[1], _reason(exc))
+            continue
+        ok.append(item)
+        images.append(im)
+        pixels += im.size[0] * im.size[1]
+        if len(images) >= batch_size or pixels >= PIXELS_PER_BATCH:
+            yield consumed, ok, images
+            ok, images, pixels, consumed = [], [], 0, 0
+    if images or consumed:
+        yield consumed, ok, images
+
+
+def _explain_each(explain_images: Callable[[list[Any], list[str]], list[Any]], images: list[Any],
+                  keys: list[str]) -> list[Any]:
+    """Explain a batch; if the batch fails, each image alone (so only the image at fault fails).
+    Returns one Explanation or exception per image."""
+    if not images:
+        return []
+    try:
+        return list(explain_images(images, keys))
+    except Exception:  # noqa: BLE001 - find the image(s) at fault
+        out: list[Any] = []
+        for im, k in zip(images, keys):
+            try:
+                out.extend(explain_images([im], [k]))
+            except Exception as exc:  # noqa: BLE001
+                out.append(exc)
+        return out
 
 
 def _outputs_present(out: Path, rec: dict[str, Any], s: ExplainSettings) -> bool:

@@ -388,3 +388,23 @@ def test_overlay_map_matches_map_in_original(tiny_model, samples_dir):
         half = map_at_size(e, 0, e.width // 2, e.height // 2)
         ref = cv2.resize(full, (e.width // 2, e.height // 2), interpolation=cv2.INTER_AREA)
         assert np.abs(half - ref).mean() < 0.02
+
+
+def test_batches_of_huge_photos_are_cut_short(monkeypatch):
+    """A batch holds at most PIXELS_PER_BATCH decoded pixels; unreadable images are reported."""
+    import camloc.explain_run as er
+
+    monkeypatch.setattr(er, "PIXELS_PER_BATCH", 2500)
+    sizes = {"a": (40, 40), "b": (40, 40), "bad": None, "c": (10, 10), "d": (10, 10)}
+
+    def load(p):
+        if sizes[p] is None:
+            raise OSError(5, "I/O error")
+        return Image.new("RGB", sizes[p])
+
+    failed = []
+    todo = [(k, k, k) for k in sizes]
+    batches = [(n, [i[0] for i in ok]) for n, ok, _ in
+               er._decoded_batches(todo, 16, load, lambda k, why: failed.append((k, why)))]
+    assert batches == [(2, ["a", "b"]), (3, ["c", "d"])]
+    assert failed == [("bad", "I/O error")]
