@@ -233,6 +233,36 @@ def _load_results(path: Path) -> tuple[dict[str, dict[str, Any]], bool]:
     return records, dup
 
 
+def _open_results(out: Path, overwrite: bool, now: dict[str, Any]
+                  ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """The records already in ``out`` (by key) and its earlier errors, after checking that they
+    were made with the settings ``now`` (else :class:`ConfigError`); duplicates left by a crash
+    are removed. With ``overwrite`` both start empty (results.jsonl is emptied: call this only
+    once everything is validated and the lock is held)."""
+    results_path = out / "results.jsonl"
+    if overwrite:
+        if results_path.exists():
+            _rewrite_results(results_path, {})
+        return {}, []
+    records, dup = _load_results(results_path)
+    manifest = _read_manifest(out)
+    saved = manifest.get("settings") if manifest else None
+    if records and not isinstance(saved, dict):
+        raise ConfigError(f"{out} holds results.jsonl but no readable manifest.json, so the "
+                          f"settings that made them are unknown; pass --overwrite to redo them, "
+                          f"or choose another --out")
+    if records and isinstance(saved, dict):
+        diffs = _settings_differences(saved, now)
+        if diffs:
+            raise ConfigError(f"{out} holds results made with other settings ("
+                              + "; ".join(diffs) + "); pass --overwrite to redo them with the new "
+                              "settings, or choose another --out")
+    if dup:
+        _rewrite_results(results_path, records)
+    errors = [e for e in read_jsonl(out / "errors.jsonl") if isinstance(e, dict)]
+    return records, errors
+
+
 def _rewrite_results(path: Path, records: dict[str, dict[str, Any]]) -> None:
     with atomic_open(path, "wb") as fh:
         fh.write("".join(dumps(r) + "\n" for r in records.values()).encode("utf-8"))
@@ -285,26 +315,7 @@ def run_explain(model: Any, inputs: Sequence[str | os.PathLike[str]], out: str |
         for folder in (out, out / "overlays", out / "maps"):
             remove_stale_temps(folder)
         results_path = out / "results.jsonl"
-        manifest = _read_manifest(out)
-        if s.overwrite:
-            records: dict[str, dict[str, Any]] = {}
-            dup = results_path.exists()  # replaced by an empty file below (after validation)
-        else:
-            records, dup = _load_results(results_path)
-            if records and not (manifest and isinstance(manifest.get("settings"), dict)):
-                raise ConfigError(f"{out} holds results.jsonl but no readable manifest.json, so "
-                                  f"the settings that made them are unknown; pass --overwrite "
-                                  f"to redo them, or choose another --out")
-            if manifest and isinstance(manifest.get("settings"), dict) and records:
-                diffs = _settings_differences(manifest["settings"], now)
-                if diffs:
-                    raise ConfigError(f"{out} holds results made with other settings ("
-                                      + "; ".join(diffs) + "); pass --overwrite to redo them "
-                                      "with the new settings, or choose another --out")
-        if dup:
-            _rewrite_results(results_path, records)
-        old_errors = [] if s.overwrite else [e for e in read_jsonl(out / "errors.jsonl")
-                                             if isinstance(e, dict)]
+        records, old_errors = _open_results(out, s.overwrite, now)
 
         def write_manifest(status: str) -> None:
             atomic_write_json(out / "manifest.json", {
