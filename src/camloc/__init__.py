@@ -5,9 +5,17 @@ Three lines from an image to maps and boxes::
     import camloc
     model = camloc.load_model("efficientnet_lite0")          # offline ImageNet weights
     result = camloc.explain(model, "photo.jpg", top_k=3)      # logits, CAMs and boxes
+
+``import camloc`` is light: the errors are imported eagerly, everything that needs torch
+(``load_model``, ``explain``, ``Explanation``, ``CamModel``, ``wrap``) on first use.
 """
 
 from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
 
 from camloc.errors import (
     CamlocError,
@@ -23,8 +31,18 @@ from camloc.errors import (
 
 __version__ = "0.1.0"
 
-from camloc.models import CamModel, load_model  # noqa: E402
-from camloc.explain import Explanation, explain  # noqa: E402
+# public name -> the module that defines it (imported on first access)
+_LAZY = {
+    "CamModel": "camloc.models",
+    "load_model": "camloc.models",
+    "wrap": "camloc.models",
+    "Explanation": "camloc.explain",
+    "explain": "camloc.explain",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from camloc.explain import Explanation, explain
+    from camloc.models import CamModel, load_model
 
 __all__ = [
     "__version__",
@@ -32,6 +50,7 @@ __all__ = [
     "Explanation",
     "explain",
     "load_model",
+    "wrap",
     "CamlocError",
     "CheckpointError",
     "ConfigError",
@@ -42,3 +61,31 @@ __all__ = [
     "UnsupportedHeadError",
     "WeightsError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'camloc' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(types.ModuleType):
+    """``camloc.explain`` is both a submodule and the function it defines. Importing the submodule
+    binds the module on the package; this keeps the function there instead (as the eager
+    ``from camloc.explain import explain`` did), whichever is imported first."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "explain" and isinstance(value, types.ModuleType) \
+                and callable(getattr(value, "explain", None)):
+            value = value.explain
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -48,7 +48,9 @@ def test_explain_end_to_end(image_dir, tmp_path):
     overlay = Image.open(out / cat["overlay"])
     assert overlay.height == 300 and overlay.width > 451  # two panels side by side
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["counts"] == {"found": 5, "explained": 3, "skipped": 0, "failed": 2}
+    assert manifest["counts"] == {"found": 5, "explained": 3, "skipped": 0, "failed": 2,
+                                  "in_results": 3}
+    assert manifest["status"] == "complete" and manifest["settings"]["top_k"] == 2
     assert not list(out.rglob("*.tmp"))
 
     # re-running skips finished images; --overwrite redoes them

@@ -6,39 +6,70 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
-
 from camloc.errors import ConfigError
 
-console = Console(stderr=True)
+
+def _console() -> Any:
+    """The shared rich Console on stderr, made on first use (importing rich costs time that
+    `camloc --help` and usage errors should not pay)."""
+    value = globals().get("console")
+    if value is None:
+        from rich.console import Console
+
+        value = globals()["console"] = Console(stderr=True)
+    return value
+
+
+def __getattr__(name: str) -> Any:  # ``from camloc.commands.common import console``
+    if name == "console":
+        return _console()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @contextmanager
 def progress_bar(description: str) -> Iterator[Any]:
-    """A rich progress bar; yields ``update(done, total)``."""
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-                  transient=False) as prog:
-        task = prog.add_task(description, total=None)
+    """A rich progress bar; yields ``update(done, total)``. The bar appears on the first update,
+    so an error found before any work (a bad option, a locked folder) prints alone."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
 
-        def update(done: int, total: int) -> None:
-            prog.update(task, completed=done, total=total)
+    prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=_console(),
+                    transient=False)
+    task = None
 
+    def update(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            prog.start()
+            task = prog.add_task(description, total=None)
+        prog.update(task, completed=done, total=total)
+
+    try:
         yield update
+    finally:
+        if task is not None:
+            prog.stop()
 
 
 def parse_classes(value: str | None, class_names: list[str]) -> list[int] | None:
     """``"285,281"`` or ``"Egyptian cat,tabby"`` -> class ids (names match a full name or its
-    first comma-separated synonym, case-insensitively)."""
-    if not value:
+    first comma-separated synonym, case-insensitively; ``;`` separates names that contain commas).
+
+    A name that several classes share (ImageNet has two 'crane's: the bird, 134, and the machine,
+    517) is refused with every matching id, so the user picks one.
+
+    >>> parse_classes("b,0", ["a", "b"])
+    [1, 0]
+    """
+    if value is None or not value.strip():
         return None
-    ids = []
-    lookup: dict[str, int] = {}
+    lookup: dict[str, list[int]] = {}
     for i, name in enumerate(class_names):
-        lookup.setdefault(name.lower(), i)
-        lookup.setdefault(name.split(",")[0].strip().lower(), i)
+        for alias in {name.lower().strip(), name.split(",")[0].strip().lower()}:
+            if alias and i not in lookup.setdefault(alias, []):
+                lookup[alias].append(i)
+    ids = []
     for item in value.split(";" if ";" in value else ","):
         item = item.strip()
         if not item:
@@ -46,13 +77,20 @@ def parse_classes(value: str | None, class_names: list[str]) -> list[int] | None
         if item.isdigit():
             idx = int(item)
             if idx >= len(class_names):
-                raise ConfigError(f"--classes: id {idx} is out of range (model has "
-                                  f"{len(class_names)} classes)")
+                raise ConfigError(f"--classes: id {idx} is out of range (the model has "
+                                  f"{len(class_names)} classes, ids 0..{len(class_names) - 1})")
             ids.append(idx)
-        elif item.lower() in lookup:
-            ids.append(lookup[item.lower()])
-        else:
+            continue
+        found = lookup.get(item.lower(), [])
+        if not found:
             raise ConfigError(f"--classes: unknown class {item!r} (give ids or names)")
+        if len(found) > 1:
+            which = ", ".join(f"{i} ({class_names[i]})" for i in found)
+            raise ConfigError(f"--classes: {item!r} names {len(found)} classes: {which}; give the "
+                              f"id of the one you mean")
+        ids.append(found[0])
+    if not ids:
+        raise ConfigError(f"--classes {value!r}: no class ids or names in it")
     return ids
 
 
@@ -60,6 +98,6 @@ def print_failures(failed: list[dict[str, str]], name_key: str = "path", reason_
                    where: str = "", label: str = "failed", show: int = 10) -> None:
     """Print the first ``show`` failed items (name and reason) and how many more there are."""
     for rec in failed[:show]:
-        console.print(f"  [red]{label}[/red] {rec.get(name_key)}: {rec.get(reason_key)}")
+        _console().print(f"  [red]{label}[/red] {rec.get(name_key)}: {rec.get(reason_key)}")
     if len(failed) > show:
-        console.print(f"  ... and {len(failed) - show} more" + (f" (see {where})" if where else ""))
+        _console().print(f"  ... and {len(failed) - show} more" + (f" (see {where})" if where else ""))

@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
         no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the cache."),
         localization: bool = typer.Option(True, help="Evaluate held-out localization where the "
                                                      "dataset has boxes."),
-        batch_size: int = typer.Option(32, help="Images per forward pass."),
+        batch_size: int = typer.Option(32, min=1, help="Images per forward pass."),
         device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
         seed: int = typer.Option(0, help="Seed of the split, the CV folds and the solver."),
     ) -> None:

@@ -176,9 +176,20 @@ def register(app: typer.Typer) -> None:
         state = "finished" if result.completed else "stopped early (--resume continues)"
         best = (f"best epoch {result.best_epoch} ({result.select} {result.best_value:.4g})"
                 if result.best_value is not None else
-                f"best epoch {result.best_epoch}" if result.best_epoch else "no epoch finished")
+                f"best epoch {result.best_epoch}" if result.best_epoch else
+                "no best epoch" if result.epochs_done else "no epoch finished")
         console.print(f"[bold]camloc train[/bold]: {state} after {result.epochs_done} epoch(s), "
                       f"{result.global_step} steps in {result.seconds:.1f}s on {result.device}"
                       f"{f' x{result.world_size}' if result.world_size > 1 else ''}; {best}")
-        console.print(f"model: {result.out}  last: {result.out / 'last'}  log: "
-                      f"{result.out / 'log.csv'}")
+        if result.select != "none" and result.best_epoch is None and result.epochs_done:
+            console.print(f"[red]no best model[/red]: validation gave no {result.select} value "
+                          f"in any epoch (see {result.out / 'metrics.json'}); the last epoch's "
+                          f"model is in {result.out / 'last'}")
+        else:
+            console.print(f"model: {result.out}  last: {result.out / 'last'}  log: "
+                          f"{result.out / 'log.csv'}")
+        if result.val_failed:
+            console.print(f"[red]{len(result.val_failed)} validation image(s) could not be "
+                          f"read[/red] (listed in {result.out / 'metrics.json'})")
+        if result.exit_code:
+            raise typer.Exit(result.exit_code)

@@ -50,7 +50,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from camloc.errors import CheckpointError, ConfigError, DatasetError
-from camloc.io import atomic_write_json, atomic_write_text, json_default, versions
+from camloc.io import atomic_write_json, atomic_write_text, dumps, versions
 from camloc.models.spec import Preprocess
 from camloc.train.checkpoint import (STATE_FILE, WEIGHTS_FILE, cpu_state_dict, load_train_state,
                                      rng_state, save_train_state, set_rng_state, unwrap,
@@ -119,10 +119,18 @@ class TrainResult:
     seconds: float = 0.0
     world_size: int = 1
     device: str = "cpu"
+    val_failed: list[dict[str, str]] = field(default_factory=list)  # unreadable validation images
 
     @property
     def last(self) -> dict[str, Any] | None:
         return self.history[-1] if self.history else None
+
+    @property
+    def exit_code(self) -> int:
+        """1 when validation images could not be read or no epoch could be chosen as the best
+        (the run finished; see metrics.json), else 0."""
+        no_best = self.select != "none" and self.best_epoch is None and self.epochs_done > 0
+        return 1 if self.val_failed or no_best else 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -460,6 +468,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, rep: TrainReporter) -> TrainResul
                          [int(s.label) for s in train_ds.samples],
                          CropSettings(size=cfg.input_size, scale=cfg.crop_scale), cfg.seed)
     head = None
+    val_failed: list[dict[str, str]] = []
     eval_module: nn.Module = model
     completed = True
     amp_note = f", AMP {str(amp_dtype).split('.')[-1]}" if use_amp else ""
@@ -558,13 +567,26 @@ def _train(cfg: TrainConfig, ctx: DistContext, rep: TrainReporter) -> TrainResul
             report = _evaluate(eval_module, head, cfg, ctx, train_ds, val_ds, epoch, global_step)
             if ctx.is_main:
                 metrics = _flatten_report(report)
+                failed_now = list((report or {}).get("failed") or [])
+                if failed_now and not val_failed:  # said once per run
+                    n = int((report or {}).get("counts", {}).get("failed", len(failed_now)))
+                    shown = "; ".join(f"{f.get('path')}: {f.get('error')}" for f in failed_now[:5])
+                    rep.message(f"validation: {n} image(s) could not be read and are left out "
+                                f"of the metrics: {shown}" + (" ..." if n > 5 else ""))
+                val_failed = failed_now
             metrics = ctx.broadcast_object(metrics)
             for key, v in (metrics or {}).items():
                 record[f"val_{key}"] = v
         record["seconds"] = ctx.all_max(running["seconds"] + 0.0)
         value = None if select == "none" else (metrics or {}).get(select)
-        improved = select == "none" or best["epoch"] is None or (value is not None and (
+        if value is not None and not math.isfinite(value):
+            value = None
+        # an epoch without a value (every validation image unreadable) is never the best
+        improved = select == "none" or (value is not None and (
             best["value"] is None or value > best["value"]))
+        if select != "none" and value is None:
+            rep.message(f"epoch {epoch + 1}: validation gave no {select} value, so this epoch "
+                        f"cannot be chosen as the best")
         if improved:
             best = {"epoch": epoch + 1, "value": value, "metrics": metrics, "report": report}
         record["best"] = best["epoch"] == epoch + 1
@@ -585,7 +607,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, rep: TrainReporter) -> TrainResul
                        global_step=global_step, best_epoch=best.get("epoch"), select=select,
                        best_value=best.get("value"), history=history,
                        seconds=time.perf_counter() - t_start, world_size=ctx.world_size,
-                       device=str(dev))
+                       device=str(dev), val_failed=val_failed)
 
 
 def _save_mid_epoch(ctx: DistContext, path: Path, state_fn: Any, running: dict[str, float],
@@ -665,7 +687,7 @@ def _evaluate(eval_model: nn.Module, head: Any, cfg: TrainConfig, ctx: DistConte
         merged = st if merged is None else merged.merge(st)
     report = build_report(merged, cam_model, val_ds, "wsol", cfg.eval_interval)
     # plain JSON types only (the report also travels inside train_state.pt)
-    return json.loads(json.dumps(report, default=json_default))
+    return json.loads(dumps(report))  # strict JSON: NaN -> None
 
 
 def _write_metrics(path: Path, cfg: TrainConfig, ctx: DistContext, history: list[dict[str, Any]],

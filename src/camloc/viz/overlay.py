@@ -11,15 +11,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["overlay", "overlay_grid", "heatmap_rgb", "draw_boxes"]
+__all__ = ["overlay", "overlay_grid", "heatmap_rgb", "draw_boxes", "map_at_size",
+           "render_explanation"]
 
 BOX_PRED = (0, 255, 0)
 BOX_GT = (255, 64, 64)
+GRID_PANEL_HEIGHT = 320  # panels of a multi-class overlay are at most this high
 
 
 def heatmap_rgb(scoremap: np.ndarray) -> np.ndarray:
@@ -90,3 +93,44 @@ def overlay_grid(panels: Sequence[Image.Image], max_height: int = 320) -> Image.
         grid.paste(p, (x, 0))
         x += p.width + gap
     return grid
+
+
+def map_at_size(exp: Any, j: int, width: int, height: int) -> np.ndarray:
+    """Map ``j`` of ``exp`` (a :class:`camloc.Explanation`) resampled onto a ``width x height``
+    picture of the original image: the original pixel grid scaled, pixels the network did not see
+    (outside a centre crop) 0. At the original size it equals ``exp.map_in_original(j)``, without
+    ever making a map that large."""
+    g = exp.geometry
+    m = np.asarray(exp.maps[j], np.float32)
+    if g.offset_x == 0 and g.offset_y == 0:
+        return cv2.resize(m, (width, height), interpolation=cv2.INTER_LINEAR)
+    fx, fy = width / exp.width, height / exp.height
+    sx, sy = g.scale_x / fx, g.scale_y / fy  # display pixel -> input pixel
+    mat = np.array([[sx, 0, 0.5 * sx - g.offset_x - 0.5],
+                    [0, sy, 0.5 * sy - g.offset_y - 0.5]], np.float64)
+    return cv2.warpAffine(m, mat, (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+
+
+def render_explanation(image: Image.Image, exp: Any, max_side: int = 2048,
+                       max_panels: int = 8) -> Image.Image:
+    """The overlay PNG of one explanation: one panel per class (at most ``max_panels``), the
+    whole picture at most ``max_side`` pixels on its longest side (the photo is scaled down
+    first, so a huge photo costs no more than a small one)."""
+    n = max(1, min(len(exp.class_ids), max_panels))
+    w, h = image.size
+    f = min(1.0, max_side / max(w, h))
+    if n > 1:
+        gaps = 4 * (n - 1)
+        f = min(f, GRID_PANEL_HEIGHT / h, max(1.0, max_side - gaps) / (n * w))
+    dw, dh = max(1, int(w * f + 1e-6)), max(1, int(h * f + 1e-6))  # floor: never past the bound
+    small = image if (dw, dh) == (w, h) else image.resize((dw, dh), Image.Resampling.BILINEAR,
+                                                          reducing_gap=2.0)
+    sx, sy = dw / w, dh / h
+    panels = []
+    for j in range(n):
+        label = f"{exp.class_names[j].split(',')[0]} {exp.probs[j]:.2f}"
+        x0, y0, x1, y1 = (float(v) for v in exp.boxes[j])
+        box = (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
+        panels.append(overlay(small, map_at_size(exp, j, dw, dh), box=box, label=label))
+    return panels[0] if n == 1 else overlay_grid(panels, max_height=dh)
