@@ -274,6 +274,7 @@ def test_quantus_road_cannot_score_three_channel_images() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_parity_on_efficientnet_lite0_at_224(default_model) -> None:
     """The offline ImageNet model on the sample photos at 224 x 224 with Grad-CAM maps of its last
     block: Average Drop (torchcam, input space), deletion / insertion (torchcam, 10 steps), ROAD at

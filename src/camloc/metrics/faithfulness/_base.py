@@ -196,7 +196,6 @@ class RecordAccumulator:
         self.batch_size = check_batch_size(batch_size)
         self._ids: list[str | None] = []
         self._chunks: dict[str, list[np.ndarray]] = {name: [] for name in self.field_shapes()}
-        self._seen = 0  # images added through update() (for default noise keys)
 
     # ---- subclass hooks
     def settings(self) -> dict[str, Any]:

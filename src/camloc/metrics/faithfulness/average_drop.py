@@ -11,8 +11,8 @@ Scores are softmax probabilities by default (``score="softmax"``; the authors' V
 softmax output). ``mask_space="image"`` (default, the paper) multiplies the image in ``[0, 1]``,
 ``I = x * std + mean``, so removed pixels turn black, and renormalises; ``mask_space="input"``
 multiplies the normalised tensor ``x`` itself (removed pixels turn into the mean colour), as torchcam
-and pytorch-grad-cam do. Cost: one batched forward per ``batch_size`` images, plus one for ``Y``
-unless the caller passes the logits it already has.
+and pytorch-grad-cam do. Cost: two inputs per image (the image and its explanation image, sharing
+forward batches of ``batch_size``), one when the caller passes the logits it already has.
 
 >>> import torch
 >>> from torch import nn
@@ -96,12 +96,21 @@ class AverageDropAccumulator(RecordAccumulator):
         x, m, ids, names = check_inputs(x, maps, class_ids, image_ids, unit_maps=True)
         fn, module = resolve_forward(forward)
         scorer = Scorer(fn, self.score, self.batch_size)
+        n = x.shape[0]
         with model_context(module):
-            if logits is None:
-                y, _ = scorer.run(lambda i, j: x[i:j], ids)
+            if logits is None:  # the images and the explanation images share batches
+                def make(i: int, j: int) -> torch.Tensor:
+                    parts = [x[i:min(j, n)]] if i < n else []
+                    if j > n:
+                        parts.append(self.explanation_images(x[max(i, n) - n:j - n],
+                                                             m[max(i, n) - n:j - n]))
+                    return torch.cat(parts)
+
+                s, _ = scorer.run(make, torch.cat([ids, ids]))
+                y, o = s[:n], s[n:]
             else:
                 y, _ = scorer.from_logits(logits, ids)
-            o, _ = scorer.run(lambda i, j: self.explanation_images(x[i:j], m[i:j]), ids)
+                o, _ = scorer.run(lambda i, j: self.explanation_images(x[i:j], m[i:j]), ids)
         if not (y > 0).all():
             bad = [names[k] if names[k] is not None else str(self.count + k)
                    for k in np.flatnonzero(~(y > 0))[:5]]

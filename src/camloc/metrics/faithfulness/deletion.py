@@ -138,21 +138,21 @@ class DeletionInsertionAccumulator(RecordAccumulator):
         fn, module = resolve_forward(forward)
         scorer = Scorer(fn, self.score, self.batch_size)
         with model_context(module):
-            if logits is None:
-                y, _ = scorer.run(lambda i, j: x[i:j], ids)
-            else:
-                y, _ = scorer.from_logits(logits, ids)
+            y = scorer.from_logits(logits, ids)[0] if logits is not None else None
             ranks = relevance_ranks(m)
             base = {mode: self._baseline(x, getattr(self, f"{mode}_baseline")) for mode in self.modes}
             shared = len(self.modes) == 2 and self.deletion_baseline == self.insertion_baseline
             # jobs: (image, mode 0 = deletion / 1 = insertion, point, pixels changed)
             jobs: list[tuple[int, int, int, int]] = []
+            # without logits the unperturbed end of a curve is scored with the perturbations
+            own = 0 if y is None else 1
             for i in range(n):
                 if "deletion" in self.modes:
-                    jobs += [(i, 0, j, int(counts[j])) for j in range(1, npts)]
+                    jobs += [(i, 0, j, int(counts[j])) for j in range(own, npts)]
                 if "insertion" in self.modes:
                     first = 1 if shared else 0  # insertion's start = deletion's end
-                    jobs += [(i, 1, j, int(counts[j])) for j in range(first, npts - 1)]
+                    last = npts - 1 if own or "deletion" in self.modes else npts
+                    jobs += [(i, 1, j, int(counts[j])) for j in range(first, last)]
             job = torch.tensor(jobs, dtype=torch.long).view(-1, 4)
             img_t = job[:, 0].to(x.device)
             del_t = (job[:, 1] == 0).to(x.device)
@@ -177,6 +177,8 @@ class DeletionInsertionAccumulator(RecordAccumulator):
         jb = job.numpy()
         for (i, mode, j, _), v in zip(jb, s):
             curves[MODES[mode]][i, j] = v
+        if y is None:
+            y = (curves["deletion"][:, 0] if "deletion" in curves else curves["insertion"][:, -1]).copy()
         if "deletion" in curves:
             curves["deletion"][:, 0] = y
             if shared:

@@ -17,7 +17,7 @@ Noise: ``noise_space="image"`` (default, the paper: imputation on the image in `
 the same in both spaces); ``"input"`` adds ``noise`` in input units, as pytorch-grad-cam and Quantus
 do. The noise of one image, order and ``p`` comes from ``np.random.default_rng([seed, key, order,
 p])`` where ``key`` derives from the image id when ``image_ids`` are passed (so shards merged give
-the same values as one pass) and from the running image index otherwise.
+the same values as one pass) and from the image's position in the accumulator otherwise.
 
 Cost per image: one sparse solve and one perturbed input per ``p`` and order (``2 x 9`` by default),
 the inputs batched ``batch_size`` at a time.
@@ -131,11 +131,15 @@ class ROADAccumulator(RecordAccumulator):
         order = relevance_order(m).cpu().numpy()
         images = x.detach().to("cpu", torch.float64).numpy()
         sigma = self._noise_std(c)
-        keys = [stable_key(s) if s is not None else self._seen + i for i, s in enumerate(names)]
+        keys = [stable_key(s) if s is not None else self.count + i for i, s in enumerate(names)]
         jobs = [(i, oi, pi) for i in range(n) for oi in range(len(self.orders))
                 for pi in range(len(self.percentiles))]
+        if logits is None:  # the images themselves share the batches (order index -1)
+            jobs += [(i, -1, -1) for i in range(n)]
 
         def perturbed(i: int, oi: int, pi: int) -> np.ndarray:
+            if oi < 0:
+                return images[i]
             k = counts[pi]
             removed = np.zeros(npix, bool)
             if k:
@@ -151,12 +155,11 @@ class ROADAccumulator(RecordAccumulator):
         fn, module = resolve_forward(forward)
         scorer = Scorer(fn, self.score, self.batch_size)
         job_img = torch.tensor([j[0] for j in jobs], dtype=torch.long, device=ids.device)
+        perturbations = n * len(self.orders) * len(self.percentiles)
         with model_context(module):
-            if logits is None:
-                y, _ = scorer.run(lambda i, j: x[i:j], ids)
-            else:
-                y, _ = scorer.from_logits(logits, ids)
             s, pred = scorer.run(make, ids[job_img])
+        y = s[perturbations:] if logits is None else scorer.from_logits(logits, ids)[0]
+        s, pred = s[:perturbations], pred[:perturbations]
         shape = (n, len(self.orders), len(self.percentiles))
         s = s.reshape(shape)
         correct = (pred.reshape(shape) == ids.cpu().numpy()[:, None, None]).astype(np.float64)
@@ -165,7 +168,6 @@ class ROADAccumulator(RecordAccumulator):
             rec[f"{o}_score"] = s[:, oi]
             rec[f"{o}_correct"] = correct[:, oi]
         self._add(names, **rec)
-        self._seen += n
         return rec
 
     def compute(self) -> dict[str, Any]:
