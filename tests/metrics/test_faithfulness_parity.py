@@ -128,8 +128,9 @@ def test_drop_and_increase_equal_pytorch_grad_cam_per_image(setup) -> None:
     np.testing.assert_allclose(out["drop"], 100 * np.maximum(0, y - o) / y, rtol=1e-12)
 
 
-@pytest.mark.parametrize("steps", [9, 16])
-def test_deletion_insertion_equal_torchcam(setup, steps: int) -> None:
+def test_deletion_insertion_equal_torchcam(setup) -> None:
+    """12 steps of ceil(12800 / 12) = 1067 pixels: the last step is shorter."""
+    steps = 12
     model, x, maps, cls = setup
     x, maps, cls = x[:4], maps[:4], cls[:4]  # 4 images x 2 curves x steps forwards per library
     sm = functools.partial(torch.softmax, dim=-1)
@@ -190,22 +191,16 @@ def test_road_equals_pytorch_grad_cam_per_percentile(setup) -> None:
 def test_road_averages_and_combined_equal_pytorch_grad_cam(setup, monkeypatch) -> None:
     """Averaged over a symmetric set of percentiles the two conventions coincide."""
     model, x, maps, cls = setup
-    x, maps, cls = x[:4], distinct(maps[:4]), cls[:4]
+    x, maps, cls = x[:3], distinct(maps[:3]), cls[:3]
     monkeypatch.setattr(pgc_road.NoisyLinearImputer.__init__, "__defaults__",
                         (0.0, pgc_road.neighbors_weights))  # their averagers build default imputers
-    tg = softmax_target(cls)
     pct = [20, 50, 80]
-    morf = pgc_road.ROADMostRelevantFirstAverage(pct)(x, maps.numpy(), tg, model)
-    comb = pgc_road.ROADCombined(pct)(x, maps.numpy(), tg, model)
+    comb = pgc_road.ROADCombined(pct)(x, maps.numpy(), softmax_target(cls), model)
     acc = ROADAccumulator(percentiles=pct, noise=0.0)
     rec = acc.update(model, x, maps, cls)
-    y = rec["score"][:, None]
-    np.testing.assert_allclose((rec["morf_score"] - y).mean(1), morf, rtol=0, atol=TOL)
     np.testing.assert_allclose(((rec["lerf_score"] - rec["morf_score"]) / 2).mean(1), comb, rtol=0,
                                atol=TOL)
-    r = acc.compute()
-    assert r["combined"] == pytest.approx(float(np.mean(comb)), abs=TOL)
-    assert r["morf"]["mean_score_change"] == pytest.approx(float(np.mean(morf)), abs=TOL)
+    assert acc.compute()["combined"] == pytest.approx(float(np.mean(comb)), abs=TOL)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pytorch-grad-cam: numpy on a tensor
