@@ -12,13 +12,16 @@ noise hits every library alike:
                             --steps steps) vs torchcam DeletionInsertionMetric (same steps, batch)
   ROAD MoRF + LeRF          camloc ROADAccumulator (percentiles 10..90, noise 0.01)
                             vs pytorch-grad-cam ROADCombined (the same 18 imputations per image)
+  ROAD imputation alone     camloc noisy_linear_impute vs pytorch-grad-cam NoisyLinearImputer,
+                            noise 0, the first image's 10 / 50 / 90 % most relevant pixels
+                            (seconds per call)
 
 The values of each pair are printed too (they agree to 1e-4 where the definitions agree; ROAD's
 noise differs by construction, its noise-free parity is in tests/metrics/test_faithfulness_parity.py).
 Quantus' ROAD is not timed: on RGB inputs it fails (docs/faithfulness.md).
 
 Usage: python benchmarks/bench_faithfulness.py [--models resnet18,efficientnet_lite0] [--n 4]
-       [--steps 20] [--batch 32] [--rounds 3] [--threads N] [--skip road]
+       [--steps 20] [--batch 32] [--rounds 3] [--threads N] [--skip ad,di,road,impute]
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import camloc
 from camloc.cams import CAM, normalize, upsample
 from camloc.data.images import batch_images, load_image
 from camloc.metrics.faithfulness import (AverageDropAccumulator, DeletionInsertionAccumulator,
-                                         ROADAccumulator)
+                                         ROADAccumulator, noisy_linear_impute, relevance_order)
 
 DEV = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "imagenet-val-dev"
 
@@ -99,13 +102,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32, help="forward batch size (camloc, torchcam)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
-    ap.add_argument("--skip", default="", help="comma list of: ad, di, road")
+    ap.add_argument("--skip", default="", help="comma list of: ad, di, road, impute")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     from pytorch_grad_cam.metrics.cam_mult_image import CamMultImageConfidenceChange
-    from pytorch_grad_cam.metrics.road import ROADCombined
+    from pytorch_grad_cam.metrics.road import NoisyLinearImputer, ROADCombined
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
     from torchcam.metrics import ClassificationMetric, DeletionInsertionMetric
 
@@ -154,10 +157,30 @@ def main() -> None:
         def road_pgc() -> float:
             return float(np.mean(ROADCombined()(x, cams_np, targets, module)))
 
+        img = x[0].double().numpy()
+        first = relevance_order(maps[:1])[0].numpy()
+
+        def removed(pct: int) -> np.ndarray:
+            r = np.zeros(first.size, bool)
+            r[first[: first.size * pct // 100]] = True
+            return r.reshape(img.shape[1:])
+
+        def impute_camloc(pct: int) -> float:
+            return float(noisy_linear_impute(img, removed(pct)).mean())
+
+        def impute_pgc(pct: int) -> float:
+            keep = torch.from_numpy((~removed(pct)).astype(np.float32))
+            return float(NoisyLinearImputer(noise=0)(torch.from_numpy(img).float(), keep).mean())
+
         cases = {"ad": ("Average Drop", ad_camloc, [("torchcam", ad_torchcam), ("grad-cam", ad_pgc)]),
                  "di": (f"Deletion/Insertion ({args.steps} steps)", di_camloc,
                         [("torchcam", di_torchcam)]),
                  "road": ("ROAD MoRF+LeRF (9 percentiles)", road_camloc, [("grad-cam", road_pgc)])}
+        if "impute" not in skip:
+            for pct in (10, 50, 90):
+                cases[f"impute{pct}"] = (f"ROAD imputation, {pct} % removed (s / call)",
+                                         functools.partial(impute_camloc, pct),
+                                         [("grad-cam", functools.partial(impute_pgc, pct))])
         for key, (label, ours, peers) in cases.items():
             if key in skip:
                 continue
@@ -166,10 +189,11 @@ def main() -> None:
                 fn()
             times: dict[str, list[float]] = {lib: [] for lib, _ in fns}
             values: dict[str, float] = {}
+            per = 1 if key.startswith("impute") else args.n
             for _ in range(args.rounds):
                 for lib, fn in fns:
                     t, v = timed(fn)
-                    times[lib].append(t / args.n)
+                    times[lib].append(t / per)
                     values[lib] = v
             med = {lib: statistics.median(ts) for lib, ts in times.items()}
             for lib, _ in fns:
