@@ -12,7 +12,12 @@ from camloc.web.batcher import MicroBatcher, QueueFull
 
 
 def _run(coro):
-    return asyncio.run(asyncio.wait_for(coro, timeout=30))
+    # A fresh event loop in its own thread: another test in the same worker (Playwright's sync
+    # API) may leave an event loop registered as running in the main thread.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, asyncio.wait_for(coro, timeout=30)).result()
 
 
 class Recorder:

@@ -138,6 +138,12 @@ class TrainResult:
 # --------------------------------------------------------------------------------------------------
 
 
+def _no_such_split(exc: Exception) -> bool:
+    """Whether opening a split failed only because the dataset has no such split (or none)."""
+    text = str(exc)
+    return "no split" in text or "has no splits" in text or "split folder" in text
+
+
 def _open(cfg: TrainConfig, split: str | None) -> Any:
     from camloc.data.datasets import open_dataset
 
@@ -165,7 +171,7 @@ def open_train_val(cfg: TrainConfig) -> tuple[Any, Any | None, str]:
                 train_ds, train_split = _open(cfg, None), None
             except CamlocError as second:
                 # report the problem that is not merely "this dataset has no 'train' split"
-                raise (second if "split" in str(first) else first) from None
+                raise (second if _no_such_split(first) else first) from None
     else:
         split = None if cfg.train_split in ("none", "") else cfg.train_split
         train_ds, train_split = _open(cfg, split), split
