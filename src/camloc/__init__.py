@@ -23,7 +23,7 @@ from camloc.errors import (
 
 __version__ = "0.1.0"
 
-from camloc.models import CamModel, load_model  # noqa: E402
+from camloc.models import CamModel, load_model, wrap  # noqa: E402
 from camloc.explain import Explanation, explain  # noqa: E402
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "Explanation",
     "explain",
     "load_model",
+    "wrap",
     "CamlocError",
     "CheckpointError",
     "ConfigError",
