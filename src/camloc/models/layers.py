@@ -46,13 +46,14 @@ from camloc.models.outputs import OutputSelector, select_output
 
 __all__ = ["LayerSpec", "LayerTap", "MapLayout", "Reshape", "TraceRecord", "declared_prefix",
            "default_layer_names", "infer_layout", "layer_name", "resolve_layers", "run_with_replaced",
-           "run_with_taps", "token_grid", "trace_modules"]
+           "run_with_taps", "spatially_relevant", "token_grid", "trace_modules"]
 
 LayerSpec = Union[str, nn.Module, Sequence[Union[str, nn.Module]], None]
 Reshape = Callable[[torch.Tensor], torch.Tensor]
 
-#: Largest number of prefix tokens tried when a model does not declare its own.
-MAX_PREFIX = 8
+#: Largest number of prefix tokens tried when a model does not declare its own (class and
+#: distillation tokens; models with register tokens declare them, as timm's do).
+MAX_PREFIX = 2
 #: Input stride along the two axes must agree to this fraction for a shape to count as a grid.
 _STRIDE_TOL = 0.1
 
@@ -381,15 +382,38 @@ def _vit_layer(model: nn.Module) -> str | None:
     return None
 
 
+def _positions(shape: tuple[int, ...], lay: MapLayout, input_hw: tuple[int, int]) -> int:
+    if lay.kind == "tokens":
+        grid = token_grid(shape[1] - lay.prefix, input_hw)
+        return grid[0] * grid[1] if grid else 0
+    return shape[2] * shape[3] if lay.kind == "nchw" else shape[1] * shape[2]
+
+
+def spatially_relevant(module: nn.Module, x: torch.Tensor, tap: LayerTap,
+                       output: OutputSelector = None) -> bool:
+    """Whether the logits depend on ``tap``'s map positions at all (one backward from the logits).
+
+    A class-token transformer's last tokens fail this: only the class token reaches the head.
+    """
+    logits, (raw,) = run_with_taps(module, x, [tap], grad=True, output=output)
+    (g,) = torch.autograd.grad(logits.sum(), raw, allow_unused=True)
+    return g is not None and bool(tap.to_map(g, (x.shape[-2], x.shape[-1])).abs().amax() > 0)
+
+
 def default_layer_names(model: nn.Module, records: Sequence[TraceRecord], input_hw: tuple[int, int],
-                        head_layer: str | None = None) -> list[str]:
+                        head_layer: str | None = None,
+                        relevant: Callable[[str], bool] | None = None) -> list[str]:
     """The automatic target layer (see docs/methods.md, "Target layers").
 
     1. a verified GAP head's feature layer (what exact CAM reads);
-    2. class-token transformers: the last block's normalised input tokens (:func:`_vit_layer`);
+    2. class-token transformers (timm, torchvision): the last block's normalised input tokens
+       (:func:`_vit_layer`);
     3. otherwise the last module, in the order modules finish, whose output is a spatial map with
        more than one position (identity, dropout and adaptive-pooling modules skipped; of a
-       container and the last child whose output it returns, the container).
+       container and the last child whose output it returns, the container). For token outputs,
+       only layers as wide as the last token layer (the residual stream) qualify, and the first
+       whose positions the logits depend on wins (``relevant(name)``), so a class-token model of
+       any family gets a layer whose patch tokens still matter.
     """
     if head_layer:
         return [head_layer]
@@ -397,21 +421,27 @@ def default_layer_names(model: nn.Module, records: Sequence[TraceRecord], input_
     if vit is not None:
         return [resolve_layers(model, vit)[0][0]]
     prefix = declared_prefix(model)
+    width: int | None = None
+    tried = 0
     for rec in reversed(records):  # a container finishes after its children: outermost first
         if _is_skipped(rec.module):
             continue
         lay = infer_layout(rec.shape, input_hw, prefix)
-        if lay is None:
+        if lay is None or _positions(rec.shape, lay, input_hw) < 2:
             continue
-        if lay.kind == "tokens":
-            count = token_grid(rec.shape[1] - lay.prefix, input_hw)
-            hw = count[0] * count[1] if count else 0
-        elif lay.kind == "nchw":
-            hw = rec.shape[2] * rec.shape[3]
-        else:
-            hw = rec.shape[1] * rec.shape[2]
-        if hw >= 2:
+        if lay.kind != "tokens":
+            if width is None:
+                return [rec.name]
+            continue
+        if width is None:
+            width = rec.shape[-1]
+        if rec.shape[-1] != width:
+            continue
+        if relevant is None or relevant(rec.name):
             return [rec.name]
-    raise ModelError(f"{type(model).__name__}: no layer outputs a spatial map at input size "
-                     f"{input_hw[0]}x{input_hw[1]}; name one with layer= (and reshape= for a custom "
-                     f"layout)")
+        tried += 1
+        if tried >= 24:
+            break
+    raise ModelError(f"{type(model).__name__}: no layer outputs a spatial map the logits depend on at "
+                     f"input size {input_hw[0]}x{input_hw[1]}; name one with layer= (and reshape= for "
+                     f"a custom layout)")

@@ -32,10 +32,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from camloc.errors import CheckpointError, ConfigError, ModelError
+from camloc.errors import CamlocError, CheckpointError, ConfigError, ModelError
 from camloc.models.heads import GapHead, discover_gap_head, eval_mode
 from camloc.models.layers import (LayerSpec, LayerTap, Reshape, declared_prefix, default_layer_names,
-                                  resolve_layers, trace_modules)
+                                  resolve_layers, spatially_relevant, trace_modules)
 from camloc.models.outputs import OutputSelector, check_output_selector, select_output
 from camloc.models.spec import ModelSpec, Preprocess
 from camloc.models.zoo import (DEFAULT_MODEL, OFFLINE_ALIASES, build_zoo_model, check_finite,
@@ -260,22 +260,36 @@ def _finish(module: nn.Module, spec: ModelSpec, layer: LayerSpec, output: Output
     records = found.records
     if layer is not None:
         names = [n for n, _ in resolve_layers(module, layer)]
+    elif found.head is not None and found.head.feature_name:
+        names = [found.head.feature_name]
     else:
-        if not records and (found.head is None or not found.head.feature_name):
-            with eval_mode(module):
-                x = torch.zeros(1, 3, *size, device=_device_of(module), dtype=_dtype_of(module))
-                try:
+        with eval_mode(module):
+            x = _probe(module, size)
+            try:
+                if not records:
                     _, records = trace_modules(module, x, output=output)
-                except Exception as exc:  # noqa: BLE001 - the user's model failed on a probe
-                    raise ModelError(f"{spec.name}: the model does not run on a {size[0]}x{size[1]} "
-                                     f"input ({type(exc).__name__}: {exc}); set input_size") from exc
-        head_layer = found.head.feature_name if found.head is not None else None
-        names = default_layer_names(module, records, size, head_layer)
+
+                def relevant(name: str) -> bool:
+                    tap = LayerTap(name, module.get_submodule(name), reshape, declared_prefix(module))
+                    return spatially_relevant(module, x, tap, output)
+
+                names = default_layer_names(module, records, size, None, relevant)
+            except CamlocError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the user's model failed on a probe
+                raise ModelError(f"{spec.name}: the model does not run on a {size[0]}x{size[1]} "
+                                 f"input ({type(exc).__name__}: {exc}); set input_size") from exc
     if found.head is not None and found.logits_shape and found.logits_shape[1] != spec.num_classes \
             and head_dir is None:
         raise ModelError(f"{spec.name}: the model gives {found.logits_shape[1]} logits but its spec "
                          f"names {spec.num_classes} classes")
     return CamModel(module, spec, found.head, info, names, output, reshape, found.reason)
+
+
+def _probe(module: nn.Module, size: tuple[int, int]) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 3, *size, generator=g)
+    return x.to(device=_device_of(module), dtype=_dtype_of(module))
 
 
 def _device_of(module: nn.Module) -> torch.device:
