@@ -161,30 +161,29 @@ class CamContext:
 
     def grad_power(self, i: int, p: int) -> torch.Tensor:
         """The ``p``-th power of the gradients, ``E[g^p]`` over noise samples when smoothing."""
-        if (i, p) not in self._powers:
-            powers = sorted(set(self.method.grad_powers) | {p})
-            if self.method.smooth > 0:
-                self._smooth_powers(powers)
+        key = (i, p)
+        if key not in self._powers:
+            if self.method.smooth > 0:  # powers are averaged over the samples: one pass for all
+                self._smooth_powers(sorted(set(self.method.grad_powers) | {p}
+                                           | {q for (_, q) in self._powers}))
             else:
-                self._plain_powers(powers)
-        return self._powers[(i, p)]
+                if (i, 1) not in self._powers:
+                    self._plain_grads()
+                self._powers[key] = self._powers[(i, 1)].pow(p)
+        return self._powers[key]
 
-    def _store(self, per_layer: list[torch.Tensor], powers: Sequence[int]) -> None:
-        for i, g in enumerate(per_layer):
-            for p in powers:
-                self._powers[(i, p)] = g if p == 1 else g.pow(p)
-
-    def _plain_powers(self, powers: Sequence[int]) -> None:
+    def _plain_grads(self) -> None:
         if self._graph is None:
             raise ModelError("internal: gradients asked of a pass run without autograd")
         logits, raws = self._graph
         grads = _class_grads(logits, raws, self.class_ids, self.taps, self.input_hw)
-        self._graph = None  # the graph is freed with the last backward
-        self._store(grads, powers)
+        self._graph = None  # the graph was freed by the last backward pass
+        for i, g in enumerate(grads):
+            self._powers[(i, 1)] = g
 
     def _smooth_powers(self, powers: Sequence[int]) -> None:
         m = self.method
-        n, k = self.class_ids.shape
+        n = self.class_ids.shape[0]
         samples = m.smooth
         x = self.x
         span = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).clamp_min(0)  # per-image input range
