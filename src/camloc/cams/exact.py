@@ -35,9 +35,9 @@ class CAM(CAMMethod):
             raise UnsupportedHeadError(
                 f"{self.model.spec.name}: exact CAM needs global average pooling followed by one "
                 f"linear layer, and this model has none{why}. Methods that work on it: {others} "
-                f"(e.g. method='gradcam'; `camloc methods` lists them). Or convert the head to GAP "
-                f"and fine-tune it (`camloc train --arch vgg16-gap`), or fit a linear probe on "
-                f"pooled features (`camloc probe`).")
+                f"(method='gradcam', or --method gradcam; `camloc methods` lists them). Or convert "
+                f"the head to GAP and fine-tune it (`camloc train --arch vgg16-gap`), or fit a "
+                f"linear probe on pooled features (`camloc probe`).")
         if layer is not None:
             chosen = resolve_layers(self.model.module, layer)
             if len(chosen) != 1 or chosen[0][1] is not head.feature_module:
