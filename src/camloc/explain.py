@@ -147,7 +147,9 @@ def explain(model: CamModel, images: Sequence[str | os.PathLike[str] | Image.Ima
 
     ``method``: any name from ``camloc methods`` (default exact ``"cam"``) or a method instance;
     ``layer``: target layer(s) by name or module (default: the model's, reported in
-    ``Explanation.layers``); ``options``: passed to the method (e.g. ``smooth=8``).
+    ``Explanation.layers``); ``options``: passed to the method (e.g. ``smooth=8``). ``batch_size``
+    here is images per engine call; for a perturbation method's own ``batch_size`` pass an instance,
+    ``method=make_method(model, "scorecam", batch_size=128)``.
     Raises :class:`ImageError` for an image that cannot be read (the CLI instead reports and
     continues), :class:`UnsupportedHeadError` for ``"cam"`` on a model without a GAP head."""
     if isinstance(images, (str, os.PathLike, Image.Image)):
