@@ -53,14 +53,14 @@ def photo(model, size: int) -> torch.Tensor:
     return x
 
 
-def cell(model, method: str, x: torch.Tensor) -> dict:
+def cell(model, method: str, x: torch.Tensor, **options) -> dict:
     """Run one method: ``{"status": "map", ...}`` or ``{"status": "refused", ...}``."""
     from camloc.cams import make_method
     from camloc.errors import UnsupportedHeadError
 
     t0 = time.perf_counter()
     try:
-        out = make_method(model, method, batch_size=256)(x, classes=1)
+        out = make_method(model, method, batch_size=256, **options)(x, classes=1)
     except UnsupportedHeadError as exc:
         return {"status": "refused", "error": type(exc).__name__, "message": str(exc)}
     return {"status": "map", "maps": out.maps, "layers": out.layers,
@@ -77,7 +77,7 @@ def test_every_method_on_every_family(name):
     for method in METHODS:
         if method == "scorecam" and name not in SCORECAM_IN_TEST:
             continue
-        got = cell(model, method, x)
+        got = cell(model, method, x, smooth=2 if method == "smoothgradcam++" else None)
         if (name, method) in REFUSED:
             assert got["status"] == "refused", (name, method)
             assert got["error"] == "UnsupportedHeadError"

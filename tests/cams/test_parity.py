@@ -90,7 +90,7 @@ def setups(resnet18, vgg16, default_model, photos):
         if which == "vgg16":
             x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
             return vgg16, "features", x
-        return default_model, "bn2", photos(default_model, 128)
+        return default_model, "bn2", photos(default_model, 96)
 
     return get
 
