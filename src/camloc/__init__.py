@@ -42,7 +42,7 @@ _LAZY = {
 
 if TYPE_CHECKING:  # pragma: no cover
     from camloc.explain import Explanation, explain
-    from camloc.models import CamModel, load_model
+    from camloc.models import CamModel, load_model, wrap
 
 __all__ = [
     "__version__",

@@ -22,12 +22,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from camloc.cams import METHODS, CAMMethod, normalize, upsample
-from camloc.cams.base import ClassSelection
+from camloc.cams.engine import CAMMethod, ClassSelection
+from camloc.cams.postprocess import normalize, upsample
+from camloc.cams.registry import make_method
 from camloc.data.images import batch_images, load_image
 from camloc.errors import ConfigError
 from camloc.localize import boxes_from_map, largest_boxes
-from camloc.models.registry import CamModel
+from camloc.models.layers import LayerSpec
+from camloc.models.loader import CamModel
 from camloc.models.spec import Geometry, Preprocess
 
 __all__ = ["Explanation", "explain", "explain_batch", "make_method"]
@@ -37,6 +39,7 @@ __all__ = ["Explanation", "explain", "explain_batch", "make_method"]
 class Explanation:
     """One image's explanation.
 
+    ``method`` and ``layers`` say which map method made the maps and from which target layer(s).
     ``maps`` are normalised (see ``normalization``) at the network's input resolution;
     :meth:`map_in_original` puts one back on the original pixel grid. ``boxes[j]`` is the largest
     component's box for ``class_ids[j]``; ``component_boxes[j]`` (when asked for) every component's.
@@ -57,6 +60,7 @@ class Explanation:
     normalization: str
     method: str = "cam"
     component_boxes: list[np.ndarray] | None = None
+    layers: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def map_in_original(self, j: int = 0) -> np.ndarray:
@@ -80,6 +84,7 @@ class Explanation:
             "width": self.width,
             "height": self.height,
             "method": self.method,
+            "layers": list(self.layers),
             "threshold": self.threshold,
             "class_ids": self.class_ids,
             "class_names": self.class_names,
@@ -93,22 +98,18 @@ class Explanation:
         return rec
 
 
-def make_method(model: CamModel, method: str | CAMMethod = "cam") -> CAMMethod:
-    if isinstance(method, CAMMethod):
-        return method
-    try:
-        return METHODS[method](model)
-    except KeyError:
-        raise ConfigError(f"method={method!r}: expected one of {sorted(METHODS)}") from None
-
-
 def explain_batch(model: CamModel, images: Sequence[Image.Image], sources: Sequence[str] | None = None,
                   classes: ClassSelection = 5, threshold: float = 0.2, normalization: str = "max",
                   multi: bool = False, method: str | CAMMethod = "cam",
-                  preprocess: Preprocess | None = None) -> list[Explanation]:
-    """Explain a batch of already-decoded RGB images with one forward pass."""
+                  preprocess: Preprocess | None = None, layer: LayerSpec = None,
+                  **options: Any) -> list[Explanation]:
+    """Explain a batch of already-decoded RGB images with one engine call.
+
+    ``method`` is a registry name (``camloc methods``) or a method instance; ``layer`` the target
+    layer(s) (default: the model's); ``options`` go to the method (``batch_size``, ``smooth``, ...).
+    """
     pre = preprocess or model.spec.preprocess
-    engine = make_method(model, method)
+    engine = make_method(model, method, layer, **options)
     x, geoms = batch_images(images, pre)
     out = engine(x, classes=classes)
     maps = normalize(upsample(out.maps, pre.input_size, "bicubic"), normalization)
@@ -132,22 +133,31 @@ def explain_batch(model: CamModel, images: Sequence[Image.Image], sources: Seque
             probs=[float(p) for p in probs[i]], logits=[float(v) for v in logits[i]],
             boxes=np.asarray(boxes, np.float64).reshape(-1, 4), maps=maps_np[i], geometry=g,
             threshold=threshold, normalization=normalization, method=engine.name,
-            component_boxes=comps))
+            component_boxes=comps, layers=list(out.layers)))
     return results
 
 
 def explain(model: CamModel, images: Sequence[str | os.PathLike[str] | Image.Image] | str | os.PathLike[str],
             top_k: int = 5, classes: Sequence[int] | None = None, threshold: float = 0.2,
-            normalization: str = "max", multi: bool = False, method: str = "cam",
-            batch_size: int = 16, preprocess: Preprocess | None = None) -> list[Explanation]:
+            normalization: str = "max", multi: bool = False, method: str | CAMMethod = "cam",
+            batch_size: int = 16, preprocess: Preprocess | None = None, layer: LayerSpec = None,
+            **options: Any) -> list[Explanation]:
     """Explain images (paths or PIL images): top-k classes (or the given ``classes``), their
-    normalised maps, and their boxes in original pixels. Raises :class:`ImageError` for an image
-    that cannot be read (the CLI instead reports and continues)."""
+    normalised maps, and their boxes in original pixels.
+
+    ``method``: any name from ``camloc methods`` (default exact ``"cam"``) or a method instance;
+    ``layer``: target layer(s) by name or module (default: the model's, reported in
+    ``Explanation.layers``); ``options``: passed to the method (e.g. ``smooth=8``). ``batch_size``
+    here is images per engine call; for a perturbation method's own ``batch_size`` pass an instance,
+    ``method=make_method(model, "scorecam", batch_size=128)``.
+    Raises :class:`ImageError` for an image that cannot be read (the CLI instead reports and
+    continues), :class:`UnsupportedHeadError` for ``"cam"`` on a model without a GAP head."""
     if isinstance(images, (str, os.PathLike, Image.Image)):
         images = [images]
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size}: must be >= 1")
     selection: ClassSelection = list(classes) if classes is not None else top_k
+    engine = make_method(model, method, layer, **options)  # fail early, build it once
     results: list[Explanation] = []
     for start in range(0, len(images), batch_size):
         chunk = images[start:start + batch_size]
@@ -159,7 +169,7 @@ def explain(model: CamModel, images: Sequence[str | os.PathLike[str] | Image.Ima
             else:
                 pils.append(load_image(item))
                 srcs.append(str(Path(item)))
-        with torch.inference_mode(method == "cam"):
+        with torch.inference_mode(not engine.needs_grad):
             results.extend(explain_batch(model, pils, srcs, selection, threshold, normalization,
-                                         multi, method, preprocess))
+                                         multi, engine, preprocess))
     return results

@@ -26,12 +26,19 @@ def test_gap_head_found_and_exact(name):
 
 
 @pytest.mark.parametrize("name", ["vgg16", "alexnet", "mobilenet_v3_small", "timm:vit_tiny_patch16_224"])
-def test_non_gap_heads_are_refused_with_alternatives(name):
+def test_non_gap_heads_load_exact_cam_refuses_and_gradcam_works(name):
+    from camloc.cams import CAM, GradCAM
+
+    model = load_model(name, weights=None)
+    assert model.head is None and model.head_reason
     with pytest.raises(UnsupportedHeadError) as err:
-        load_model(name, weights=None)
+        CAM(model)
     msg = str(err.value)
-    assert "global average pool" in msg or "GAP" in msg
-    assert "Grad-CAM" in msg and "camloc probe" in msg
+    assert "global average pool" in msg and "camloc probe" in msg
+    assert "Methods that work on it: gradcam, gradcam++" in msg
+    size = 224 if name.startswith("timm:") else 64
+    out = GradCAM(model)(torch.randn(1, 3, size, size), classes=1)
+    assert out.layers == model.layers and torch.isfinite(out.maps).all() and float(out.maps.max()) > 0
 
 
 def test_weights_file_roundtrip_and_mismatch(tmp_path):
@@ -85,6 +92,24 @@ def test_find_gap_head_on_gapnet_avg_and_max(make_gapnet):
     # a head that is not linear in pooled features is refused
     bad = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 4),
                         nn.Tanh(), nn.Linear(4, 3))
-    with pytest.raises(UnsupportedHeadError):
+    with pytest.raises(UnsupportedHeadError, match="Sequential"):
         find_gap_head(bad, (32, 32))
     assert isinstance(net, GapNet)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,layer,layout", [
+    ("swin_t", "permute", "nchw"),                                  # norm -> permute -> avgpool
+    ("timm:swin_tiny_patch4_window7_224", "norm", "nhwc"),          # timm channels-last features
+    ("timm:convnext_tiny", "stages", "nchw"),                       # LayerNorm2d folded after pooling
+    ("squeezenet1_1", "classifier.2", "nchw"),                      # 1x1-conv classifier -> GAP
+])
+def test_gap_head_found_on_channels_last_token_and_conv_classifier_models(name, layer, layout):
+    from camloc.cams import CAM
+
+    model = load_model(name, weights=None)
+    assert model.head is not None and model.head.feature_name == layer
+    assert model.head.layout.kind == layout and model.layers == [layer]
+    x = torch.randn(2, 3, 224, 224)
+    out = CAM(model)(x, classes=[[1, 5], [7, 2]])
+    torch.testing.assert_close(out.maps.mean((2, 3)) + out.bias, out.scores, rtol=1e-4, atol=1e-4)

@@ -378,26 +378,16 @@ def _tiny_cnn(num_classes: int, pool: str, pretrained: bool, width: int = 32,
 # --------------------------------------------------------------------------------------------------
 
 
-class _TimmFeatures(nn.Module):
-    """A timm model's ``forward_features`` (the spatial map before its pooling)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_features(x)  # type: ignore[operator]
-
-
 class _TappedFeatures(nn.Module):
     """Runs ``model`` (whose classifier was replaced by Identity) and returns the output of
     ``model.<tap>``: the last spatial feature map, optionally through a ReLU."""
 
-    def __init__(self, model: nn.Module, tap: str, post_relu: bool) -> None:
+    def __init__(self, model: nn.Module, tap: str, post_relu: bool, layout: Any = None) -> None:
         super().__init__()
         self.model = model
         self.tap = tap
         self.post_relu = post_relu
+        self.layout = layout  # a camloc.models.layers.MapLayout (channels-last maps, tokens)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         box: list[torch.Tensor] = []
@@ -408,6 +398,8 @@ class _TappedFeatures(nn.Module):
         finally:
             handle.remove()
         f = box[-1]
+        if self.layout is not None:
+            f = self.layout.to_map(f, (x.shape[-2], x.shape[-1]), self.tap)
         return torch.relu(f) if self.post_relu else f
 
 
@@ -430,7 +422,7 @@ def _build_any(target: str, num_classes: int, pool: str, pretrained: bool,
     import torchvision
 
     from camloc.models.heads import find_gap_head
-    from camloc.models.registry import resolve_zoo_name
+    from camloc.models.zoo import resolve_zoo_name
 
     try:
         lib, target = resolve_zoo_name(target, what="arch")
@@ -480,17 +472,17 @@ def _build_any(target: str, num_classes: int, pool: str, pretrained: bool,
             f"arch='any:{target}': a normalisation sits between its pooling and classifier "
             f"(ConvNeXt-style head); camloc trains plain GAP -> linear networks. Use a conversion "
             f"({', '.join(list_archs())}) or `camloc probe` on the pretrained model.")
+    if head.kind != "linear":
+        raise ConfigError(f"arch='any:{target}': its classifier is a 1x1 convolution, not a linear "
+                          f"layer; use a conversion ({', '.join(list_archs())}).")
     channels = head.num_channels
-    if head.method == "timm":
-        model.reset_classifier(0)  # type: ignore[operator]
-        features: nn.Module = _TimmFeatures(model)
-    else:
-        clf_name = _module_name(model, head.classifier)
-        tap = _module_name(model, head.feature_module) if head.feature_module is not None else None
-        if clf_name is None or tap is None:
-            raise ConfigError(f"arch='any:{target}': cannot locate its classifier / feature layer")
-        _replace_module(model, clf_name, nn.Identity())
-        features = _TappedFeatures(model, tap, head.post_relu)
+    clf_name = _module_name(model, head.classifier)
+    tap = _module_name(model, head.feature_module) if head.feature_module is not None else None
+    if clf_name is None or tap is None:
+        raise ConfigError(f"arch='any:{target}': cannot locate its classifier / feature layer")
+    _replace_module(model, clf_name, nn.Identity())
+    features: nn.Module = _TappedFeatures(model, tap, head.post_relu,
+                                          None if head.layout.kind == "nchw" else head.layout)
     model.train()
     net = _finish(features, channels, num_classes, pool, dropout, ["classifier"],
                   {"source": f"{lib}:{target}"})

@@ -1,24 +1,30 @@
-"""Finding and verifying a model's GAP -> linear head.
+"""Finding and verifying a model's GAP -> linear head (what exact CAM needs).
 
-Exact CAM needs two things from a classifier: its last spatial feature map ``f`` (N, K, h, w) and
-the linear layer ``W, b`` that turns the globally pooled features into logits. camloc finds them
-from the model's own structure (timm's ``forward_features``/``forward_head``, camloc's
-:class:`~camloc.models.gapnet.GapNet`) or by tracing one forward pass, and **verifies** the result
-numerically: ``logits == W @ pool(f) + b`` on probe inputs, to within float tolerance. A model for
-which no such decomposition exists (VGG or AlexNet with their FC stacks, MobileNetV3's
-pool -> linear -> hardswish -> linear head) raises :class:`~camloc.errors.UnsupportedHeadError`
-instead of silently computing something else.
+Exact CAM needs a layer whose output ``f`` (as an ``(N, K, h, w)`` map) becomes the logits by global
+average pooling and one linear layer: ``logits = W mean_xy(f) + b``. camloc looks for it in the
+model's own structure (camloc's :class:`~camloc.models.gapnet.GapNet`) or by tracing one forward pass,
+and **verifies** the result numerically on probe inputs, to within float tolerance. The traced search
+reads convolutional maps, channels-last maps (Swin, timm's NHWC stages) and transformer tokens
+(pooled over the patch tokens); besides ``GAP -> Linear`` it recognises:
 
-A LayerNorm between pooling and the classifier (ConvNeXt) is folded exactly: with per-image
-scalars ``mu``, ``sigma`` of the pooled vector, ``W LN(mean f) + b = mean_xy[W gamma (f - mu)/sigma]
-+ W beta + b``, so the map stays a per-pixel linear function of the features.
+- a LayerNorm between pooling and the classifier (ConvNeXt, ViT with ``fc_norm``), folded exactly:
+  with per-image scalars ``mu``, ``sigma`` of the pooled vector,
+  ``W LN(mean f) + b = mean_xy[W gamma (f - mu)/sigma] + W beta + b``;
+- a ReLU applied functionally between the layer and the pooling (DenseNet);
+- a 1x1-convolution classifier followed by GAP (SqueezeNet): the class maps are that layer's
+  output channels themselves, and ``logits = mean_xy(map)`` exactly (an identity "classifier").
+
+A model without such a head (VGG and AlexNet with their FC stacks, MobileNetV3's MLP head,
+class-token ViTs, any GAP -> MLP) has none: :func:`discover_gap_head` returns ``None`` with the
+reason, and :func:`find_gap_head` raises :class:`~camloc.errors.UnsupportedHeadError`. Only exact CAM
+needs the head; every other method works on any layer of any model.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -26,8 +32,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from camloc.errors import UnsupportedHeadError
+from camloc.models.layers import (LayerTap, MapLayout, TraceRecord, declared_prefix, infer_layout,
+                                  run_with_taps, trace_modules)
+from camloc.models.outputs import OutputSelector
 
-__all__ = ["GapHead", "find_gap_head", "tap_features"]
+__all__ = ["GapHead", "HeadSearch", "discover_gap_head", "eval_mode", "find_gap_head", "tap_features"]
 
 ALTERNATIVES = (
     "Exact CAM needs global average pooling followed by one linear layer. Alternatives: a "
@@ -35,23 +44,32 @@ ALTERNATIVES = (
     "(`camloc train --arch vgg16-gap`), or a linear probe on pooled features (`camloc probe`)."
 )
 
+#: How many distinct layers (from the last) the traced search verifies.
+_MAX_CANDIDATES = 6
+
 
 @dataclass
 class GapHead:
-    """Where a model's last spatial features are and how they become logits.
+    """Where a model's CAM features are and how they become logits.
 
-    ``features_fn(model, x) -> (logits, features)`` runs ONE forward pass and returns both.
-    ``post`` is applied to the captured features before pooling (ReLU for DenseNet, identity
-    otherwise); ``norm`` is a LayerNorm over channels applied after pooling (ConvNeXt).
+    ``feature_module`` (named ``feature_name``) is the layer whose output, read with ``layout``
+    (and through a ReLU when ``post_relu``), is pooled (``pool``), normalised by ``norm`` (a
+    LayerNorm over channels, or None) and fed to ``classifier``. ``kind="class_maps"`` marks a
+    1x1-convolution classifier: the features are the class maps and ``classifier`` is the identity.
+    ``method`` says how the head was found (``"gapnet"``, ``"hook"`` for the traced search).
     """
 
     classifier: nn.Linear
     pool: Literal["avg", "max"] = "avg"
-    feature_module: nn.Module | None = None  # hooked module (traced models)
+    feature_module: nn.Module | None = None
     method: Literal["hook", "timm", "gapnet"] = "hook"
     post_relu: bool = False
     norm: nn.Module | None = None
     description: str = ""
+    feature_name: str = ""
+    layout: MapLayout = field(default_factory=MapLayout)
+    output: OutputSelector = None
+    kind: Literal["linear", "class_maps"] = "linear"
 
     @property
     def num_channels(self) -> int:
@@ -61,31 +79,27 @@ class GapHead:
     def num_classes(self) -> int:
         return int(self.classifier.out_features)
 
+    @property
+    def tap(self) -> LayerTap:
+        """The feature layer as a :class:`~camloc.models.layers.LayerTap` with its fixed layout."""
+        if self.feature_module is None:  # pragma: no cover - every discovered head has one
+            raise UnsupportedHeadError("this GapHead has no feature layer")
+        return LayerTap(self.feature_name or "features", self.feature_module, layout=self.layout)
+
+    def features_from_output(self, raw: torch.Tensor, input_hw: tuple[int, int]) -> torch.Tensor:
+        """The feature layer's raw output -> the ``(N, K, h, w)`` map that is pooled."""
+        f = self.tap.to_map(raw, input_hw)
+        return F.relu(f) if self.post_relu else f
+
     def run(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One forward pass: ``(logits, features)`` with features ready for pooling."""
-        if self.method == "timm":
-            f = model.forward_features(x)  # type: ignore[operator]
-            logits = model.forward_head(f)  # type: ignore[operator]
-        elif self.method == "gapnet":
-            f = model.forward_features(x)  # type: ignore[operator]
-            logits = model.forward_head(f)  # type: ignore[operator]
-        else:
-            assert self.feature_module is not None  # internal invariant, not user input
-            with tap_features(self.feature_module) as box:
-                logits = model(x)
-            f = box[0]
-        if isinstance(logits, tuple):  # GoogLeNet/Inception in train mode return aux outputs
-            logits = logits[0]
-        if hasattr(logits, "logits"):
-            logits = logits.logits
-        if self.post_relu:
-            f = F.relu(f)
-        return logits, f
+        logits, (raw,) = run_with_taps(model, x, [self.tap], output=self.output)
+        return logits, self.features_from_output(raw, (x.shape[-2], x.shape[-1]))
 
     def folded(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Features and per-image bias such that ``logits = W @ pool(f') + bias``.
 
-        Without a norm this is ``(f, b)``; with ConvNeXt's LayerNorm it is the exact fold.
+        Without a norm this is ``(f, b)``; with a LayerNorm after pooling it is the exact fold.
         Returns ``f'`` (N, K, h, w) and ``bias`` (N, C).
         """
         w, b = self.classifier.weight, self.classifier.bias
@@ -111,7 +125,7 @@ class GapHead:
         """Recompute logits from features through the identified head (used for verification)."""
         fprime, bias = self.folded(f)
         pooled = fprime.mean(dim=(2, 3)) if self.pool == "avg" else fprime.amax(dim=(2, 3))
-        return pooled @ self.classifier.weight.t() + bias
+        return pooled @ self.classifier.weight.t().to(pooled.dtype) + bias
 
 
 @contextlib.contextmanager
@@ -142,20 +156,24 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             m.training = flag
 
 
-def _verify(head: GapHead, model: nn.Module, x: torch.Tensor, rtol: float = 1e-3) -> float:
-    """Return the relative error of recomputing logits through ``head`` (inf if it fails)."""
+def _relative_error(rec: torch.Tensor, logits: torch.Tensor) -> float:
+    if rec.shape != logits.shape or not bool(torch.isfinite(rec).all()):
+        return float("inf")
+    scale = logits.abs().max().clamp_min(1e-6)
+    return float((rec - logits).abs().max() / scale)
+
+
+def _verify(head: GapHead, model: nn.Module, x: torch.Tensor) -> float:
+    """The relative error of recomputing the logits through ``head`` (inf if it fails)."""
     try:
         with torch.no_grad():
             logits, f = head.run(model, x)
-            if f.dim() != 4 or f.shape[1] != head.num_channels:
+            if f.shape[1] != head.num_channels:
                 return float("inf")
             rec = head.logits_from_features(f)
     except Exception:  # noqa: BLE001 - a candidate that cannot run is simply not the head
         return float("inf")
-    if rec.shape != logits.shape:
-        return float("inf")
-    scale = logits.abs().max().clamp_min(1e-6)
-    return float((rec - logits).abs().max() / scale)
+    return _relative_error(rec, logits)
 
 
 def _probe_input(model: nn.Module, input_size: tuple[int, int]) -> torch.Tensor:
@@ -169,93 +187,168 @@ def _probe_input(model: nn.Module, input_size: tuple[int, int]) -> torch.Tensor:
     return x.to(device=device, dtype=dtype)
 
 
-def find_gap_head(model: nn.Module, input_size: tuple[int, int] = (224, 224),
-                  tolerance: float = 1e-3) -> GapHead:
-    """Find and verify the GAP -> linear head of ``model``.
+def _identity_classifier(num_classes: int, like: torch.Tensor) -> nn.Linear:
+    eye = nn.Linear(num_classes, num_classes, bias=False)
+    with torch.no_grad():
+        eye.weight.copy_(torch.eye(num_classes))
+    eye.requires_grad_(False)
+    return eye.to(device=like.device, dtype=like.dtype)
 
-    Raises :class:`UnsupportedHeadError` (naming the model class and the alternatives) when the
-    model's logits are not a linear function of globally pooled spatial features.
 
-    >>> import torch
-    >>> from torchvision.models import resnet18
-    >>> find_gap_head(resnet18(num_classes=10), input_size=(64, 64)).num_channels
-    512
+@dataclass
+class HeadSearch:
+    """What :func:`discover_gap_head` found: the head (or None and why), and the traced shapes."""
+
+    head: GapHead | None
+    reason: str = ""
+    records: list[TraceRecord] = field(default_factory=list)
+    logits_shape: tuple[int, ...] = ()
+
+
+def _candidates(model: nn.Module, x: torch.Tensor, output: OutputSelector, tolerance: float
+                ) -> tuple[list[GapHead], str, list[TraceRecord], tuple[int, ...]]:
+    """Trace: the layers whose pooled output could feed the last Linear (or be the class maps)."""
+    # One pass copies the outputs whose channel count is some Linear's input size; a second pass
+    # is needed only for a classifier without a Linear (1x1-conv class maps).
+    widths = {int(m.in_features) for m in model.modules() if isinstance(m, nn.Linear)}
+
+    def keep(t: torch.Tensor) -> bool:
+        return t.dim() in (3, 4) and (int(t.shape[1]) in widths or int(t.shape[-1]) in widths)
+
+    logits, records = trace_modules(model, x, keep=keep, output=output)
+    num_classes = int(logits.shape[1])
+    linears = [r for r in records if isinstance(r.module, nn.Linear) and r.shape[-1] == num_classes]
+    clf: nn.Linear | None = linears[-1].module if linears else None  # type: ignore[assignment]
+    k = int(clf.in_features) if clf is not None else num_classes
+    input_hw = (x.shape[-2], x.shape[-1])
+    prefix = declared_prefix(model)
+
+    # Second pass: copy only the outputs whose channel count fits, from the last few layers. Records
+    # returning the same tensor (a container and its last child, an Identity) form one group,
+    # represented by its outermost member that is not an identity or dropout.
+    groups: list[list[TraceRecord]] = []
+    for rec in records:
+        if rec.same_as_previous and groups:
+            groups[-1].append(rec)
+        else:
+            groups.append([rec])
+    wanted: list[TraceRecord] = []
+    for group in reversed(groups):
+        members = [r for r in group if not isinstance(r.module, (nn.Identity, nn.Dropout))]
+        if not members:
+            continue
+        rec = members[-1]
+        lay = infer_layout(rec.shape, input_hw, prefix)
+        if lay is None or not _fits(rec.shape, lay, k):
+            continue
+        wanted.append(rec)
+        if len(wanted) >= _MAX_CANDIDATES:
+            break
+    if not wanted:
+        what = f"Linear({k} -> {num_classes})" if clf is not None else f"{num_classes} class maps"
+        return [], f"no layer outputs a spatial map with the {k} channels of its {what}", records, \
+            tuple(logits.shape)
+    if clf is None:
+        _, kept = trace_modules(model, x, keep=lambda t: True, only=[r.module for r in wanted],
+                                output=output)
+    else:
+        kept = [r for r in records if r.value is not None]
+    by_module: dict[int, torch.Tensor] = {}
+    for rec in kept:
+        by_module[id(rec.module)] = rec.value  # type: ignore[assignment]  # last call wins
+    order = {id(r.module): i for i, r in enumerate(records)}
+    norms = [(i, r.module) for i, r in enumerate(records) if isinstance(r.module, nn.LayerNorm)
+             and tuple(r.module.normalized_shape) == (k,)]
+    for rec in wanted:
+        t = by_module.get(id(rec.module))
+        if t is None:
+            continue
+        lay = infer_layout(t.shape, input_hw, prefix)
+        if lay is None:
+            continue
+        later_norms = [m for i, m in norms if i > order[id(rec.module)]]
+        norm_options: list[nn.Module | None] = [None] + ([later_norms[-1]] if later_norms else [])
+        for norm in norm_options:
+            for relu in (False, True):
+                for pool in ("avg", "max"):
+                    if clf is not None:
+                        head = GapHead(clf, pool=pool, feature_module=rec.module, method="hook",  # type: ignore[arg-type]
+                                       post_relu=relu, norm=norm, feature_name=rec.name, layout=lay,
+                                       output=output, description=f"traced: {rec.name} -> "
+                                       f"{'GAP' if pool == 'avg' else 'GMP'} -> Linear")
+                    elif norm is None:
+                        head = GapHead(_identity_classifier(num_classes, t), pool=pool,  # type: ignore[arg-type]
+                                       feature_module=rec.module, post_relu=relu, feature_name=rec.name,
+                                       layout=lay, output=output, kind="class_maps",
+                                       description=f"traced: {rec.name} class maps -> GAP")
+                    else:
+                        continue
+                    with torch.no_grad():
+                        rec_logits = head.logits_from_features(head.features_from_output(t, input_hw))
+                    if _relative_error(rec_logits, logits) <= tolerance:
+                        return [head], "", records, tuple(logits.shape)  # the last layer that fits
+    reason = (f"the logits are not a linear function of the globally pooled output of any of its "
+              f"last layers ({', '.join(r.name for r in wanted)})")
+    return [], reason, records, tuple(logits.shape)
+
+
+def _fits(shape: tuple[int, ...], lay: MapLayout, k: int) -> bool:
+    if lay.kind == "nchw":
+        return shape[1] == k and shape[2] * shape[3] >= 2
+    if lay.kind == "nhwc":
+        return shape[3] == k and shape[1] * shape[2] >= 2
+    return shape[2] == k and shape[1] - lay.prefix >= 2
+
+
+def discover_gap_head(model: nn.Module, input_size: tuple[int, int] = (224, 224),
+                      tolerance: float = 1e-3, output: OutputSelector = None) -> HeadSearch:
+    """Look for a verified GAP -> linear head; never raises for a model that simply has none.
+
+    Returns a :class:`HeadSearch` whose ``head`` is None (with ``reason``) when there is none. The
+    model's train/eval flags are restored; nothing of it is changed.
     """
-    name = type(model).__name__
+    from camloc.models.gapnet import GapNet
+
     with eval_mode(model):
         x = _probe_input(model, input_size)
-        candidates: list[GapHead] = []
-        from camloc.models.gapnet import GapNet
-
         if isinstance(model, GapNet):
-            candidates.append(GapHead(model.classifier, pool=model.pool, method="gapnet",
-                                      description="GapNet features -> pool -> classifier"))
-        elif hasattr(model, "forward_features") and hasattr(model, "forward_head") \
-                and hasattr(model, "get_classifier"):
-            clf = model.get_classifier()
-            if isinstance(clf, nn.Linear):
-                norm = None
-                head_mod = getattr(model, "head", None)
-                if head_mod is not None and isinstance(getattr(head_mod, "norm", None), nn.LayerNorm):
-                    norm = head_mod.norm
-                pool_type = getattr(getattr(model, "global_pool", None), "pool_type", "avg")
-                if pool_type in ("avg", "max", "", None):
-                    pool: Literal["avg", "max"] = "max" if pool_type == "max" else "avg"
-                    candidates.append(GapHead(clf, pool=pool, method="timm", norm=norm,
-                                              description="timm forward_features -> forward_head"))
-        # Declared heads first; the (slower) traced search only when they do not verify.
-        for cand in candidates:
-            if _verify(cand, model, x) <= tolerance:
-                return cand
-        for cand in _traced_candidates(model, x):
-            if _verify(cand, model, x) <= tolerance:
-                return cand
-    raise UnsupportedHeadError(
-        f"{name}: its logits are not a linear function of globally average-pooled spatial "
-        f"features (no GAP -> linear head found and verified). {ALTERNATIVES}"
-    )
+            head = GapHead(model.classifier, pool=model.pool, feature_module=model.features,  # type: ignore[arg-type]
+                           method="gapnet", feature_name="features", output=output,
+                           description="GapNet features -> pool -> classifier")
+            if _verify(head, model, x) <= tolerance:
+                return HeadSearch(head)
+        try:
+            cands, reason, records, shape = _candidates(model, x, output, tolerance)
+        except Exception as exc:  # noqa: BLE001 - a model that cannot run on the probe input
+            return HeadSearch(None, f"it does not run on a {input_size[0]}x{input_size[1]} probe input "
+                                    f"({type(exc).__name__}: {exc})")
+        if cands:  # verified on the traced pass itself
+            return HeadSearch(cands[0], "", _drop_values(records), shape)
+    return HeadSearch(None, reason, _drop_values(records), shape)
 
 
-def _traced_candidates(model: nn.Module, x: torch.Tensor) -> list[GapHead]:
-    """Trace one pass: the last Linear producing the logits, preceded by 4-D feature maps."""
-    order: list[tuple[nn.Module, torch.Tensor | None]] = []
-    handles = []
+def _drop_values(records: list[TraceRecord]) -> list[TraceRecord]:
+    for r in records:
+        r.value = None
+    return records
 
-    def hook(m: nn.Module, inp: tuple[torch.Tensor, ...], out: object) -> None:
-        t = out if isinstance(out, torch.Tensor) else None
-        order.append((m, t.detach().clone() if t is not None and t.dim() == 4 else None))
 
-    for m in model.modules():
-        if m is not model:
-            handles.append(m.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            out = model(x)
-    except Exception:  # noqa: BLE001
-        return []
-    finally:
-        for h in handles:
-            h.remove()
-    if isinstance(out, tuple):
-        out = out[0]
-    linears = [m for m, _ in order if isinstance(m, nn.Linear)]
-    if not linears:
-        return []
-    clf = linears[-1]
-    if not isinstance(out, torch.Tensor) or out.shape[-1] != clf.out_features:
-        return []
-    norms = [m for m, _ in order if isinstance(m, nn.LayerNorm)
-             and tuple(m.normalized_shape) == (clf.in_features,)]
-    norm = norms[-1] if norms else None
-    seen: set[int] = set()
-    cands: list[GapHead] = []
-    for m, t in reversed(order):
-        if t is None or t.shape[1] != clf.in_features or t.shape[2] * t.shape[3] < 2 or id(m) in seen:
-            continue
-        seen.add(id(m))
-        for relu in (False, True):
-            cands.append(GapHead(clf, feature_module=m, method="hook", post_relu=relu, norm=norm,
-                                 description=f"traced: {type(m).__name__} -> GAP -> Linear"))
-        if len(seen) >= 4:
-            break
-    return cands
+def find_gap_head(model: nn.Module, input_size: tuple[int, int] = (224, 224),
+                  tolerance: float = 1e-3, output: OutputSelector = None) -> GapHead:
+    """Find and verify the GAP -> linear head of ``model``.
+
+    Raises :class:`UnsupportedHeadError` (naming the model class, the reason and the alternatives)
+    when the model's logits are not a linear function of globally pooled spatial features.
+
+    >>> from torchvision.models import resnet18
+    >>> head = find_gap_head(resnet18(num_classes=10), input_size=(64, 64))
+    >>> head.num_channels, head.feature_name
+    (512, 'layer4')
+    """
+    found = discover_gap_head(model, input_size, tolerance, output)
+    if found.head is None:
+        raise UnsupportedHeadError(
+            f"{type(model).__name__}: its logits are not a linear function of globally average-"
+            f"pooled spatial features: {found.reason} (no GAP -> linear head found and verified). "
+            f"{ALTERNATIVES}")
+    return found.head

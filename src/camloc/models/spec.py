@@ -98,6 +98,16 @@ class Preprocess:
         h, w = self.input_size
         if h < 1 or w < 1:
             raise ConfigError(f"input_size={self.input_size}: must be positive")
+        for key in ("mean", "std"):
+            vals = getattr(self, key)
+            try:
+                ok = len(vals) == 3 and all(math.isfinite(float(v)) for v in vals)
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ConfigError(f"{key}={vals!r}: expected three finite numbers (one per RGB channel)")
+        if any(float(s) <= 0 for s in self.std):
+            raise ConfigError(f"std={self.std!r}: every value must be > 0 (inputs are divided by it)")
 
     def with_(self, **changes: Any) -> Preprocess:
         """A copy with some fields changed (``None`` values are ignored)."""
