@@ -26,7 +26,7 @@ app = typer.Typer(
 
 # Verb modules, in the order they appear in --help. A missing module is skipped so that a
 # partial install still offers the verbs it has.
-VERBS = ("explain", "evaluate", "score", "synth", "train", "probe")
+VERBS = ("explain", "evaluate", "score", "synth", "train", "probe", "units")
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1
