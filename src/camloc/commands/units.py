@@ -36,6 +36,7 @@ def register(app: typer.Typer) -> None:
         save_every: float = typer.Option(60.0, help="Seconds between saves of the pass's state."),
         overwrite: bool = typer.Option(False, help="Start over instead of continuing a saved run."),
         sheets: bool = typer.Option(True, help="Write PNG sheets (--no-sheets: JSON and HTML only)."),
+        tile: int = typer.Option(96, help="Side of one image in the sheets, in pixels."),
         gallery_units: int = typer.Option(32, help="Units shown when no class is selected."),
         seed: int = typer.Option(0, help="Seed of the random-unit baselines."),
     ) -> None:
@@ -57,7 +58,7 @@ def register(app: typer.Typer) -> None:
         settings = UnitsSettings(top_units=top_units, top_images=top_images, quantile=quantile,
                                  purity_classes=purity_classes, layer=layer, batch_size=batch_size,
                                  workers=workers, save_every=save_every, overwrite=overwrite,
-                                 sheets=sheets, gallery_units=gallery_units, seed=seed)
+                                 sheets=sheets, tile=tile, gallery_units=gallery_units, seed=seed)
         settings.check()  # fail on bad options before loading anything
         data = open_units_data(dataset, format=fmt, split=split, ignore_labels=ignore_labels)
         ctx = DistContext.from_env(device)
