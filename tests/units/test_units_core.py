@@ -92,11 +92,23 @@ def test_sketch_quantile_within_relative_accuracy(q):
         s.update(torch.from_numpy(chunk).float())
     got = s.quantile(q).numpy()
     exact = np.quantile(data.astype(np.float32), q, axis=1, method="lower")
-    for g, e in zip(got, exact):
+    lower = s.quantile(q, edge="lower").numpy()
+    for g, lo, e in zip(got, lower, exact):
         if abs(e) < 1e-4:
-            assert g == 0.0
+            assert g == 0.0 and lo == 0.0
         else:
             assert abs(g - e) <= 0.0101 * abs(e), (g, e)
+            assert e - 0.0202 * abs(e) <= lo <= e, (lo, e)  # never above: ties stay inside
+
+
+def test_sketch_lower_edge_keeps_saturated_values():
+    """A ReLU6 unit: 2% of its values are exactly 6.0, so the top 0.5% threshold must let them in."""
+    v = torch.cat([torch.linspace(0, 5, 980), torch.full((20,), 6.0)])[None]
+    s = QuantileSketch(1)
+    s.update(v)
+    assert float(s.quantile(0.995)[0]) > 6.0  # the bucket's midpoint: above the atom
+    t = float(s.quantile(0.995, edge="lower")[0])
+    assert 6.0 * 0.98 <= t < 6.0 and int((v > t).sum()) == 20
 
 
 def test_sketch_merge_equals_single_pass():
@@ -157,3 +169,30 @@ def test_top_images_fewer_images_than_capacity():
     assert t.index.tolist() == [[7, -1, -1, -1, -1], [7, -1, -1, -1, -1]]
     with pytest.raises(ConfigError):
         t.update(torch.zeros(1, 3, 1, 1), torch.tensor([0]), torch.tensor([[1, 1]]))
+
+
+# ---------------------------------------------------------------- data and regions
+
+
+def test_region_grid_is_at_most_112_pixels():
+    from camloc.models.spec import Preprocess
+    from camloc.units.regions import region_preprocess
+
+    assert region_preprocess(Preprocess(input_size=(224, 224))).input_size == (112, 112)
+    assert region_preprocess(Preprocess(input_size=(300, 200))).input_size == (112, 75)
+    assert region_preprocess(Preprocess(input_size=(32, 32))).input_size == (32, 32)
+
+
+def test_image_folder_fallback_never_hides_a_broken_dataset(tmp_path, units_data):
+    from camloc.errors import DatasetError
+    from camloc.units import open_units_data
+
+    flat = tmp_path / "flat"
+    units_data.write_images(flat, 2)
+    assert open_units_data(flat).format == "images"
+    # images beside a malformed annotation file: the dataset's error, not "unlabelled images"
+    (flat / "annotations.csv").write_text("path,label\nimg_000.png,cat\nmissing.png,cat\n")
+    with pytest.raises(DatasetError):
+        open_units_data(flat)
+    with pytest.raises(ConfigError, match="no splits"):
+        open_units_data(tmp_path / "flat", format="images", split="val")

@@ -104,7 +104,6 @@ def render_sheets(report: dict[str, Any], state: UnitsState, items: list[Any], p
 
     sheets = Path(out) / "sheets"
     sheets.mkdir(parents=True, exist_ok=True)
-    names = {c["class"]: c["name"] for c in report["classes"]}
     units = report["units"]
     imgs = _Images(items)
     size = tuple(preprocess.input_size)
@@ -146,9 +145,8 @@ def render_sheets(report: dict[str, Any], state: UnitsState, items: list[Any], p
             x = 4 + j * (tile + 4)
             sheet.paste(region, (x, 16))
             sheet.paste(crop, (x, 18 + tile))
-            label = r.get("label")
-            cap = f"#{r['rank']} " + (_short(names.get(label, str(label)), 12)
-                                      if label is not None else f"{r['peak']:.2f}")
+            name = r.get("label_name")
+            cap = f"#{r['rank']} " + (_short(name, 12) if name else f"peak {r['peak']:.2f}")
             sheet.paste(_text_strip(cap, tile, 14), (x, 20 + 2 * tile))
         written["units"].append(save(sheet, f"sheets/unit_{k:04d}.png"))
 
@@ -171,6 +169,8 @@ def render_sheets(report: dict[str, Any], state: UnitsState, items: list[Any], p
             lines = [f"unit {e['unit']}", f"w {e['weight']:.3f}"]
             if e.get("share") is not None:
                 lines.append(f"share {100 * e['share']:.1f}%")
+            if e.get("class_hits") is not None:
+                lines.append(f"own images {e['class_hits']}")
             for li, text in enumerate(lines):
                 sheet.paste(_text_strip(text, label_w - 4, 14), (2, y + 4 + 15 * li))
             for j, t in enumerate(row_tiles):
@@ -199,6 +199,11 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
                      f"(mean over {s['classes_with_images']} classes)",
                      f"{_pct(t['mean'])} (ranked by weight alone: {_pct(t['by_weight_mean'])})",
                      _baseline(t["random_units"])))
+    if "class_purity" in s:
+        p = s["class_purity"]
+        rows.append((f"class purity: the class's own images among its units' top images "
+                     f"({p['units']} class-unit pairs)", _pct(p["mean"]),
+                     f"{_baseline(p['random_units'])}; chance {_pct(p['chance'])}"))
     if "purity" in s:
         p = s["purity"]
         rows.append((f"unit purity ({p['units']} class-top units)", _pct(p["mean"]),

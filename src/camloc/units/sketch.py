@@ -103,18 +103,36 @@ class QuantileSketch:
         pos = self.min_abs * self.gamma ** i * (2.0 / (self.gamma + 1.0))
         return torch.cat([-pos.flip(0), torch.zeros(1, dtype=torch.float64), pos])
 
-    def quantile(self, q: float) -> torch.Tensor:
+    def bucket_lower_edges(self) -> torch.Tensor:
+        """The lower edge of each bucket (float64): no value in the bucket lies below it (the
+        zero bucket, magnitudes below ``min_abs``, gives 0)."""
+        i = torch.arange(self.side, dtype=torch.float64)
+        pos = self.min_abs * self.gamma ** (i - 1)
+        neg = -(self.min_abs * self.gamma ** i)
+        # the zero bucket (|x| < min_abs) counts as 0: a unit must be positive to exceed it
+        return torch.cat([neg.flip(0), torch.zeros(1, dtype=torch.float64), pos])
+
+    def quantile(self, q: float, edge: str = "mid") -> torch.Tensor:
         """``(units,)`` float64: the value at rank ``floor(q * (n - 1))`` of each unit's sorted
-        values, within the relative accuracy (NaN for a unit that saw nothing)."""
+        values (NaN for a unit that saw nothing).
+
+        ``edge="mid"``: within the relative accuracy ``a`` of the exact value. ``edge="lower"``:
+        the lower edge of the bucket holding it: never above the exact value and at most ``2a``
+        (relative) below it, so values tied with it (a saturated ReLU6 unit's many 6.0s) lie
+        above the returned threshold (0 when the value is within ``min_abs`` of 0).
+        """
         if not 0.0 <= q <= 1.0:
             raise ConfigError(f"q={q}: expected 0 <= q <= 1")
+        if edge not in ("mid", "lower"):
+            raise ConfigError(f"edge={edge!r}: expected 'mid' or 'lower'")
         counts = self.counts.cpu()
         cum = counts.cumsum(dim=1)
         total = cum[:, -1]
         rank = torch.floor(q * (total - 1).clamp_min(0).to(torch.float64)).long()
         idx = torch.searchsorted(cum, rank[:, None], right=True).squeeze(1)
         idx = idx.clamp(max=counts.shape[1] - 1)
-        out = self.bucket_values()[idx]
+        values = self.bucket_values() if edge == "mid" else self.bucket_lower_edges()
+        out = values[idx]
         return torch.where(total > 0, out, torch.full_like(out, float("nan")))
 
     def state_dict(self) -> dict[str, Any]:
