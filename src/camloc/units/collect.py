@@ -128,6 +128,8 @@ class _Pass:
         state, items = self.state, self.items
         t0 = time.perf_counter() - state.seconds
         last_save = time.monotonic()
+        if progress:
+            progress(state.position, len(items))
         for n_batch, batch in enumerate(loader, start=1):
             self.clean = False
             good = []
