@@ -227,11 +227,15 @@ def _summary(t: _Tables, class_recs: list[dict[str, Any]], rand_shares: list[np.
                          "random_units": _stats(_random_sets(purity, compared.size, draws, rng)),
                          "all_units_mean": _mean(purity.tolist())}
     if not np.all(np.isnan(partness)):
+        cover = np.array([(u.get("partness") or {}).get("coverage") or np.nan for u in units],
+                         dtype=float)
         out["partness"] = {
             "units": int(compared.size), "inside": _mean(partness[compared].tolist()),
             "chance": _mean([(units[k].get("partness") or {}).get("chance") for k in compared]),
             "random_units": _stats(_random_sets(partness, compared.size, draws, rng)),
-            "all_units_mean": _mean(partness.tolist())}
+            "all_units_mean": _mean(partness.tolist()),
+            "coverage": _mean(cover[compared].tolist()),
+            "coverage_random_units": _stats(_random_sets(cover, compared.size, draws, rng))}
     return out
 
 

@@ -213,6 +213,9 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
         rows.append((f"region inside the object box ({p['units']} class-top units)",
                      _pct(p["inside"]),
                      f"{_baseline(p['random_units'])}; box share of image {_pct(p['chance'])}"))
+        if p.get("coverage") is not None:
+            rows.append(("share of the object box the region covers", _pct(p["coverage"]),
+                         _baseline(p["coverage_random_units"])))
     return rows
 
 
