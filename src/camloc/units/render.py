@@ -255,12 +255,17 @@ def render_html(report: dict[str, Any], sheets: dict[str, list[str]]) -> str:
                      f"{_baseline(c['random_share'])})</p>")
         ranked = c.get("by_contribution") or c["by_weight"]
         p.append("<table><tr><th>unit</th><th>weight</th><th>mean activation</th>"
-                 "<th>contribution</th><th>share</th></tr>")
+                 "<th>contribution</th><th>share</th><th>own images in its top images</th></tr>")
         for e in ranked:
             p.append(f"<tr><td><a href='#unit-{e['unit']}'>{e['unit']}</a></td>"
                      f"<td>{e['weight']:.4f}</td><td>{e.get('mean_activation', '')}</td>"
-                     f"<td>{e.get('contribution', '')}</td><td>{_pct(e.get('share'))}</td></tr>")
+                     f"<td>{e.get('contribution', '')}</td><td>{_pct(e.get('share'))}</td>"
+                     f"<td>{e.get('class_hits', '')}</td></tr>")
         p.append("</table>")
+        if "by_contribution" in c:
+            p.append("<p class='k'>by weight alone: " + ", ".join(
+                f"<a href='#unit-{e['unit']}'>{e['unit']}</a> ({_pct(e.get('share'))})"
+                for e in c["by_weight"]) + "</p>")
         rel = f"sheets/class_{c['class']:04d}.png"
         if rel in have:
             p.append(f"<img src='{rel}' loading='lazy'>")
