@@ -278,8 +278,8 @@ def build_report(state: UnitsState, model: Any, data: UnitsData,
     summary = _summary(t, class_recs, rand_shares, units, purity, partness, top_units, draws, rng)
 
     gallery: list[int] = []
-    for rec in class_recs:
-        for e in rec.get("by_contribution", []) + rec["by_weight"]:
+    for rec in class_recs:  # the units each class is shown with
+        for e in rec.get("by_contribution") or rec["by_weight"]:
             if e["unit"] not in gallery:
                 gallery.append(e["unit"])
     if not gallery:

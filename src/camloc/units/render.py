@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 import json
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -29,25 +30,21 @@ _BG = (255, 255, 255)
 _TEXT = (20, 20, 20)
 
 
-class _Images:
-    """Decoded originals, a bounded cache (sheets revisit the same images)."""
+class _LRU:
+    """A small bounded cache: ``get(key, make)``."""
 
-    def __init__(self, items: list[Any], size: int = 256) -> None:
-        self.items, self.size = items, size
-        self.cache: dict[int, Any] = {}
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.data: OrderedDict[Any, Any] = OrderedDict()
 
-    def get(self, index: int) -> Any:
-        from camloc.data.images import load_image
-        from camloc.errors import ImageError
-
-        if index not in self.cache:
-            if len(self.cache) >= self.size:
-                self.cache.pop(next(iter(self.cache)))
-            try:
-                self.cache[index] = load_image(self.items[index].path)
-            except ImageError:
-                self.cache[index] = None
-        return self.cache[index]
+    def get(self, key: Any, make: Any) -> Any:
+        if key in self.data:
+            self.data.move_to_end(key)
+            return self.data[key]
+        value = self.data[key] = make()
+        if len(self.data) > self.size:
+            self.data.popitem(last=False)
+        return value
 
 
 def _short(name: str, n: int = 18) -> str:
@@ -55,14 +52,15 @@ def _short(name: str, n: int = 18) -> str:
     return first if len(first) <= n else first[: n - 1] + "."
 
 
-def _region_tile(img: Any, mask: np.ndarray, boxes: np.ndarray, geom: Any, tile: int) -> Any:
+def _region_tile(base: np.ndarray, mask: np.ndarray, boxes: np.ndarray, geom: Any,
+                 tile: int) -> Any:
+    """``base``: the image at the tile size (uint8); ``mask`` at the input size."""
     from PIL import Image, ImageDraw
 
     hin, win = mask.shape
-    base = img.resize((win, hin), Image.Resampling.BILINEAR)
-    arr = np.asarray(base, dtype=np.float32)
-    arr = np.where(mask[:, :, None], arr, arr * 0.3)
-    out = Image.fromarray(arr.astype(np.uint8)).resize((tile, tile), Image.Resampling.BILINEAR)
+    small = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(
+        (tile, tile), Image.Resampling.BILINEAR)) >= 128
+    out = Image.fromarray(np.where(small[:, :, None], base, (base * 0.3).astype(np.uint8)))
     if len(boxes):
         draw = ImageDraw.Draw(out)
         sx, sy = tile / win, tile / hin
@@ -97,86 +95,108 @@ def _text_strip(text: str, width: int, height: int = 16) -> Any:
 
 def render_sheets(report: dict[str, Any], state: UnitsState, items: list[Any], preprocess: Any,
                   out: str | os.PathLike[str], tile: int = 96) -> dict[str, list[str]]:
-    """Write the unit and class sheets into ``out/sheets``; return the relative paths written."""
+    """Write the sheets of ``report["gallery_units"]`` and of every class of the report into
+    ``out/sheets``; return the relative paths written. Memory is bounded (small caches of decoded
+    images and of units' tiles)."""
     from PIL import Image
 
+    from camloc.data.images import load_image
+    from camloc.errors import ImageError
     from camloc.io import atomic_open
 
-    sheets = Path(out) / "sheets"
-    sheets.mkdir(parents=True, exist_ok=True)
+    (Path(out) / "sheets").mkdir(parents=True, exist_ok=True)
     units = report["units"]
-    imgs = _Images(items)
     size = tuple(preprocess.input_size)
-    tiles: dict[tuple[int, int], Any] = {}  # (unit, rank) -> region tile, for the class sheets
-
-    def save(img: Any, rel: str) -> str:
-        with atomic_open(Path(out) / rel, "wb") as fh:
-            img.save(fh, format="PNG", optimize=True)
-        return rel
-
-    def unit_tiles(k: int) -> list[tuple[Any, Any, dict[str, Any]]]:
-        rows = units[k]["top_images"]
-        masks = _unit_masks(state, k, units[k]["threshold"], size)  # (m, H, W)
-        got = []
-        for j, r in enumerate(rows):
-            img = imgs.get(r["index"])
-            if img is None:
-                continue
-            geom = preprocess.geometry(*img.size)
-            region = _region_tile(img, masks[j], items[r["index"]].boxes, geom, tile)
-            tiles[(k, r["rank"])] = region
-            got.append((region, _crop_tile(img, r["crop_box"], tile), r))
-        return got
-
+    images = _LRU(512)  # index -> (original, its stretch to the tile) or None
+    unit_rows = _LRU(256)  # unit -> [(region tile, crop tile, record)]
+    gallery = set(report["gallery_units"])
     written: dict[str, list[str]] = {"units": [], "classes": []}
-    for k in report["gallery_units"]:
-        got = unit_tiles(k)
-        if not got:
-            continue
-        u = units[k]
-        head = f"unit {k}  T={u['threshold']:.3g}"
-        if u.get("purity") is not None:
-            head += f"  purity {u['purity']:.2f}"
-        if u.get("partness"):
-            head += f"  inside box {u['partness']['inside']:.2f}"
-        sheet = Image.new("RGB", (len(got) * (tile + 4) + 4, 2 * tile + 48), _BG)
-        sheet.paste(_text_strip(head, sheet.width), (0, 0))
-        for j, (region, crop, r) in enumerate(got):
-            x = 4 + j * (tile + 4)
-            sheet.paste(region, (x, 16))
-            sheet.paste(crop, (x, 18 + tile))
-            name = r.get("label_name")
-            cap = f"#{r['rank']} " + (_short(name, 12) if name else f"peak {r['peak']:.2f}")
-            sheet.paste(_text_strip(cap, tile, 14), (x, 20 + 2 * tile))
-        written["units"].append(save(sheet, f"sheets/unit_{k:04d}.png"))
 
-    label_w = 116
+    def image(index: int) -> Any:
+        def make() -> Any:
+            try:
+                img = load_image(items[index].path)
+            except ImageError:
+                return None
+            return img, np.asarray(img.resize((tile, tile), Image.Resampling.BILINEAR))
+        return images.get(index, make)
+
+    def save(img: Any, rel: str) -> None:
+        with atomic_open(Path(out) / rel, "wb") as fh:
+            img.save(fh, format="PNG", compress_level=6)
+
+    def rows_of(k: int) -> list[tuple[Any, Any, dict[str, Any]]]:
+        def make() -> list[tuple[Any, Any, dict[str, Any]]]:
+            recs = units[k]["top_images"]
+            masks = _unit_masks(state, k, units[k]["threshold"], size)  # (m, H, W)
+            got = []
+            for j, r in enumerate(recs):
+                loaded = image(r["index"])
+                if loaded is None:
+                    continue
+                img, base = loaded
+                geom = preprocess.geometry(*img.size)
+                got.append((_region_tile(base, masks[j], items[r["index"]].boxes, geom, tile),
+                            _crop_tile(img, r["crop_box"], tile), r))
+            if k in gallery and got:
+                save(_unit_sheet(units[k], got, tile), f"sheets/unit_{k:04d}.png")
+                written["units"].append(f"sheets/unit_{k:04d}.png")
+            return got
+        return unit_rows.get(k, make)
+
     for c in report["classes"]:
         ranked = c.get("by_contribution") or c["by_weight"]
-        rows = []
-        for e in ranked:
-            k = e["unit"]
-            if not any(key[0] == k for key in tiles):
-                unit_tiles(k)
-            row_tiles = [tiles[(k, r)] for r in range(1, CLASS_SHEET_IMAGES + 1) if (k, r) in tiles]
-            rows.append((e, row_tiles))
-        width = label_w + CLASS_SHEET_IMAGES * (tile + 4) + 4
-        sheet = Image.new("RGB", (width, 18 + len(rows) * (tile + 4)), _BG)
-        sheet.paste(_text_strip(f"{c['name'][:60]} ({c['class']}), {c['images']} images",
-                                width, 18), (0, 0))
-        for i, (e, row_tiles) in enumerate(rows):
-            y = 18 + i * (tile + 4)
-            lines = [f"unit {e['unit']}", f"w {e['weight']:.3f}"]
-            if e.get("share") is not None:
-                lines.append(f"share {100 * e['share']:.1f}%")
-            if e.get("class_hits") is not None:
-                lines.append(f"own images {e['class_hits']}")
-            for li, text in enumerate(lines):
-                sheet.paste(_text_strip(text, label_w - 4, 14), (2, y + 4 + 15 * li))
-            for j, t in enumerate(row_tiles):
-                sheet.paste(t, (label_w + j * (tile + 4), y))
-        written["classes"].append(save(sheet, f"sheets/class_{c['class']:04d}.png"))
+        rows = [(e, [t for t, _, _ in rows_of(e["unit"])[:CLASS_SHEET_IMAGES]]) for e in ranked]
+        save(_class_sheet(c, rows, tile), f"sheets/class_{c['class']:04d}.png")
+        written["classes"].append(f"sheets/class_{c['class']:04d}.png")
+    done = set(written["units"])
+    for k in report["gallery_units"]:
+        if f"sheets/unit_{k:04d}.png" not in done:
+            rows_of(k)
     return written
+
+
+def _unit_sheet(u: dict[str, Any], got: list[tuple[Any, Any, dict[str, Any]]], tile: int) -> Any:
+    from PIL import Image
+
+    head = f"unit {u['unit']}  T={u['threshold']:.3g}"
+    if u.get("purity") is not None:
+        head += f"  purity {u['purity']:.2f}"
+    if u.get("partness"):
+        head += f"  inside box {u['partness']['inside']:.2f}"
+    sheet = Image.new("RGB", (len(got) * (tile + 4) + 4, 2 * tile + 48), _BG)
+    sheet.paste(_text_strip(head, sheet.width), (0, 0))
+    for j, (region, crop, r) in enumerate(got):
+        x = 4 + j * (tile + 4)
+        sheet.paste(region, (x, 16))
+        sheet.paste(crop, (x, 18 + tile))
+        name = r.get("label_name")
+        cap = f"#{r['rank']} " + (_short(name, 12) if name else f"peak {r['peak']:.2f}")
+        sheet.paste(_text_strip(cap, tile, 14), (x, 20 + 2 * tile))
+    return sheet
+
+
+def _class_sheet(c: dict[str, Any], rows: list[tuple[dict[str, Any], list[Any]]],
+                 tile: int) -> Any:
+    from PIL import Image
+
+    label_w = 116
+    width = label_w + CLASS_SHEET_IMAGES * (tile + 4) + 4
+    sheet = Image.new("RGB", (width, 18 + len(rows) * (tile + 4)), _BG)
+    sheet.paste(_text_strip(f"{c['name'][:60]} ({c['class']}), {c['images']} images", width, 18),
+                (0, 0))
+    for i, (e, row_tiles) in enumerate(rows):
+        y = 18 + i * (tile + 4)
+        lines = [f"unit {e['unit']}", f"w {e['weight']:.3f}"]
+        if e.get("share") is not None:
+            lines.append(f"share {100 * e['share']:.1f}%")
+        if e.get("class_hits") is not None:
+            lines.append(f"own images {e['class_hits']}")
+        for li, text in enumerate(lines):
+            sheet.paste(_text_strip(text, label_w - 4, 14), (2, y + 4 + 15 * li))
+        for j, t in enumerate(row_tiles):
+            sheet.paste(t, (label_w + j * (tile + 4), y))
+    return sheet
 
 
 def _pct(v: float | None) -> str:
@@ -224,6 +244,7 @@ def render_html(report: dict[str, Any], sheets: dict[str, list[str]]) -> str:
     esc = html.escape
     m, d = report["model"], report["dataset"]
     have = set(sheets.get("units", [])) | set(sheets.get("classes", []))
+    shown = set(report["gallery_units"])
     title = f"camloc units: {m['name']} on {d['name']}"
     p = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
          "<style>body{font-family:system-ui,sans-serif;margin:24px;max-width:1300px}"
@@ -264,7 +285,8 @@ def render_html(report: dict[str, Any], sheets: dict[str, list[str]]) -> str:
         p.append("</table>")
         if "by_contribution" in c:
             p.append("<p class='k'>by weight alone: " + ", ".join(
-                f"<a href='#unit-{e['unit']}'>{e['unit']}</a> ({_pct(e.get('share'))})"
+                (f"<a href='#unit-{e['unit']}'>{e['unit']}</a>" if e["unit"] in shown
+                 else str(e["unit"])) + f" ({_pct(e.get('share'))})"
                 for e in c["by_weight"]) + "</p>")
         rel = f"sheets/class_{c['class']:04d}.png"
         if rel in have:
