@@ -224,3 +224,21 @@ def test_labels_must_be_the_models_classes(tiny_model, tmp_path, units_data):
     assert rep["classes"] == [] and rep["counts"]["scored"] == 8
     with pytest.raises(ConfigError, match="top_units|top-units"):
         analyze_units(tiny_model, ignored, UnitsSettings(top_units=0))
+
+
+def test_class_without_images_is_ranked_by_weight(tiny_model, tiny_wsol, tmp_path):
+    import dataclasses
+
+    data = open_units_data(tiny_wsol)
+    data = dataclasses.replace(data, items=[it for it in data.items if it.label != 2])
+    res = run_units(tiny_model, data, tmp_path / "o", UnitsSettings(classes="all", top_units=3,
+                                                                    top_images=3, draws=20))
+    rec = {c["class"]: c for c in res.report["classes"]}
+    assert rec[2]["images"] == 0 and "by_contribution" not in rec[2] and "top_share" not in rec[2]
+    w = tiny_model.head.classifier.weight.detach()
+    assert [e["unit"] for e in rec[2]["by_weight"]] == torch.argsort(-w[2], stable=True)[:3].tolist()
+    assert res.report["summary"]["classes_with_images"] == 2
+    assert {e["unit"] for e in rec[2]["by_weight"]} <= set(res.report["gallery_units"])
+    assert (tmp_path / "o" / "sheets" / "class_0002.png").is_file()
+    with pytest.raises(ConfigError, match="out of range"):
+        analyze_units(tiny_model, data, UnitsSettings(classes=[3]))
