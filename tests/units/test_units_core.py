@@ -43,7 +43,6 @@ def test_contributions_exact_with_max_pooling(tmp_path, units_data):
     assert c.pooled.shape == (2, f.shape[1])
 
 
-@pytest.mark.slow
 def test_contributions_exact_with_layernorm_fold():
     """ConvNeXt puts a LayerNorm between pooling and the classifier: the fold is exact."""
     import camloc
