@@ -33,10 +33,13 @@ into an ``OUT`` that a run is writing is refused at once.
 
 Under ``torchrun`` (pass a :class:`camloc.distributed.DistContext`): rank 0 takes the ``OUT``
 lock, checks the folder and the stored settings, and tells the other ranks; every rank walks the
-same input listing and explains the inputs at positions ``rank, rank + world_size, ...``, writing
-its overlays and maps directly and its records to ``OUT/parts/results.rank<r>.jsonl``; when all
-are done, rank 0 merges the parts into ``results.jsonl`` (byte for byte what one process writes),
-writes ``errors.jsonl``, the box files and the manifest, and releases the lock.
+same input listing and explains the blocks of ``batch_size`` consecutive inputs numbered
+``rank, rank + world_size, ...``, writing its overlays and maps directly and its records to
+``OUT/parts/results.rank<r>.jsonl``; when all are done, rank 0 merges the parts into
+``results.jsonl``, writes ``errors.jsonl``, the box files and the manifest, and releases the lock.
+A single process cuts its batches at the same block boundaries, so every image shares its
+forward pass with the same images whatever the number of processes, and every output file is
+byte for byte what one process writes.
 
 Memory does not grow with the number of images beyond a few 64-bit hashes per image (duplicate
 detection, resume, merge order); records, maps and images live for one batch.
@@ -433,6 +436,20 @@ def run_explain(model: Any, inputs: Sequence[str | os.PathLike[str]] | ExplainIn
     summary = RunSummary(out=out)
     shard = _Shard()
 
+    def write_manifest(status: str, in_results: int | None = None) -> None:
+        atomic_write_json(out / "manifest.json", {
+            "command": "explain", "status": status,
+            "model": model.spec.name, "model_source": model.spec.source,
+            "preprocess": now["preprocess"], "settings": now, "inputs": inp.describe(),
+            "threshold": s.threshold, "threshold_source": now["threshold_source"],
+            "world_size": world,
+            "counts": {"found": summary.total, "explained": summary.done,
+                       "skipped": summary.skipped, "failed": len(summary.failed),
+                       "in_results": in_results},
+            "exports": summary.exports,
+            "seconds": round(time.perf_counter() - t0, 3), "versions": versions(),
+        })
+
     with contextlib.ExitStack() as stack:
         def setup() -> None:
             _prepare_out(out)
@@ -440,6 +457,7 @@ def run_explain(model: Any, inputs: Sequence[str | os.PathLike[str]] | ExplainIn
             for folder in (out, out / "overlays", out / "maps", out / "parts", out / "coco"):
                 remove_stale_temps(folder)
             _check_stored_settings(out, s.overwrite, now)
+            write_manifest("running")  # before any rank writes a record
 
         _on_main(ctx, setup)
         from camloc.explain_parts import RecordIndex, part_path, record_files
@@ -452,22 +470,6 @@ def run_explain(model: Any, inputs: Sequence[str | os.PathLike[str]] | ExplainIn
         old_errors = [e for e in read_jsonl(out / "errors.jsonl") if isinstance(e, dict)] \
             if rank == 0 else []
 
-        def write_manifest(status: str, in_results: int | None = None) -> None:
-            atomic_write_json(out / "manifest.json", {
-                "command": "explain", "status": status,
-                "model": model.spec.name, "model_source": model.spec.source,
-                "preprocess": now["preprocess"], "settings": now, "inputs": inp.describe(),
-                "threshold": s.threshold, "threshold_source": now["threshold_source"],
-                "world_size": world,
-                "counts": {"found": summary.total, "explained": summary.done,
-                           "skipped": summary.skipped, "failed": len(summary.failed),
-                           "in_results": in_results},
-                "exports": summary.exports,
-                "seconds": round(time.perf_counter() - t0, 3), "versions": versions(),
-            })
-
-        if rank == 0:
-            write_manifest("running")
         seen: set[int] = set()
         order = array("Q")
         target = out / "results.jsonl" if world == 1 else part_path(out, rank)
@@ -591,7 +593,7 @@ def _explain_shard(model: Any, engine: Any, s: ExplainSettings, inp: ExplainInpu
                 seen.add(h)
                 if rank == 0:
                     order.append(h)
-            if item.index % world != rank:
+            if (item.index // bs) % world != rank:
                 continue
             shard.total += 1
             if item.problem is not None:
@@ -623,7 +625,7 @@ def _explain_shard(model: Any, engine: Any, s: ExplainSettings, inp: ExplainInpu
 
     if progress:
         progress(0, None)
-    batches = _decoded_batches(owned(), bs, load, shard.fail)
+    batches = _decoded_batches(owned(), bs, load, shard.fail, block=lambda it: it.index // bs)
     for _, items, images in _prefetch(batches, PREFETCH_BATCHES):
         exps = _explain_each(explain_images, images, items)
         for item, image, exp in zip(items, images, exps):
@@ -711,15 +713,27 @@ def _prefetch(batches: Iterator[Any], depth: int) -> Iterator[Any]:
 
 
 def _decoded_batches(todo: Iterable[Any], batch_size: int, load: Callable[[Path], Any],
-                     fail: Callable[[Any, str], None]) -> Iterator[tuple[int, list[Any], list[Any]]]:
+                     fail: Callable[[Any, str], None],
+                     block: Callable[[Any], Any] | None = None
+                     ) -> Iterator[tuple[int, list[Any], list[Any]]]:
     """Decode ``todo`` (items with a ``path``) in batches of at most ``batch_size`` images and at
     most :data:`PIXELS_PER_BATCH` decoded pixels (a folder of huge photos is explained a few at a
     time); yields ``(inputs consumed, [item], [image])``. An image that cannot be decoded is
-    reported through ``fail(item, reason)`` and left out."""
+    reported through ``fail(item, reason)`` and left out. With ``block``, a batch never holds
+    items of two blocks (``block(item)`` differs): the run cuts its batches at fixed input
+    positions, so the images that share a forward pass are the same whatever the number of
+    processes (and so are the numbers, to the last bit)."""
     ok: list[Any] = []
     images: list[Any] = []
     pixels = consumed = 0
+    current: Any = None
     for item in todo:
+        if block is not None:
+            b = block(item)
+            if b != current and (images or consumed):
+                yield consumed, ok, images
+                ok, images, pixels, consumed = [], [], 0, 0
+            current = b
         consumed += 1
         try:
             im = load(item.path)
