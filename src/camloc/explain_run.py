@@ -1,4 +1,4 @@
-"""Batch explanation runs: many files in, overlays + ``results.jsonl`` + ``errors.jsonl`` out.
+"""Batch explanation runs: many images in, overlays + ``results.jsonl`` + box files out.
 
 One bad image never stops a run: any failure of one image (decode, forward, non-finite scores,
 render, write) is reported by path and reason in ``errors.jsonl`` and in the summary, and the rest
@@ -11,43 +11,66 @@ Output folder layout::
     OUT/maps/<name>.npy         (k, H, W) float32 normalised maps at input resolution (save_maps)
     OUT/results.jsonl           one line per image (see Explanation.to_record), strict JSON
     OUT/errors.jsonl            one line per failed input: {"path", "error"}
-    OUT/manifest.json           model, settings, versions, counts, status
+    OUT/coco/, yolo/, voc/      box files made from results.jsonl (``formats``; camloc.export)
+    OUT/manifest.json           model, settings, inputs, threshold source, counts, status
+    OUT/parts/                  rank record files while a torchrun run writes (merged at the end)
     OUT/.camloc.lock            advisory lock held while a run writes
 
 ``<name>`` comes from :func:`output_name`: the file's name made filesystem-safe and cut to a bounded
 length, plus a hash of its resolved absolute path, so two inputs never share an output (``a/x.jpg``
 and ``a__x.jpg``; two runs over different folders into one ``OUT``).
 
-Re-running into the same ``OUT`` resumes: images already in ``results.jsonl`` (matched by resolved
-absolute path, so ``x.jpg`` and ``/abs/x.jpg`` are the same image) with their files on disk are
-skipped. The settings that determine the results are stored in ``manifest.json``; a re-run with
-different settings is refused (pass ``overwrite`` to redo everything with the new settings, or
-choose another ``OUT``). A second run into an ``OUT`` that a run is writing is refused at once.
+Inputs (:class:`camloc.explain_inputs.ExplainInputs`) are streamed in *input order*; the records
+of ``results.jsonl`` end up in that order (after any records of earlier runs over other inputs),
+whatever the number of processes (see :mod:`camloc.explain_parts`).
+
+Re-running into the same ``OUT`` resumes: images already in ``results.jsonl`` (or in the rank parts
+a killed ``torchrun`` run left; matched by resolved absolute path, so ``x.jpg`` and ``/abs/x.jpg``
+are the same image) with their files on disk are skipped. The settings that determine the
+results are stored in ``manifest.json``; a re-run with different settings is refused (pass
+``overwrite`` to redo everything with the new settings, or choose another ``OUT``). A second run
+into an ``OUT`` that a run is writing is refused at once.
+
+Under ``torchrun`` (pass a :class:`camloc.distributed.DistContext`): rank 0 takes the ``OUT``
+lock, checks the folder and the stored settings, and tells the other ranks; every rank walks the
+same input listing and explains the blocks of ``batch_size`` consecutive inputs numbered
+``rank, rank + world_size, ...``, writing its overlays and maps directly and its records to
+``OUT/parts/results.rank<r>.jsonl``; when all are done, rank 0 merges the parts into
+``results.jsonl``, writes ``errors.jsonl``, the box files and the manifest, and releases the lock.
+A single process cuts its batches at the same block boundaries, so every image shares its
+forward pass with the same images whatever the number of processes, and every output file is
+byte for byte what one process writes.
+
+Memory does not grow with the number of images beyond a few 64-bit hashes per image (duplicate
+detection, resume, merge order); records, maps and images live for one batch.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import math
 import os
-import re
+import queue
+import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from camloc.errors import CamlocError, ConfigError, ImageError
+from camloc.explain_inputs import ExplainInputs, InputItem, key_hash, key_of
+from camloc.export.names import output_name
 from camloc.io import (JsonlWriter, atomic_open, atomic_save_npy, atomic_write_json, dumps,
                        folder_lock, read_jsonl, refuse_symlink, remove_stale_temps, versions)
 
-__all__ = ["ExplainSettings", "RunSummary", "run_explain", "output_name", "RESUME_KEYS"]
+__all__ = ["ExplainSettings", "RunSummary", "run_explain", "output_name", "RESUME_KEYS",
+           "Calibration", "read_calibration"]
 
 #: Settings that change what an image's record says; a resumed run must match them all.
 RESUME_KEYS = ("model", "weights", "head", "top_k", "classes", "threshold", "normalization",
-               "multi", "method", "layer", "preprocess")
+               "multi", "method", "layer", "preprocess", "min_prob")
 
 #: Budget for one batch's maps (images x classes x H x W x 4 bytes); larger top-k runs use
 #: smaller batches instead of more memory.
@@ -55,20 +78,28 @@ MAP_BYTES_PER_BATCH = 512 * 2**20
 #: Budget for one batch's decoded photos (about 200 MB of RGB): a batch of huge photos is cut
 #: short rather than holding ``batch_size`` of them at once.
 PIXELS_PER_BATCH = 64_000_000
-
-_NAME_BYTES = 100  # readable part of an output name (the hash keeps names unique)
+#: Decoded batches waiting for the network (decoding runs ahead in a thread).
+PREFETCH_BATCHES = 2
+#: zlib level of overlay PNGs: 1 writes several times faster than Pillow's default 6, for
+#: files about a third larger.
+PNG_COMPRESSION = 1
 
 
 @dataclass
 class ExplainSettings:
     """Options of an explain run (the CLI's flags).
 
+    ``classes``: class ids to explain in every image, ``"gt"`` for each image's ground-truth
+    label (dataset inputs), or ``None`` for the ``top_k`` most likely. ``min_prob`` drops the
+    classes whose probability is below it (from the records, overlays and box files).
     ``overlay_size`` bounds the longest side of an overlay PNG (huge photos are drawn smaller);
     ``max_panels`` bounds the number of classes drawn in one overlay (``results.jsonl`` still has
-    every class)."""
+    every class). ``formats``: box files to make besides ``results.jsonl`` (``coco``, ``yolo``,
+    ``voc``). ``threshold_source`` says where ``threshold`` came from (the manifest keeps it;
+    see :func:`read_calibration`)."""
 
     top_k: int = 5
-    classes: Sequence[int] | None = None
+    classes: Sequence[int] | str | None = None
     threshold: float = 0.2
     normalization: str = "max"
     multi: bool = False
@@ -81,6 +112,9 @@ class ExplainSettings:
     overlays: bool = True
     overlay_size: int = 2048
     max_panels: int = 8
+    min_prob: float | None = None
+    formats: Sequence[str] = ()
+    threshold_source: dict[str, Any] | None = None
 
     def check(self, num_classes: int) -> None:
         """Raise :class:`ConfigError` naming the first bad setting (nothing is touched)."""
@@ -90,8 +124,16 @@ class ExplainSettings:
                 rng = f">= {low}" if high is None else f"in {low}..{high}"
                 raise ConfigError(f"{name}={value!r}: expected a whole number {rng}")
 
+        def fraction(name: str, t: Any) -> None:
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) \
+                    or not 0.0 <= t <= 1.0:
+                raise ConfigError(f"{name}={t!r}: expected a number in [0, 1]")
+
         if self.classes is None:
             whole("top_k", self.top_k, 1, num_classes)
+        elif isinstance(self.classes, str):
+            if self.classes != "gt":
+                raise ConfigError(f"classes={self.classes!r}: expected class ids, 'gt' or None")
         else:
             if not len(self.classes):
                 raise ConfigError("classes: empty list (give class ids or names, or use top_k)")
@@ -104,49 +146,101 @@ class ExplainSettings:
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) \
                 or not 0.0 <= t <= 1.0:
             raise ConfigError(f"threshold={t!r}: expected a fraction of the map maximum in [0, 1]")
+        if self.min_prob is not None:
+            fraction("min_prob", self.min_prob)
         if self.normalization not in ("max", "minmax"):
             raise ConfigError(f"normalization={self.normalization!r}: expected max or minmax")
+        from camloc.export import parse_formats
+
+        self.formats = parse_formats(list(self.formats))
 
 
 @dataclass
 class RunSummary:
+    """What a run did (on rank 0 of a torchrun run: all ranks together)."""
+
     out: Path
     total: int = 0
     done: int = 0
     skipped: int = 0
     failed: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    exports: dict[str, str] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
         return 1 if self.failed else 0
 
 
-def output_name(path: str | os.PathLike[str]) -> str:
-    """The flat output name (without extension) for the image at ``path``.
+# --------------------------------------------------------------------------------------------------
+# Calibration
+# --------------------------------------------------------------------------------------------------
 
-    The file's own name with anything but letters, digits, ``.``, ``_`` and ``-`` replaced by ``_``,
-    cut to 100 bytes, then ``-`` and 16 hex digits of the SHA-256 of the resolved absolute path.
-    It depends on the file alone (not on the other inputs of the run), so resuming with fewer or
-    more inputs finds the same names; every name (with its extension and the temporary-file
-    affixes of :func:`camloc.io.atomic_open`) stays far below the 255-byte limit.
 
-    >>> output_name("/data/a/x.jpg") != output_name("/data/a__x.jpg")
-    True
-    >>> output_name("/data/a/x.jpg")[:6]
-    'x.jpg-'
+@dataclass(frozen=True)
+class Calibration:
+    """A box threshold chosen on labelled data, with the normalisation it was chosen under."""
+
+    threshold: float
+    normalization: str
+    source: dict[str, Any]
+
+
+def read_calibration(path: str | os.PathLike[str], model_name: str | None = None) -> Calibration:
+    """The best threshold of a ``camloc evaluate`` report (``report.json``): MaxBoxAcc V1's,
+    i.e. the threshold at which most images' largest-component box of the ground-truth class
+    reaches IoU 0.5, with the map normalisation that protocol used (``wsol``: min-max,
+    ``paper``: max). Explain the new images with both, or the threshold means something else.
+
+    Per-class thresholds would need per-class curves, which evaluate's report does not hold
+    (its per-image records carry no class); the global threshold is used.
+
+    Raises:
+        ConfigError: not a readable report, no box localization in it, or a report made with
+            another model than ``model_name``.
     """
-    key = _key(path)
-    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    readable = re.sub(r"[^\w.\-]+", "_", Path(key).name, flags=re.UNICODE).lstrip(".-") or "image"
-    raw = readable.encode("utf-8", "surrogateescape")[:_NAME_BYTES]
-    readable = raw.decode("utf-8", "ignore") or "image"
-    return f"{readable}-{digest}"
+    import hashlib
+    import json
+
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+        rep = json.loads(raw)
+    except OSError as exc:
+        raise ConfigError(f"--calibrate {p}: cannot read it ({exc.strerror or exc})") from exc
+    except ValueError as exc:
+        raise ConfigError(f"--calibrate {p}: not a JSON report ({exc})") from exc
+    try:
+        best = rep["localization"]["maxboxacc_v1"]
+        tau = float(best["threshold"])
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"--calibrate {p}: not a camloc evaluate report with box localization "
+                          "(localization.maxboxacc_v1.threshold); run `camloc evaluate` on a "
+                          "labelled dataset with boxes first") from None
+    if not 0.0 <= tau <= 1.0:
+        raise ConfigError(f"--calibrate {p}: threshold {tau!r} is outside [0, 1]")
+    proto = rep.get("protocol") if isinstance(rep.get("protocol"), dict) else {}
+    norm = proto.get("normalization")
+    if norm not in ("max", "minmax"):
+        norm = {"wsol": "minmax", "paper": "max"}.get(proto.get("name"), "minmax")
+    made_with = (rep.get("model") or {}).get("name") if isinstance(rep.get("model"), dict) else None
+    if model_name is not None and made_with is not None and made_with != model_name:
+        raise ConfigError(f"--calibrate {p}: the report was made with {made_with}, but this run "
+                          f"explains with {model_name}; a threshold is only good for the model "
+                          f"it was chosen for")
+    ds = rep.get("dataset") if isinstance(rep.get("dataset"), dict) else {}
+    source = {"kind": "calibrated", "report": str(p.resolve()),
+              "report_sha256": hashlib.sha256(raw).hexdigest(),
+              "metric": "maxboxacc_v1", "value": best.get("value"),
+              "protocol": proto.get("name"), "normalization": norm, "model": made_with,
+              "dataset": ds.get("name") or ds.get("root"), "split": ds.get("split"),
+              "images": ds.get("images")}
+    return Calibration(tau, norm, source)
 
 
-def _key(path: str | os.PathLike[str]) -> str:
-    """An image's identity across runs: its resolved absolute path."""
-    return str(Path(path).expanduser().resolve())
+# --------------------------------------------------------------------------------------------------
+# The run folder
+# --------------------------------------------------------------------------------------------------
 
 
 def _settings_record(model: Any, s: ExplainSettings, source: dict[str, Any] | None) -> dict[str, Any]:
@@ -157,16 +251,21 @@ def _settings_record(model: Any, s: ExplainSettings, source: dict[str, Any] | No
         "weights": src.get("weights", model.spec.source),
         "head": src.get("head"),
         "top_k": None if s.classes else s.top_k,
-        "classes": list(s.classes) if s.classes else None,
+        "classes": s.classes if isinstance(s.classes, str) else (
+            list(s.classes) if s.classes else None),
         "threshold": s.threshold, "normalization": s.normalization, "multi": s.multi,
         "method": s.method, "layer": s.layer,
-        "preprocess": pre.to_dict(),
+        "preprocess": pre.to_dict(), "min_prob": s.min_prob,
         "batch_size": s.batch_size, "save_maps": s.save_maps, "overlays": s.overlays,
         "overlay_size": s.overlay_size, "max_panels": s.max_panels,
+        "formats": list(s.formats),
+        "threshold_source": s.threshold_source or {"kind": "given"},
     }
 
 
 def _settings_differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    import json
+
     # compare through JSON, so tuples and lists (and ints and floats) compare as stored
     a = json.loads(dumps({k: saved.get(k) for k in RESUME_KEYS}))
     b = json.loads(dumps({k: now.get(k) for k in RESUME_KEYS}))
@@ -191,6 +290,10 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+_OWN = ("results.jsonl", "errors.jsonl", "manifest.json", "overlays", "maps", "parts", "coco",
+        "yolo", "voc")
+
+
 def _prepare_out(out: Path) -> None:
     """Create ``out`` and refuse what camloc must not write into (no touching of results)."""
     if out.exists() and not out.is_dir():
@@ -201,14 +304,16 @@ def _prepare_out(out: Path) -> None:
         raise ConfigError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from exc
     if not os.access(out, os.W_OK | os.X_OK):
         raise ConfigError(f"--out {out}: the folder is not writable")
-    for name in ("results.jsonl", "errors.jsonl", "manifest.json", "overlays", "maps"):
+    for name in _OWN:
         refuse_symlink(out / name)
-    for name in ("overlays", "maps"):
+    for name in ("overlays", "maps", "parts", "coco", "yolo", "voc"):
         if (out / name).exists() and not (out / name).is_dir():
             raise ConfigError(f"--out {out}: {out / name} exists and is not a folder")
 
 
 def _read_manifest(out: Path) -> dict[str, Any] | None:
+    import json
+
     p = out / "manifest.json"
     if not p.exists():
         return None
@@ -219,212 +324,421 @@ def _read_manifest(out: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else {}
 
 
-def _load_results(path: Path) -> tuple[dict[str, dict[str, Any]], bool]:
-    """Records by key (last one wins) and whether the file held duplicates."""
-    records: dict[str, dict[str, Any]] = {}
-    dup = False
-    for rec in read_jsonl(path):
-        if not isinstance(rec, dict) or not isinstance(rec.get("path"), str):
-            continue
-        k = _key(rec["path"])
-        dup = dup or k in records
-        records.pop(k, None)
-        records[k] = rec
-    return records, dup
-
-
-def _open_results(out: Path, overwrite: bool, now: dict[str, Any]
-                  ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
-    """The records already in ``out`` (by key) and its earlier errors, after checking that they
-    were made with the settings ``now`` (else :class:`ConfigError`); duplicates left by a crash
-    are removed. With ``overwrite`` both start empty (results.jsonl is emptied: call this only
+def _check_stored_settings(out: Path, overwrite: bool, now: dict[str, Any]) -> None:
+    """Refuse an ``out`` holding records made with other settings (:class:`ConfigError`); with
+    ``overwrite``, empty ``results.jsonl`` and drop leftover rank parts instead (call this only
     once everything is validated and the lock is held)."""
+    from camloc.explain_parts import record_files, remove_parts
+
     results_path = out / "results.jsonl"
     if overwrite:
         if results_path.exists():
-            _rewrite_results(results_path, {})
-        return {}, []
-    records, dup = _load_results(results_path)
+            with atomic_open(results_path, "wb"):
+                pass
+        remove_parts(out)
+        return
+    has_records = any(p.stat().st_size > 0 for p in record_files(out))
     manifest = _read_manifest(out)
     saved = manifest.get("settings") if manifest else None
-    if records and not isinstance(saved, dict):
+    if has_records and not isinstance(saved, dict):
         raise ConfigError(f"{out} holds results.jsonl but no readable manifest.json, so the "
                           f"settings that made them are unknown; pass --overwrite to redo them, "
                           f"or choose another --out")
-    if records and isinstance(saved, dict):
+    if has_records and isinstance(saved, dict):
         diffs = _settings_differences(saved, now)
         if diffs:
             raise ConfigError(f"{out} holds results made with other settings ("
                               + "; ".join(diffs) + "); pass --overwrite to redo them with the new "
                               "settings, or choose another --out")
-    if dup:
-        _rewrite_results(results_path, records)
-    errors = [e for e in read_jsonl(out / "errors.jsonl") if isinstance(e, dict)]
-    return records, errors
 
 
-def _rewrite_results(path: Path, records: dict[str, dict[str, Any]]) -> None:
-    with atomic_open(path, "wb") as fh:
-        fh.write("".join(dumps(r) + "\n" for r in records.values()).encode("utf-8"))
+def _on_main(ctx: Any, fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` on rank 0 only; every rank returns its result, or raises its camloc error
+    (the other ranks wait for it: this is also a barrier)."""
+    if ctx is None or not ctx.distributed:
+        return fn()
+    if ctx.is_main:
+        try:
+            value = fn()
+        except CamlocError as exc:
+            ctx.broadcast_object(("error", str(exc)))
+            raise
+        except BaseException:
+            ctx.broadcast_object(("error", "rank 0 failed; see its message"))
+            raise
+        ctx.broadcast_object(("ok", value))
+        return value
+    kind, value = ctx.broadcast_object(None)
+    if kind == "error":
+        raise ConfigError(value)
+    return value
 
 
-def _is_within(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder)
-        return True
-    except ValueError:
-        return False
+# --------------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------------
 
 
-def run_explain(model: Any, inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
-                settings: ExplainSettings | None = None,
-                progress: Callable[[int, int], None] | None = None,
-                source: dict[str, Any] | None = None) -> RunSummary:
-    """Explain every image found under ``inputs`` and write the run folder ``out``.
+@dataclass
+class _Shard:
+    """One rank's share of the run: counters and failures (with their input positions)."""
+
+    total: int = 0
+    skipped: int = 0
+    done: int = 0
+    redone: int = 0
+    failed: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+
+    def fail(self, item: InputItem, reason: str) -> None:
+        self.failed.append((item.index, {"path": item.key, "error": reason}))
+
+
+def run_explain(model: Any, inputs: Sequence[str | os.PathLike[str]] | ExplainInputs,
+                out: str | os.PathLike[str], settings: ExplainSettings | None = None,
+                progress: Callable[[int, int | None], None] | None = None,
+                source: dict[str, Any] | None = None, ctx: Any = None) -> RunSummary:
+    """Explain every image of ``inputs`` (paths, folders and globs, or an
+    :class:`~camloc.explain_inputs.ExplainInputs`) and write the run folder ``out``.
 
     ``source`` describes how the model was loaded (``{"model", "weights", "head"}`` as the user
-    gave them); it is stored in the manifest and compared on resume. Everything is validated
-    before ``out`` is touched.
+    gave them); it is stored in the manifest and compared on resume. ``ctx``: the
+    :class:`~camloc.distributed.DistContext` of a ``torchrun`` run (see the module docstring).
+    ``progress(done, total)`` is called after each batch (``total`` is ``None`` while the
+    inputs are still being listed). Everything is validated before ``out`` is touched.
 
     Raises:
         ConfigError: a bad setting, an ``out`` that cannot be written, holds symbolic links, is
             in use by another run, or holds results made with different settings.
     """
-    import torch
-
-    from camloc.data.images import find_images, load_image
-    from camloc.explain import explain_batch, make_method
+    from camloc.explain import make_method
 
     s = settings or ExplainSettings()
     s.check(int(model.spec.num_classes))
     engine = make_method(model, s.method)  # validates the method before anything is written
+    inp = inputs if isinstance(inputs, ExplainInputs) else ExplainInputs(paths=list(inputs))
+    rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
+    if inp.empty:
+        raise ConfigError("Missing argument 'PATHS...': give image files, folders or globs, "
+                          "--list FILE, or --dataset DIR")
+    if s.classes == "gt" and not inp.has_labels:
+        raise ConfigError("--classes gt explains each image's ground-truth label, which only a "
+                          "dataset has: use it with --dataset")
+    if s.classes == "gt" and inp.dataset.num_classes > model.spec.num_classes:
+        raise ConfigError(f"--classes gt: the dataset has {inp.dataset.num_classes} classes but "
+                          f"{model.spec.name} only {model.spec.num_classes}; the labels must be "
+                          f"the model's class ids")
+    if world > 1 and "-" in inp.lists:
+        raise ConfigError("--list -: under torchrun every process reads the list; give a file")
+    inp.check()
     out = Path(out)
     now = _settings_record(model, s, source)
     t0 = time.perf_counter()
-    paths, problems = find_images(inputs)
-    _prepare_out(out)
-    out_real = out.resolve()
     summary = RunSummary(out=out)
-    failed_keys: set[str] = set()
+    shard = _Shard()
 
-    def fail(path_text: str, reason: str) -> None:
-        summary.failed.append({"path": path_text, "error": reason})
-        failed_keys.add(path_text)
+    def write_manifest(status: str, in_results: int | None = None) -> None:
+        atomic_write_json(out / "manifest.json", {
+            "command": "explain", "status": status,
+            "model": model.spec.name, "model_source": model.spec.source,
+            "preprocess": now["preprocess"], "settings": now, "inputs": inp.describe(),
+            "threshold": s.threshold, "threshold_source": now["threshold_source"],
+            "world_size": world,
+            "counts": {"found": summary.total, "explained": summary.done,
+                       "skipped": summary.skipped, "failed": len(summary.failed),
+                       "in_results": in_results},
+            "exports": summary.exports,
+            "seconds": round(time.perf_counter() - t0, 3), "versions": versions(),
+        })
 
-    with folder_lock(out):
-        for folder in (out, out / "overlays", out / "maps"):
-            remove_stale_temps(folder)
-        results_path = out / "results.jsonl"
-        records, old_errors = _open_results(out, s.overwrite, now)
+    with contextlib.ExitStack() as stack:
+        def setup() -> None:
+            _prepare_out(out)
+            stack.enter_context(folder_lock(out))
+            for folder in (out, out / "overlays", out / "maps", out / "parts", out / "coco"):
+                remove_stale_temps(folder)
+            _check_stored_settings(out, s.overwrite, now)
+            write_manifest("running")  # before any rank writes a record
 
-        def write_manifest(status: str) -> None:
-            atomic_write_json(out / "manifest.json", {
-                "command": "explain", "status": status,
-                "model": model.spec.name, "model_source": model.spec.source,
-                "preprocess": now["preprocess"], "settings": now,
-                "counts": {"found": summary.total, "explained": summary.done,
-                           "skipped": summary.skipped, "failed": len(summary.failed),
-                           "in_results": len(records)},
-                "seconds": round(time.perf_counter() - t0, 3), "versions": versions(),
-            })
+        _on_main(ctx, setup)
+        from camloc.explain_parts import RecordIndex, part_path, record_files
 
-        # inputs: skip our own outputs, resolve every path once
-        todo: list[tuple[Path, str, str]] = []  # (path, key, output name)
-        for inp, why in problems:
-            fail(inp, why)
-        seen: set[str] = set()
-        for p in paths:
-            if _is_within(p, out_real):
-                continue  # never explain the run's own overlays
-            k = _key(p)
-            if k in seen:
-                continue
-            seen.add(k)
-            summary.total += 1
-            name = output_name(k)
-            rec = records.get(k)
-            if rec is not None and _outputs_present(out, rec, s):
-                summary.skipped += 1
-                continue
-            todo.append((p, k, name))
-        summary.total += len(problems)
-        write_manifest("running")
+        start_files = record_files(out)
+        index = RecordIndex(start_files)
+        done_before: set[int] = set(index.where)
+        fresh = not done_before and not any(p.name != "results.jsonl" for p in start_files)
+        del index
+        old_errors = [e for e in read_jsonl(out / "errors.jsonl") if isinstance(e, dict)] \
+            if rank == 0 else []
 
-        k_out = len(s.classes) if s.classes else s.top_k
-        ih, iw = (s.preprocess or model.spec.preprocess).input_size
-        per_image = max(1, k_out * ih * iw * 4)
-        bs = max(1, min(s.batch_size, MAP_BYTES_PER_BATCH // per_image))
-        selection: Any = list(s.classes) if s.classes else s.top_k
-        redone = False
+        seen: set[int] = set()
+        order = array("Q")
+        target = out / "results.jsonl" if world == 1 else part_path(out, rank)
         status = "interrupted"
 
-        def explain_images(images: list[Any], keys: list[str]) -> list[Any]:
-            with torch.inference_mode(s.method == "cam"):
-                return explain_batch(model, images, keys, selection, s.threshold,
-                                     s.normalization, s.multi, engine, s.preprocess)
+        def finish(others: list[Any]) -> None:
+            _finish_rank0(out, summary, shard, others, world, status, fresh, order, seen,
+                          done_before, old_errors, s, model, now, write_manifest, t0)
 
-        if progress:
-            progress(0, len(todo))
         try:
-            with JsonlWriter(results_path, append=True) as results:
-                consumed = 0
-                for n_read, ok, images in _decoded_batches(todo, bs, load_image, fail):
-                    consumed += n_read
-                    exps = _explain_each(explain_images, images, [k for _, k, _ in ok])
-                    for (p, k, name), image, exp in zip(ok, images, exps):
-                        if isinstance(exp, BaseException):
-                            fail(k, _reason(exp))
-                            continue
-                        if not _finite_result(exp):
-                            fail(k, "the model gave non-finite scores (NaN or infinity) for this "
-                                    "image; check the model's weights")
-                            continue
-                        try:
-                            rec = _write_outputs(out, name, image, exp, s)
-                        except Exception as exc:  # noqa: BLE001
-                            fail(k, f"cannot write its outputs: {_reason(exc)}")
-                            continue
-                        results.write(rec)
-                        redone = redone or k in records
-                        records.pop(k, None)
-                        records[k] = rec
-                        summary.done += 1
-                    images.clear()
-                    if progress:
-                        progress(consumed, len(todo))
+            with JsonlWriter(target, append=True) as results:
+                _explain_shard(model, engine, s, inp, out, rank, world, done_before, seen, order,
+                               shard, results, progress)
             status = "complete"
         finally:
+            if status != "complete" and rank == 0:
+                finish([])
+        others = ctx.gather_objects((shard.total, shard.skipped, shard.done, shard.redone,
+                                     shard.failed))[1:] if world > 1 else []
+        if rank == 0:
+            finish(others)
+        else:
+            summary.total, summary.skipped, summary.done = shard.total, shard.skipped, shard.done
+            summary.failed = [f for _, f in shard.failed]
             summary.seconds = time.perf_counter() - t0
-            with contextlib.suppress(Exception):
-                if redone:
-                    _rewrite_results(results_path, records)
-                # errors.jsonl: this run's failures, plus earlier ones for inputs this run did
-                # not look at (replaced atomically, never written through a link)
-                keep = [e for e in old_errors if isinstance(e.get("path"), str)
-                        and e["path"] not in seen and e["path"] not in failed_keys
-                        and e["path"] not in records]
-                with JsonlWriter(out / "errors.jsonl", append=False) as ew:
-                    for e in keep + summary.failed:
-                        ew.write(e)
-            write_manifest(status)
     return summary
 
 
-def _decoded_batches(todo: list[tuple[Path, str, str]], batch_size: int, load: Callable[[Path], Any],
-                     fail: Callable[[str, str], None]) -> Any:
-    """Decode ``todo`` in batches of at most ``batch_size`` images and at most
-    :data:`PIXELS_PER_BATCH` decoded pixels (a folder of huge photos is explained a few at a
-    time); yields ``(inputs consumed, [(path, key, name)], [image])``. An image that cannot be
-    decoded is reported through ``fail`` and left out."""
-    ok: list[tuple[Path, str, str]] = []
+def _finish_rank0(out: Path, summary: RunSummary, shard: _Shard, others: list[Any], world: int,
+                  status: str, fresh: bool, order: array, seen: set[int], done_before: set[int],
+                  old_errors: list[dict[str, Any]], s: ExplainSettings, model: Any,
+                  now: dict[str, Any], write_manifest: Callable[..., None], t0: float) -> None:
+    """Rank 0's end of a run: counts of every rank, ``results.jsonl`` in canonical order,
+    ``errors.jsonl``, the box files and the manifest."""
+    from camloc.explain_parts import merge_results, remove_parts
+
+    failed = list(shard.failed)
+    summary.total, summary.skipped, summary.done = shard.total, shard.skipped, shard.done
+    redone = shard.redone
+    for total, skipped, done, re, fails in others:
+        summary.total += total
+        summary.skipped += skipped
+        summary.done += done
+        redone += re
+        failed.extend(fails)
+    failed.sort(key=lambda f: f[0])
+    summary.failed = [f for _, f in failed]
+    summary.seconds = time.perf_counter() - t0
+    in_results = None
+    try:
+        if status == "complete":
+            if world == 1 and fresh:
+                in_results = summary.done  # appended in input order: already canonical
+            else:
+                in_results = merge_results(out, order, seen)
+                remove_parts(out)
+        _write_errors(out, summary.failed, old_errors, seen, done_before)
+        if status == "complete" and s.formats:
+            from camloc.export import export_results
+
+            info = {"description": "camloc explain boxes", "model": model.spec.name,
+                    "threshold": s.threshold, "normalization": s.normalization,
+                    "threshold_source": now["threshold_source"], "multi": s.multi,
+                    "classes": now["classes"], "top_k": now["top_k"], "min_prob": s.min_prob}
+            done = export_results(out / "results.jsonl", out, s.formats,
+                                  list(model.spec.class_names), info)
+            summary.exports = {k: str(v.relative_to(out)) for k, v in done.items()}
+    except Exception:
+        status = "failed"
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            write_manifest(status, in_results)
+
+
+def _write_errors(out: Path, failed: list[dict[str, str]], old_errors: list[dict[str, Any]],
+                  seen: set[int], done_before: set[int]) -> None:
+    """``errors.jsonl``: this run's failures in input order, after the earlier ones of inputs
+    this run did not look at (replaced atomically, never written through a link)."""
+    failed_paths = {f["path"] for f in failed}
+
+    def stale(e: dict[str, Any]) -> bool:
+        p = e.get("path")
+        if not isinstance(p, str) or p in failed_paths:
+            return True
+        try:
+            h = key_hash(key_of(p))
+        except (OSError, ValueError, RuntimeError):
+            return False
+        return h in seen or h in done_before
+
+    with JsonlWriter(out / "errors.jsonl", append=False) as ew:
+        for e in old_errors:
+            if not stale(e):
+                ew.write(e)
+        for e in failed:
+            ew.write(e)
+
+
+def _explain_shard(model: Any, engine: Any, s: ExplainSettings, inp: ExplainInputs, out: Path,
+                   rank: int, world: int, done_before: set[int], seen: set[int], order: array,
+                   shard: _Shard, results: JsonlWriter,
+                   progress: Callable[[int, int | None], None] | None) -> None:
+    """Explain this rank's inputs, appending records to ``results``."""
+    import torch
+
+    from camloc.data.images import load_image_for
+
+    pre = s.preprocess or model.spec.preprocess
+    k_out = 1 if s.classes == "gt" else (len(s.classes) if s.classes else s.top_k)
+    ih, iw = pre.input_size
+    per_image = max(1, k_out * ih * iw * 4)
+    bs = max(1, min(s.batch_size, MAP_BYTES_PER_BATCH // per_image))
+    listing = {"complete": False}
+
+    def owned() -> Iterator[InputItem]:
+        """This rank's inputs still to do; counts the rest."""
+        for item in inp.stream(exclude=out.resolve()):
+            if item.path is not None:
+                h = key_hash(item.key)
+                seen.add(h)
+                if rank == 0:
+                    order.append(h)
+            if (item.index // bs) % world != rank:
+                continue
+            shard.total += 1
+            if item.problem is not None:
+                shard.fail(item, item.problem)
+                continue
+            if h in done_before and _outputs_present(out, output_name(item.key), s):
+                shard.skipped += 1
+                continue
+            if s.classes == "gt" and item.label is None:
+                shard.fail(item, "no ground-truth label to explain (--classes gt)")
+                continue
+            yield item
+        listing["complete"] = True
+
+    def explain_images(images: list[Any], items: list[InputItem]) -> list[Any]:
+        from camloc.explain import explain_batch
+
+        selection: Any
+        if s.classes == "gt":
+            selection = torch.tensor([[it.label] for it in items], dtype=torch.long)
+        else:
+            selection = list(s.classes) if s.classes else s.top_k
+        with torch.inference_mode(s.method == "cam"):
+            return explain_batch(model, images, [it.key for it in items], selection, s.threshold,
+                                 s.normalization, s.multi, engine, s.preprocess)
+
+    def load(path: Path) -> Any:
+        return load_image_for(path, pre)
+
+    if progress:
+        progress(0, None)
+    batches = _decoded_batches(owned(), bs, load, shard.fail, block=lambda it: it.index // bs)
+    for _, items, images in _prefetch(batches, PREFETCH_BATCHES):
+        exps = _explain_each(explain_images, images, items)
+        for item, image, exp in zip(items, images, exps):
+            if isinstance(exp, BaseException):
+                shard.fail(item, _reason(exp))
+                continue
+            if not _finite_result(exp):
+                shard.fail(item, "the model gave non-finite scores (NaN or infinity) for this "
+                                 "image; check the model's weights")
+                continue
+            exp = _fit_explanation(exp, s.min_prob)
+            try:
+                rec = _write_outputs(out, output_name(item.key), image, item, exp, s)
+            except Exception as exc:  # noqa: BLE001
+                shard.fail(item, f"cannot write its outputs: {_reason(exc)}")
+                continue
+            results.write(rec)
+            shard.done += 1
+            shard.redone += key_hash(item.key) in done_before
+        images.clear()
+        if progress:
+            progress(shard.done + len(shard.failed),
+                     shard.total - shard.skipped if listing["complete"] else None)
+    if progress:
+        progress(shard.done + len(shard.failed), shard.total - shard.skipped)
+
+
+def _fit_explanation(exp: Any, min_prob: float | None) -> Any:
+    """``exp`` with its size set to the original image's (the geometry's: a reduced decode has
+    fewer pixels) and, with ``min_prob``, without the classes below it."""
+    g = exp.geometry
+    exp.width, exp.height = int(g.width), int(g.height)
+    if min_prob is None:
+        return exp
+    keep = [j for j, p in enumerate(exp.probs) if p >= min_prob]
+    if len(keep) == len(exp.probs):
+        return exp
+    return replace(
+        exp, class_ids=[exp.class_ids[j] for j in keep],
+        class_names=[exp.class_names[j] for j in keep], probs=[exp.probs[j] for j in keep],
+        logits=[exp.logits[j] for j in keep], boxes=exp.boxes[keep].reshape(-1, 4),
+        maps=exp.maps[keep],
+        component_boxes=None if exp.component_boxes is None else [exp.component_boxes[j]
+                                                                   for j in keep])
+
+
+def _prefetch(batches: Iterator[Any], depth: int) -> Iterator[Any]:
+    """Run the generator ``batches`` in a thread, ``depth`` items ahead of the consumer (image
+    decoding overlaps the forward pass). Its exceptions are raised here; when the consumer
+    stops early (an error, Ctrl-C) the thread is stopped and joined."""
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def put(entry: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in batches:
+                if not put(("item", item)):
+                    return
+            put(("end", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            put(("error", exc))
+
+    thread = threading.Thread(target=work, name="camloc-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _decoded_batches(todo: Iterable[Any], batch_size: int, load: Callable[[Path], Any],
+                     fail: Callable[[Any, str], None],
+                     block: Callable[[Any], Any] | None = None
+                     ) -> Iterator[tuple[int, list[Any], list[Any]]]:
+    """Decode ``todo`` (items with a ``path``) in batches of at most ``batch_size`` images and at
+    most :data:`PIXELS_PER_BATCH` decoded pixels (a folder of huge photos is explained a few at a
+    time); yields ``(inputs consumed, [item], [image])``. An image that cannot be decoded is
+    reported through ``fail(item, reason)`` and left out. With ``block``, a batch never holds
+    items of two blocks (``block(item)`` differs): the run cuts its batches at fixed input
+    positions, so the images that share a forward pass are the same whatever the number of
+    processes (and so are the numbers, to the last bit)."""
+    ok: list[Any] = []
     images: list[Any] = []
     pixels = consumed = 0
+    current: Any = None
     for item in todo:
+        if block is not None:
+            b = block(item)
+            if b != current and (images or consumed):
+                yield consumed, ok, images
+                ok, images, pixels, consumed = [], [], 0, 0
+            current = b
         consumed += 1
         try:
-            im = load(item[0])
+            im = load(item.path)
         except Exception as exc:  # noqa: BLE001 - one bad image never kills the run
-            fail(item[1], _reason(exc))
+            fail(item, _reason(exc))
             continue
         ok.append(item)
         images.append(im)
@@ -436,45 +750,67 @@ def _decoded_batches(todo: list[tuple[Path, str, str]], batch_size: int, load: C
         yield consumed, ok, images
 
 
-def _explain_each(explain_images: Callable[[list[Any], list[str]], list[Any]], images: list[Any],
-                  keys: list[str]) -> list[Any]:
+def _explain_each(explain_images: Callable[[list[Any], list[Any]], list[Any]], images: list[Any],
+                  items: list[Any]) -> list[Any]:
     """Explain a batch; if the batch fails, each image alone (so only the image at fault fails).
     Returns one Explanation or exception per image."""
     if not images:
         return []
     try:
-        return list(explain_images(images, keys))
+        return list(explain_images(images, items))
     except Exception:  # noqa: BLE001 - find the image(s) at fault
         out: list[Any] = []
-        for im, k in zip(images, keys):
+        for im, it in zip(images, items):
             try:
-                out.extend(explain_images([im], [k]))
+                out.extend(explain_images([im], [it]))
             except Exception as exc:  # noqa: BLE001
                 out.append(exc)
         return out
 
 
-def _outputs_present(out: Path, rec: dict[str, Any], s: ExplainSettings) -> bool:
+def _outputs_present(out: Path, name: str, s: ExplainSettings) -> bool:
     needed = []
     if s.overlays:
-        needed.append(rec.get("overlay"))
+        needed.append(out / "overlays" / f"{name}.png")
     if s.save_maps:
-        needed.append(rec.get("maps"))
-    return all(isinstance(n, str) and (out / n).is_file() for n in needed)
+        needed.append(out / "maps" / f"{name}.npy")
+    return all(p.is_file() for p in needed)
 
 
-def _write_outputs(out: Path, name: str, image: Any, exp: Any, s: ExplainSettings) -> dict[str, Any]:
+def _write_outputs(out: Path, name: str, image: Any, item: InputItem, exp: Any,
+                   s: ExplainSettings) -> dict[str, Any]:
     rec = exp.to_record()
+    rec["threshold_source"] = (s.threshold_source or {}).get("kind", "given")
+    if item.image_id is not None:
+        rec["image_id"] = item.image_id
     if s.overlays:
         from camloc.viz import render_explanation
+        from camloc.viz.overlay import overlay_size
 
+        dw, dh = overlay_size(exp, s.overlay_size, s.max_panels)
+        if (image.size[0] < dw or image.size[1] < dh) and item.path is not None:
+            from camloc.data.images import load_image
+
+            image = load_image(item.path, min_size=(dw, dh))  # decoded reduced for the network
         rendered = render_explanation(image, exp, s.overlay_size, s.max_panels)
         rel = f"overlays/{name}.png"
         with atomic_open(out / rel, "wb") as fh:
-            rendered.save(fh, format="PNG")
+            fh.write(_png_bytes(rendered))
         rec["overlay"] = rel
     if s.save_maps:
         rel = f"maps/{name}.npy"
         atomic_save_npy(out / rel, exp.maps)
         rec["maps"] = rel
     return rec
+
+
+def _png_bytes(image: Any) -> bytes:
+    """PNG of an RGB image at :data:`PNG_COMPRESSION` (OpenCV's encoder releases the GIL)."""
+    import cv2
+    import numpy as np
+
+    ok, buf = cv2.imencode(".png", np.asarray(image)[:, :, ::-1],
+                           [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
+    if not ok:
+        raise OSError("PNG encoding failed")
+    return buf.tobytes()

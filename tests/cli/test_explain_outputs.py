@@ -402,9 +402,11 @@ def test_batches_of_huge_photos_are_cut_short(monkeypatch):
             raise OSError(5, "I/O error")
         return Image.new("RGB", sizes[p])
 
+    from camloc.explain_inputs import InputItem
+
     failed = []
-    todo = [(k, k, k) for k in sizes]
-    batches = [(n, [i[0] for i in ok]) for n, ok, _ in
-               er._decoded_batches(todo, 16, load, lambda k, why: failed.append((k, why)))]
+    todo = [InputItem(i, k, k) for i, k in enumerate(sizes)]
+    batches = [(n, [i.path for i in ok]) for n, ok, _ in
+               er._decoded_batches(todo, 16, load, lambda it, why: failed.append((it.key, why)))]
     assert batches == [(2, ["a", "b"]), (3, ["c", "d"])]
     assert failed == [("bad", "I/O error")]

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 __all__ = ["overlay", "overlay_grid", "heatmap_rgb", "draw_boxes", "map_at_size",
-           "render_explanation"]
+           "overlay_size", "render_explanation"]
 
 BOX_PRED = (0, 255, 0)
 BOX_GT = (255, 64, 64)
@@ -68,11 +68,17 @@ def overlay(image: Image.Image, scoremap: np.ndarray, box: Sequence[float] | Non
     if box is not None:
         out = draw_boxes(out, [box], BOX_PRED, lw)
     if label:
-        d = ImageDraw.Draw(out)
-        font = _font(max(12, min(out.size) // 16))
-        x0, y0, x1, y1 = d.textbbox((0, 0), label, font=font)
-        d.rectangle([0, 0, x1 - x0 + 8, y1 - y0 + 8], fill=(0, 0, 0))
-        d.text((4 - x0, 4 - y0), label, fill=(255, 255, 255), font=font)
+        out = _labelled(out, label)
+    return out
+
+
+def _labelled(out: Image.Image, label: str) -> Image.Image:
+    """Write ``label`` white on black in the top-left corner of ``out`` (in place)."""
+    d = ImageDraw.Draw(out)
+    font = _font(max(12, min(out.size) // 16))
+    x0, y0, x1, y1 = d.textbbox((0, 0), label, font=font)
+    d.rectangle([0, 0, x1 - x0 + 8, y1 - y0 + 8], fill=(0, 0, 0))
+    d.text((4 - x0, 4 - y0), label, fill=(255, 255, 255), font=font)
     return out
 
 
@@ -112,21 +118,35 @@ def map_at_size(exp: Any, j: int, width: int, height: int) -> np.ndarray:
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
 
 
-def render_explanation(image: Image.Image, exp: Any, max_side: int = 2048,
-                       max_panels: int = 8) -> Image.Image:
-    """The overlay PNG of one explanation: one panel per class (at most ``max_panels``), the
-    whole picture at most ``max_side`` pixels on its longest side (the photo is scaled down
-    first, so a huge photo costs no more than a small one)."""
+def overlay_size(exp: Any, max_side: int = 2048, max_panels: int = 8) -> tuple[int, int]:
+    """``(width, height)`` of one panel of :func:`render_explanation`'s picture of ``exp``: the
+    original image (``exp.width x exp.height``) scaled down so that the whole picture (up to
+    ``max_panels`` panels side by side, each at most :data:`GRID_PANEL_HEIGHT` high when there
+    are several) fits ``max_side`` pixels; never scaled up."""
     n = max(1, min(len(exp.class_ids), max_panels))
-    w, h = image.size
+    w, h = int(exp.width), int(exp.height)
     f = min(1.0, max_side / max(w, h))
     if n > 1:
         gaps = 4 * (n - 1)
         f = min(f, GRID_PANEL_HEIGHT / h, max(1.0, max_side - gaps) / (n * w))
-    dw, dh = max(1, int(w * f + 1e-6)), max(1, int(h * f + 1e-6))  # floor: never past the bound
-    small = image if (dw, dh) == (w, h) else image.resize((dw, dh), Image.Resampling.BILINEAR,
-                                                          reducing_gap=2.0)
-    sx, sy = dw / w, dh / h
+    return max(1, int(w * f + 1e-6)), max(1, int(h * f + 1e-6))  # floor: never past the bound
+
+
+def render_explanation(image: Image.Image, exp: Any, max_side: int = 2048,
+                       max_panels: int = 8) -> Image.Image:
+    """The overlay PNG of one explanation: one panel per class (at most ``max_panels``), the
+    whole picture at most ``max_side`` pixels on its longest side (the photo is scaled down
+    first, so a huge photo costs no more than a small one). ``image`` may have been decoded
+    reduced: the picture's size and the boxes come from the original size (``exp.width`` x
+    ``exp.height``). An explanation without classes (all dropped by a probability floor) is the
+    photo with a note."""
+    n = min(len(exp.class_ids), max_panels)
+    dw, dh = overlay_size(exp, max_side, max_panels)
+    small = image if (dw, dh) == image.size else image.resize((dw, dh), Image.Resampling.BILINEAR,
+                                                              reducing_gap=2.0)
+    if n == 0:
+        return _labelled(small.convert("RGB"), "no class above the probability floor")
+    sx, sy = dw / exp.width, dh / exp.height
     panels = []
     for j in range(n):
         label = f"{exp.class_names[j].split(',')[0]} {exp.probs[j]:.2f}"

@@ -1,0 +1,191 @@
+"""`camloc explain` throughput against the plain classification loop (issue #11).
+
+Baseline, "plain forward": the straightforward classification loop a user would write: decode
+each photo with PIL, resize it to the model's input (bicubic, no crop), normalise, stack a batch,
+one forward pass under ``inference_mode``; no maps, no boxes, nothing written.
+
+Compared, in the same run, at the same batch size, round by round (each round runs every case
+once, in turn, so machine noise hits them alike), through the library entry point of the CLI
+(:func:`camloc.explain_run.run_explain`, a fresh output folder each time):
+
+  top-1 + overlays     ``camloc explain -k 1``          (overlay PNG, results.jsonl)
+  top-5 + overlays     ``camloc explain -k 5``
+  top-5, no overlays   ``camloc explain --no-overlays`` (results.jsonl only: the bulk localizer)
+
+Reported: median images/s of each case and its ratio to the baseline's median (goals: >= 0.8,
+>= 0.6 and >= 0.9). Also the wall time of a first explain of one image in a fresh
+``python -m camloc explain`` process (interpreter start, imports and model load included).
+
+Usage: python benchmarks/bench_explain.py [--images 128] [--batch 16] [--rounds 3]
+       [--source DIR] [--threads N] [--json FILE] [--profile CASE]
+``--source`` defaults to the dev set's photos (../shared/data/imagenet-val-dev/images), else the
+bundled samples repeated. Nothing is written inside the repository (a temporary folder is used).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEV_IMAGES = (REPO / ".." / "shared" / "data" / "imagenet-val-dev" / "images").resolve()
+
+
+def photo_folder(source: Path | None, n: int, tmp: Path) -> Path:
+    """A folder of ``n`` photos (symbolic links to ``source``'s, repeated if it has fewer)."""
+    src = source or (DEV_IMAGES if DEV_IMAGES.is_dir() else REPO / "src" / "camloc" / "assets" / "samples")
+    exts = {".jpg", ".jpeg", ".png"}
+    photos = sorted(p for p in src.iterdir() if p.suffix.lower() in exts)
+    if not photos:
+        raise SystemExit(f"no photos in {src}")
+    folder = tmp / "photos"
+    folder.mkdir()
+    for i in range(n):
+        p = photos[i % len(photos)]
+        (folder / f"{i:06d}{p.suffix.lower()}").symlink_to(p)
+    return folder
+
+
+def plain_forward(model, paths: list[Path], batch: int) -> None:
+    """The baseline loop (see the module docstring)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    pre = model.spec.preprocess
+    h, w = pre.input_size
+    mean = np.asarray(pre.mean, np.float32)
+    std = np.asarray(pre.std, np.float32)
+    for start in range(0, len(paths), batch):
+        xs = []
+        for p in paths[start:start + batch]:
+            with Image.open(p) as im:
+                rgb = im.convert("RGB").resize((w, h), Image.Resampling.BICUBIC)
+            a = (np.asarray(rgb, np.float32) / 255.0 - mean) / std
+            xs.append(torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))))
+        with torch.inference_mode():
+            model.module(torch.stack(xs).to(model.device))
+
+
+def first_explain_seconds(photo: Path, tmp: Path) -> float:
+    """Wall seconds of ``python -m camloc explain PHOTO`` in a fresh process."""
+    out = tmp / "first-out"
+    env = dict(os.environ)
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "camloc", "explain", str(photo), "-o", str(out),
+                           "--device", "cpu"], env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"first explain failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    shutil.rmtree(out, ignore_errors=True)
+    return wall
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--source", type=Path, default=None)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--model", default="efficientnet_lite0")
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    ap.add_argument("--no-first", action="store_true", help="skip the fresh-process timing")
+    ap.add_argument("--profile", default=None,
+                    help="profile one case (plain, top1, top5, bulk) with cProfile instead")
+    args = ap.parse_args()
+
+    import torch
+
+    import camloc
+    from camloc.explain_run import ExplainSettings, run_explain
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = camloc.load_model(args.model, device="cpu")
+    tmp = Path(tempfile.mkdtemp(prefix="camloc-bench-explain-"))
+    try:
+        folder = photo_folder(args.source, args.images, tmp)
+        paths = sorted(folder.iterdir())
+        runs = 0
+
+        def explain_case(**kw):
+            def go() -> None:
+                nonlocal runs
+                runs += 1
+                out = tmp / f"out{runs}"
+                s = ExplainSettings(batch_size=args.batch, **kw)
+                summary = run_explain(model, [folder], out, s)
+                if summary.done != len(paths):
+                    raise SystemExit(f"explain did {summary.done} of {len(paths)}: "
+                                     f"{summary.failed[:3]}")
+                shutil.rmtree(out, ignore_errors=True)
+            return go
+
+        cases = {
+            "plain forward (baseline)": lambda: plain_forward(model, paths, args.batch),
+            "explain top-1 + overlays": explain_case(top_k=1),
+            "explain top-5 + overlays": explain_case(top_k=5),
+            "explain top-5 --no-overlays": explain_case(top_k=5, overlays=False),
+        }
+        short = dict(zip(("plain", "top1", "top5", "bulk"), cases))
+        if args.profile:
+            import cProfile
+            import pstats
+
+            fn = cases[short[args.profile]]
+            fn()
+            prof = cProfile.Profile()
+            prof.enable()
+            fn()
+            prof.disable()
+            pstats.Stats(prof).sort_stats("tottime").print_stats(30)
+            return
+        # warm-up: one small pass of each (model caches, page cache, lazy imports)
+        for fn in cases.values():
+            fn()
+        times: dict[str, list[float]] = {k: [] for k in cases}
+        for _ in range(args.rounds):
+            for name, fn in cases.items():
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+        base = len(paths) / statistics.median(times["plain forward (baseline)"])
+        rows = []
+        print(f"{len(paths)} images, batch {args.batch}, {args.rounds} rounds, torch threads "
+              f"{torch.get_num_threads()}, {args.model} on cpu")
+        print(f"{'case':32s} {'images/s':>9s} {'ratio':>6s}  (median of rounds)")
+        goals = {"explain top-1 + overlays": 0.8, "explain top-5 + overlays": 0.6,
+                 "explain top-5 --no-overlays": 0.9}
+        for name, ts in times.items():
+            rate = len(paths) / statistics.median(ts)
+            goal = goals.get(name)
+            rows.append({"case": name, "images_per_s": round(rate, 2),
+                         "ratio": round(rate / base, 3), "goal": goal,
+                         "seconds": [round(t, 3) for t in ts]})
+            print(f"{name:32s} {rate:9.1f} {rate / base:6.2f}"
+                  + (f"  (goal >= {goal})" if goal else ""))
+        result = {"images": len(paths), "batch": args.batch, "rounds": args.rounds,
+                  "threads": torch.get_num_threads(), "cases": rows}
+        if not args.no_first:
+            first = first_explain_seconds(paths[0], tmp)
+            result["first_explain_s"] = round(first, 2)
+            print(f"first explain of one image in a fresh process (model load included): "
+                  f"{first:.2f} s wall")
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2) + "\n")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
