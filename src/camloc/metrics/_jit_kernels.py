@@ -210,7 +210,10 @@ def _upper_tree(order, start, nclass, wp, zpar, S, nodes):
     nn = 0
     prev = -2
     r = 0
-    s = 0
+    # the current set's attributes live in registers (cs: its id, -1 for none) and are written
+    # back before any other set is touched: runs of pixels joining the same set cost no memory
+    cs = -1
+    cx0 = cy0 = cx1 = cy1 = ca = ce = ctop = 0
     for cl in range(nclass - 1, -1, -1):
         i0 = start[cl]
         i1 = start[cl - 1] if cl > 0 else start[nclass]
@@ -221,43 +224,69 @@ def _upper_tree(order, start, nclass, wp, zpar, S, nodes):
             mask = (code >> 32) & 0xFF
             p = y * wp + x
             nr = _N8[mask]
-            if nr == 0:  # a new regional maximum
-                _new_set(S, ns, x, y, _DA[mask], _DE[mask], cl)
-                zpar[p] = -(ns + 1)
-                ns += 1
+            if nr == 1 and prev == p - 1 and ctop == cl and mask & _W_BIT:
+                # continues the run of its west neighbour: same set and row (x0, y0, y1 hold)
+                if x > cx1:
+                    cx1 = x
+                ca += _DA[mask]
+                ce += _DE[mask]
+                zpar[p] = r
                 prev = p
-                r = p
-                s = ns - 1
                 continue
-            if not (nr == 1 and prev == p - 1 and mask & _W_BIT and S[s, 6] == cl):
-                r = _find(zpar, p + off[_B8[mask, 0]])
-                s = -zpar[r] - 1
-                if S[s, 6] > cl:
-                    _emit(S, s, cl, nodes, nn)
-                    nn += 1
-                    S[s, 6] = cl
-                for j in range(1, nr):
-                    r2 = _find(zpar, p + off[_B8[mask, j]])
-                    if r2 == r:
-                        continue
-                    s2 = -zpar[r2] - 1
-                    if S[s2, 6] > cl:
-                        _emit(S, s2, cl, nodes, nn)
-                        nn += 1
-                    r, s = _union(zpar, S, r, s, r2, s2, True)
-                    S[s, 6] = cl
-            if x < S[s, 0]:
-                S[s, 0] = x
-            if y < S[s, 1]:
-                S[s, 1] = y
-            if x > S[s, 2]:
-                S[s, 2] = x
-            if y > S[s, 3]:
-                S[s, 3] = y
-            S[s, 4] += _DA[mask]
-            S[s, 5] += _DE[mask]
-            zpar[p] = r
+            if cs >= 0:
+                S[cs, 0] = cx0
+                S[cs, 1] = cy0
+                S[cs, 2] = cx1
+                S[cs, 3] = cy1
+                S[cs, 4] = ca
+                S[cs, 5] = ce
+                S[cs, 6] = ctop
             prev = p
+            if nr == 0:  # a new regional maximum
+                cs = ns
+                ns += 1
+                r = p
+                zpar[p] = -(cs + 1)
+                cx0 = cx1 = x
+                cy0 = cy1 = y
+                ca = _DA[mask]
+                ce = _DE[mask]
+                ctop = cl
+                S[cs, 7] = 0
+                continue
+            r = _find(zpar, p + off[_B8[mask, 0]])
+            s = -zpar[r] - 1
+            if S[s, 6] > cl:
+                _emit(S, s, cl, nodes, nn)
+                nn += 1
+                S[s, 6] = cl
+            for j in range(1, nr):
+                r2 = _find(zpar, p + off[_B8[mask, j]])
+                if r2 == r:
+                    continue
+                s2 = -zpar[r2] - 1
+                if S[s2, 6] > cl:
+                    _emit(S, s2, cl, nodes, nn)
+                    nn += 1
+                r, s = _union(zpar, S, r, s, r2, s2, True)
+                S[s, 6] = cl
+            cs = s
+            cx0 = min(S[s, 0], x)
+            cy0 = min(S[s, 1], y)
+            cx1 = max(S[s, 2], x)
+            cy1 = max(S[s, 3], y)
+            ca = S[s, 4] + _DA[mask]
+            ce = S[s, 5] + _DE[mask]
+            ctop = cl
+            zpar[p] = r
+    if cs >= 0:
+        S[cs, 0] = cx0
+        S[cs, 1] = cy0
+        S[cs, 2] = cx1
+        S[cs, 3] = cy1
+        S[cs, 4] = ca
+        S[cs, 5] = ce
+        S[cs, 6] = ctop
     last = order[start[nclass] - 1]
     root = _find(zpar, ((last >> 16) & 0xFFFF) * wp + (last & 0xFFFF))
     _emit(S, -zpar[root] - 1, -1, nodes, nn)  # everything has joined: the root

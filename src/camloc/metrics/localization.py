@@ -61,6 +61,9 @@ def grid_index(thresholds: np.ndarray, tau: float, interval: float, name: str) -
         t = float(tau)
     except (TypeError, ValueError):
         raise MetricError(f"{name} must be a number, got {tau!r}") from None
+    if not (np.isfinite(t) and -1e-9 <= t < 1):
+        raise MetricError(f"{name} must be a threshold in [0, 1) on the grid "
+                          f"np.arange(0, 1, {interval!r}), got {tau!r}")
     k = int(round(t / interval))
     if not (0 <= k < len(thresholds)) or abs(thresholds[k] - t) > 1e-9 * max(1.0, abs(t)) + 1e-12:
         raise MetricError(f"{name}={tau!r} is not a point of the threshold grid "
