@@ -90,7 +90,7 @@ def fits(shape: tuple[int, ...]) -> bool:
 
 _LOCK = threading.Lock()
 _KERNELS: dict[str, Any] = {}
-_STATE = {"numpy_s": 0.0, "ready": False, "checked_warm": None}
+_STATE: dict[str, Any] = {"numpy_s": 0.0, "ready": False, "broken": False, "checked_warm": None}
 _LOCAL = threading.local()
 
 
@@ -154,7 +154,7 @@ def engine(expected_pixels: int = 0) -> dict[str, Any] | None:
     job that did not announce its size switches over once it has proved long. The first positive
     answer compiles (or loads) every kernel, so forked workers inherit them.
     """
-    if disabled_by_env():
+    if disabled_by_env() or _STATE["broken"]:
         return None
     if _STATE["ready"]:
         return _KERNELS
@@ -170,8 +170,17 @@ def engine(expected_pixels: int = 0) -> dict[str, Any] | None:
         if not _STATE["checked_warm"]:
             return None
     with _LOCK:
-        if not _STATE["ready"]:
-            _warm_up(k)
+        if not _STATE["ready"] and not _STATE["broken"]:
+            try:
+                _warm_up(k)
+            except Exception as exc:  # noqa: BLE001 - e.g. a corrupt numba cache
+                import warnings
+
+                warnings.warn(f"camloc: the compiled scoring engine failed to load ({exc!r}); "
+                              f"scoring with the NumPy engine (same results, slower)",
+                              RuntimeWarning, stacklevel=2)
+                _STATE["broken"] = True
+                return None
             _STATE["ready"] = True
     return k
 
