@@ -86,6 +86,17 @@ def _emit(S, s, lo, nodes, nn):
 
 
 @njit(cache=True, nogil=True)
+def _store(S, s, x0, y0, x1, y1, a, e, top):
+    S[s, 0] = x0
+    S[s, 1] = y0
+    S[s, 2] = x1
+    S[s, 3] = y1
+    S[s, 4] = a
+    S[s, 5] = e
+    S[s, 6] = top
+
+
+@njit(cache=True, nogil=True)
 def _new_set(S, ns, x, y, a, e, c):
     S[ns, 0] = x
     S[ns, 1] = y
@@ -129,7 +140,9 @@ def _prepare(C, hp, wp, M, order, start, nclass):
     (higher, or equal and earlier in raster order; low byte) and in increasing order (lower, or
     equal and later in raster order; the ring never counts; high byte). ``order`` gets the interior
     pixels by decreasing class, ties in raster order, packed as ``M << 32 | y << 16 | x``;
-    ``start[c]`` is where class ``c`` begins (``start[-1]``... ``start[nclass] = n``)."""
+    ``start[c]`` is where class ``c`` begins (``start[nclass] = n``). Plain counting sort: on
+    this kind of data, keeping runs of equal classes in registers costs more in mispredicted
+    branches than it saves."""
     n0 = wp + 1
     n1 = (hp - 1) * wp - 1
     c = C[n0:n1]
@@ -151,21 +164,11 @@ def _prepare(C, hp, wp, M, order, start, nclass):
               + ((ee[i] <= v) & (ee[i] >= 0)) * 16 + ((sw[i] <= v) & (sw[i] >= 0)) * 32
               + ((ss[i] <= v) & (ss[i] >= 0)) * 64 + ((se[i] <= v) & (se[i] >= 0)) * 128)
         out[i] = up + lo * 256
-    # counting sort; runs of equal classes are counted in registers (smooth maps have long runs,
-    # and a counter in memory would make every pixel wait for the previous one)
     hist = np.zeros(nclass, np.int64)
     for y in range(1, hp - 1):
         base = y * wp
-        cur = C[base + 1]
-        run = 0
         for x in range(1, wp - 1):
-            v = C[base + x]
-            if v != cur:
-                hist[cur] += run
-                cur = v
-                run = 0
-            run += 1
-        hist[cur] += run
+            hist[C[base + x]] += 1
     acc = 0
     for v in range(nclass - 1, -1, -1):
         start[v] = acc
@@ -174,17 +177,10 @@ def _prepare(C, hp, wp, M, order, start, nclass):
     pos = start[:nclass].copy()
     for y in range(1, hp - 1):
         base = y * wp
-        cur = C[base + 1]
-        at = pos[cur]
         for x in range(1, wp - 1):
             v = C[base + x]
-            if v != cur:
-                pos[cur] = at
-                cur = v
-                at = pos[v]
-            order[at] = (np.int64(M[base + x]) << 32) | (y << 16) | x
-            at += 1
-        pos[cur] = at
+            order[pos[v]] = (np.int64(M[base + x]) << 32) | (y << 16) | x
+            pos[v] += 1
     return acc
 
 
@@ -210,8 +206,8 @@ def _upper_tree(order, start, nclass, wp, zpar, S, nodes):
     nn = 0
     prev = -2
     r = 0
-    # the current set's attributes live in registers (cs: its id, -1 for none) and are written
-    # back before any other set is touched: runs of pixels joining the same set cost no memory
+    # the current set's attributes live in locals (cs: its id, -1 for none); S[cs] is written back
+    # only before another set is touched, so pixels joining the same set cost no memory traffic
     cs = -1
     cx0 = cy0 = cx1 = cy1 = ca = ce = ctop = 0
     for cl in range(nclass - 1, -1, -1):
@@ -233,16 +229,10 @@ def _upper_tree(order, start, nclass, wp, zpar, S, nodes):
                 zpar[p] = r
                 prev = p
                 continue
-            if cs >= 0:
-                S[cs, 0] = cx0
-                S[cs, 1] = cy0
-                S[cs, 2] = cx1
-                S[cs, 3] = cy1
-                S[cs, 4] = ca
-                S[cs, 5] = ce
-                S[cs, 6] = ctop
             prev = p
             if nr == 0:  # a new regional maximum
+                if cs >= 0:
+                    _store(S, cs, cx0, cy0, cx1, cy1, ca, ce, ctop)
                 cs = ns
                 ns += 1
                 r = p
@@ -256,10 +246,23 @@ def _upper_tree(order, start, nclass, wp, zpar, S, nodes):
                 continue
             r = _find(zpar, p + off[_B8[mask, 0]])
             s = -zpar[r] - 1
-            if S[s, 6] > cl:
-                _emit(S, s, cl, nodes, nn)
+            if s != cs:
+                if cs >= 0:
+                    _store(S, cs, cx0, cy0, cx1, cy1, ca, ce, ctop)
+                cs = s
+                cx0, cy0, cx1, cy1 = S[s, 0], S[s, 1], S[s, 2], S[s, 3]
+                ca, ce, ctop = S[s, 4], S[s, 5], S[s, 6]
+            if ctop > cl:  # finished: the component of c > j for j in cl .. ctop - 1
+                nodes[nn, HI] = ctop
+                nodes[nn, LO] = cl
+                nodes[nn, X0] = cx0
+                nodes[nn, Y0] = cy0
+                nodes[nn, X1] = cx1
+                nodes[nn, Y1] = cy1
+                nodes[nn, A2] = ca
+                nodes[nn, E4] = ce
                 nn += 1
-                S[s, 6] = cl
+                ctop = cl
             for j in range(1, nr):
                 r2 = _find(zpar, p + off[_B8[mask, j]])
                 if r2 == r:
@@ -268,25 +271,24 @@ def _upper_tree(order, start, nclass, wp, zpar, S, nodes):
                 if S[s2, 6] > cl:
                     _emit(S, s2, cl, nodes, nn)
                     nn += 1
-                r, s = _union(zpar, S, r, s, r2, s2, True)
-                S[s, 6] = cl
-            cs = s
-            cx0 = min(S[s, 0], x)
-            cy0 = min(S[s, 1], y)
-            cx1 = max(S[s, 2], x)
-            cy1 = max(S[s, 3], y)
-            ca = S[s, 4] + _DA[mask]
-            ce = S[s, 5] + _DE[mask]
-            ctop = cl
+                _store(S, cs, cx0, cy0, cx1, cy1, ca, ce, ctop)
+                r, cs = _union(zpar, S, r, cs, r2, s2, True)
+                S[cs, 6] = cl
+                cx0, cy0, cx1, cy1 = S[cs, 0], S[cs, 1], S[cs, 2], S[cs, 3]
+                ca, ce, ctop = S[cs, 4], S[cs, 5], S[cs, 6]
+            if x < cx0:
+                cx0 = x
+            if y < cy0:
+                cy0 = y
+            if x > cx1:
+                cx1 = x
+            if y > cy1:
+                cy1 = y
+            ca += _DA[mask]
+            ce += _DE[mask]
             zpar[p] = r
     if cs >= 0:
-        S[cs, 0] = cx0
-        S[cs, 1] = cy0
-        S[cs, 2] = cx1
-        S[cs, 3] = cy1
-        S[cs, 4] = ca
-        S[cs, 5] = ce
-        S[cs, 6] = ctop
+        _store(S, cs, cx0, cy0, cx1, cy1, ca, ce, ctop)
     last = order[start[nclass] - 1]
     root = _find(zpar, ((last >> 16) & 0xFFFF) * wp + (last & 0xFFFF))
     _emit(S, -zpar[root] - 1, -1, nodes, nn)  # everything has joined: the root
