@@ -207,19 +207,14 @@ print(time.perf_counter() - t0)
 """
 
 
-def first_call_seconds(cache_dir: str) -> float:
-    """Wall seconds of a fresh process scoring one map with the compiled engine (imports, numba's
-    cache or compilation, the call), with numba's cache in ``cache_dir``."""
+def first_call_seconds(cache_dir: str, engine: str = "numba") -> float:
+    """Wall seconds of a fresh process scoring one map with ``engine`` (imports, numba's cache or
+    compilation, the call), with numba's cache in ``cache_dir``."""
     env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
     env.pop("CAMLOC_NO_NUMBA", None)
-    res = subprocess.run([sys.executable, "-c", _FIRST_CALL], env=env, check=True,
-                         capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-c", _FIRST_CALL.replace('"numba"', f'"{engine}"')],
+                         env=env, check=True, capture_output=True, text=True)
     return float(res.stdout.strip().splitlines()[-1])
-
-
-_IMPORT_ONLY = _FIRST_CALL.replace('acc = LocalizationAccumulator(interval=0.01, engine="numba")\n'
-                                   'acc.update(np.zeros((1, 224, 224)), [np.array([[0, 0, 9, 9]])])\n',
-                                   "")
 
 
 # ----------------------------------------------------------------------------- memory
@@ -280,12 +275,9 @@ def main() -> None:
           f"{np.__version__}, cv2 threads {cv2.getNumThreads()}, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f}; best of {args.rounds} interleaved rounds, one process")
     with tempfile.TemporaryDirectory() as cache:
+        bare = first_call_seconds(cache, "numpy")
         cold = first_call_seconds(cache)
         warm = first_call_seconds(cache)
-    env = dict(os.environ, CAMLOC_NO_NUMBA="1")
-    res = subprocess.run([sys.executable, "-c", _IMPORT_ONLY.replace(
-        'engine="numba"', 'engine="numpy"')], env=env, check=True, capture_output=True, text=True)
-    bare = float(res.stdout.strip().splitlines()[-1])
     camloc_scores(families["blob"][:1], make_gt(np.random.default_rng(1), 1, args.size),
                   np.zeros(1, bool), np.zeros(1, bool), 0.01)  # compile or load here, not below
     rows = []
@@ -336,15 +328,18 @@ def main() -> None:
             print(line)
     print(f"\nfirst call in a fresh process (import camloc + numba, one 224x224 map at 0.01): "
           f"{cold:.1f} s compiling into an empty numba cache, {warm:.2f} s with the cache warm; "
-          f"the same with the NumPy engine (CAMLOC_NO_NUMBA=1, imports only): {bare:.2f} s")
+          f"the same with the NumPy engine: {bare:.2f} s")
+    extra_cold, extra_warm = max(cold - bare, 0.0), max(warm - bare, 0.0)
+    print(f"  compiled engine's extra first-call cost over the NumPy engine's: {extra_cold:.1f} s "
+          f"cold (once per install), {extra_warm:.2f} s warm (once per process)")
     for interval in (0.01, 0.001):
         sel = [r for r in rows if r[0] == interval]
         lw = sum(r[3]["loop"][0] for r in sel)
         fw = sum(r[3]["numba"][0] for r in sel)
-        print(f"  interval {interval}: {2 * n} maps; counting the cold compilation the compiled "
-              f"engine is {lw / (fw + cold):.1f}x the loop, counting the warm load "
-              f"{lw / (fw + warm):.1f}x; it breaks even with a cold compilation after about "
-              f"{cold / max(lw / (2 * n) - fw / (2 * n), 1e-9):.0f} maps")
+        gain = max(lw / (2 * n) - fw / (2 * n), 1e-9)
+        print(f"  interval {interval}, these {2 * n} maps with that cost counted: "
+              f"{lw / (fw + extra_cold):.1f}x the loop cold, {lw / (fw + extra_warm):.1f}x warm; "
+              f"break-even after {extra_cold / gain:.0f} maps cold, {extra_warm / gain:.0f} warm")
     if not args.no_memory:
         mem_n = (2000, 4000) if args.quick else (1000, 20000)
         mem = memory_check(mem_n, 64)

@@ -1,4 +1,8 @@
-"""Exact per-level box outcomes of one quantised score map (internal engine).
+"""Exact per-level box outcomes of one quantised score map: the NumPy/OpenCV engine.
+
+This module is the reference engine (and the fallback when numba is missing or
+``CAMLOC_NO_NUMBA=1``); :mod:`camloc.metrics._jit` is the compiled engine that computes the same
+outcomes with the same identities, faster. :func:`level_outcomes` picks one (``engine=``).
 
 For a uint8 map ``u`` and a level ``L`` the foreground is ``u > L``. wsolevaluation traces it with
 ``cv2.findContours(RETR_TREE, CHAIN_APPROX_SIMPLE)`` and keeps either the contour of largest
