@@ -90,3 +90,88 @@ def test_calibrated_threshold_from_another_split(synth_with_maps, tmp_path):
     assert "Calibrated tau" in (second / "report.html").read_text()
     assert main(["score", str(root), "--split", "test", "--maps", str(maps), "--out", str(second),
                  "--calibrate", str(tmp_path / "nope.json")]) == 2
+
+
+def _one_map_dataset(tmp_path, maps_by_id, size=(8, 6)):
+    """A user-format dataset (boxes only) whose images are never opened, and its maps folder."""
+    root = tmp_path / "ds"
+    meta = root / "metadata"
+    meta.mkdir(parents=True)
+    ids = list(maps_by_id)
+    (meta / "image_ids.txt").write_text("".join(f"{i}\n" for i in ids))
+    (meta / "class_labels.txt").write_text("".join(f"{i},0\n" for i in ids))
+    (meta / "image_sizes.txt").write_text("".join(f"{i},{size[0]},{size[1]}\n" for i in ids))
+    (meta / "localization.txt").write_text("".join(f"{i},0,0,{size[0] - 1},{size[1] - 1}\n"
+                                                   for i in ids))
+    maps = tmp_path / "maps"
+    for i in ids:  # the images exist (score never opens them)
+        (root / i).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / i), np.zeros((size[1], size[0]), np.uint8))
+    for i, m in maps_by_id.items():
+        (maps / i).parent.mkdir(parents=True, exist_ok=True)
+        np.save(maps / f"{i}.npy", m)
+    return root, maps
+
+
+def test_map_shapes_dtypes_and_infinite_values(tmp_path):
+    """Issue #10: a 1x1 map is scored (not "shape ()"), singleton axes are dropped, float64 stays
+    float64, complex maps and infinite values are refused with a reason, also with --normalize
+    (the rest of the run is scored)."""
+    from camloc.score import load_scoremap
+
+    good = np.linspace(0, 1, 48).reshape(6, 8)
+    cases = {"a/one.png": np.ones((1, 1)), "a/lead.png": good[None], "a/trail.png": good[..., None],
+             "a/f64.png": good, "a/cplx.png": good.astype(np.complex128),
+             "a/inf.png": np.where(good > 0.5, np.inf, good), "a/vec.png": np.ones(5),
+             "a/int.png": (good > 0.5).astype(np.int64)}
+    root, maps = _one_map_dataset(tmp_path, cases)
+    assert load_scoremap(maps, "a/one.png").shape == (1, 1)
+    assert load_scoremap(maps, "a/lead.png").shape == load_scoremap(maps, "a/trail.png").shape == (6, 8)
+    assert load_scoremap(maps, "a/f64.png").dtype == np.float64
+    np.testing.assert_array_equal(load_scoremap(maps, "a/int.png"), good > 0.5)
+    for normalize in (False, True):
+        out = tmp_path / f"out{normalize}"
+        argv = ["score", str(root), "--maps", str(maps), "--out", str(out), "--workers", "1"]
+        assert main(argv + (["--normalize"] if normalize else [])) == 1
+        report = json.loads((out / "report.json").read_text())
+        reasons = {f["image_id"]: f["error"] for f in report["failed"]}
+        assert set(reasons) == {"a/cplx.png", "a/inf.png", "a/vec.png"}, reasons
+        assert "complex" in reasons["a/cplx.png"] and "imaginary" in reasons["a/cplx.png"]
+        assert "infinite" in reasons["a/inf.png"] and "2-D" in reasons["a/vec.png"]
+        assert report["counts"] == {"scored": 5, "failed": 3}
+    with pytest.raises(ValueError, match="outside --maps"):
+        load_scoremap(maps, "../ds/metadata/image_ids")
+
+
+@pytest.mark.parametrize("args, option", [
+    (["--fixed-threshold", "nan"], "--fixed-threshold"), (["--fixed-threshold", "0.205"], "--fixed-threshold"),
+    (["--fixed-threshold", "2"], "--fixed-threshold"), (["--calibrate", "nan"], "--calibrate"),
+    (["--calibrate", "inf"], "--calibrate"), (["--workers", "-1"], "--workers"),
+    (["--cam-curve-interval", "nan"], "--cam-curve-interval"),
+    (["--cam-curve-interval", "0"], "--cam-curve-interval"),
+    (["--cam-curve-interval", "1.5"], "--cam-curve-interval"),
+    (["--cam-curve-interval", "1e-9"], "--cam-curve-interval"),
+])
+def test_bad_settings_exit_2_with_the_option_named(synth_with_maps, tmp_path, capsys, args, option):
+    root, _, maps = synth_with_maps
+    out = tmp_path / "out"
+    rc = main(["score", str(root), "--split", "test", "--maps", str(maps), "--out", str(out)] + args)
+    err = capsys.readouterr().err
+    assert rc == 2 and option in err and "Traceback" not in err
+    assert not out.exists()  # refused before scoring anything
+
+
+def test_protocol_block_says_what_score_did(synth_with_maps, tmp_path):
+    root, _, maps = synth_with_maps
+    for normalize in (False, True):
+        out = tmp_path / f"out{normalize}"
+        argv = ["score", str(root), "--split", "test", "--maps", str(maps), "--out", str(out),
+                "--workers", "1", "--cam-curve-interval", "0.001", "--fixed-threshold", "0.3"]
+        assert main(argv + (["--normalize"] if normalize else [])) == 0
+        proto = json.loads((out / "report.json").read_text())["protocol"]
+        assert proto["name"] == "maps" and proto["cam_curve_interval"] == 0.001
+        assert proto["thresholds"] == 1000 and proto["fixed_threshold"] == 0.3
+        assert proto["resize"].startswith("none")
+        assert proto["normalization"].startswith("minmax" if normalize else "none")
+        assert "int(float(c) * map_side / image_side)" in proto["gt_boxes"]
+        assert "INTER_CUBIC" not in json.dumps(proto) and "stretch" not in json.dumps(proto)

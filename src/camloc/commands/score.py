@@ -29,17 +29,18 @@ def register(app: typer.Typer) -> None:
         """
         from camloc.commands.common import console, print_failures, progress_bar
         from camloc.data.datasets import open_dataset
-        from camloc.evaluate import build_report, calibration_threshold
+        from camloc.evaluate import calibration_threshold
         from camloc.report import figure_rows, write_report
-        from camloc.score import score_maps
+        from camloc.score import build_score_report, check_settings, score_maps
 
-        ds = open_dataset(dataset, format=fmt, split=split)
         tau = calibration_threshold(calibrate)
+        check_settings(cam_curve_interval, fixed_threshold, workers, calibrate=tau)
+        ds = open_dataset(dataset, format=fmt, split=split)
         with progress_bar("score") as upd:
             state = score_maps(maps, ds, cam_curve_interval, fixed_threshold, normalize, progress=upd,
                                workers=workers)
-        report = build_report(state, None, ds, "maps", cam_curve_interval,
-                              extra={"maps": str(maps)}, calibrate=tau)
+        report = build_score_report(state, ds, maps, cam_curve_interval, fixed_threshold, normalize,
+                                    tau)
         ious = [r["iou"] for r in state.localization.per_image] if state.localization else []
         json_path, html_path = write_report(out, report, ious)
         for name, value in figure_rows(report):

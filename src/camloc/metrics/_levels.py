@@ -1,4 +1,8 @@
-"""Exact per-level box outcomes of one quantised score map (internal engine).
+"""Exact per-level box outcomes of one quantised score map: the NumPy/OpenCV engine.
+
+This module is the reference engine (and the fallback when numba is missing or
+``CAMLOC_NO_NUMBA=1``); :mod:`camloc.metrics._jit` is the compiled engine that computes the same
+outcomes with the same identities, faster. :func:`level_outcomes` picks one (``engine=``).
 
 For a uint8 map ``u`` and a level ``L`` the foreground is ``u > L``. wsolevaluation traces it with
 ``cv2.findContours(RETR_TREE, CHAIN_APPROX_SIMPLE)`` and keeps either the contour of largest
@@ -37,7 +41,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-__all__ = ["contour_boxes_at_level", "level_outcomes", "iou_matrix"]
+__all__ = ["contour_boxes_at_level", "level_outcomes", "iou_matrix", "trace_fallbacks"]
 
 _K3 = np.ones((3, 3), np.uint8)
 _SMOOTH_BITS = 14  # a 7x7 sum of uint8 values is below 2**14
@@ -470,8 +474,53 @@ def _pairs(parent_w: np.ndarray, node_w: np.ndarray, lv: np.ndarray, lo: np.ndar
 
 
 def level_outcomes(u8: np.ndarray, levels: np.ndarray, gt: np.ndarray,
-                   iou_thresholds: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   iou_thresholds: np.ndarray | None = None, engine: str = "auto"
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Box outcomes at each requested level of one quantised map.
+
+    Returns ``(v1_box (n,4) int64, v1_iou (n,) float64, v2_best (n,) float64)``: the V1
+    (largest-contour) box, its best IoU over ``gt``, and the best IoU of any contour box (V2) over
+    ``gt``. ``levels`` must be sorted ascending and distinct. Results equal
+    :func:`contour_boxes_at_level` level by level. With ``iou_thresholds``, ``v2_best`` is only
+    guaranteed to compare with each of those thresholds like the exact value. ``engine``:
+    ``"numpy"`` (this module), ``"numba"`` (:mod:`camloc.metrics._jit`; ``RuntimeError`` if
+    numba is unavailable) or ``"auto"`` (numba when :func:`camloc.metrics._jit.engine` says so).
+    """
+    from camloc.metrics import _jit
+
+    u8 = np.ascontiguousarray(u8, dtype=np.uint8)
+    levels = np.asarray(levels, np.int64)
+    gt = np.ascontiguousarray(np.asarray(gt, np.int64).reshape(-1, 4))
+    if engine == "numpy" or not _jit.fits(u8.shape):
+        k = None
+    elif engine == "numba":
+        k = _jit.kernels()
+        if k is None:
+            raise RuntimeError("the numba engine is unavailable (numba missing or CAMLOC_NO_NUMBA)")
+    else:
+        k = _jit.engine(u8.size)
+    if k is None:
+        return _level_outcomes_numpy(u8, levels, gt, iou_thresholds)
+    thr = np.zeros(0) if iou_thresholds is None else np.asarray(iou_thresholds, np.float64)
+    b1, i1, v2, fb = k["level_outcomes"](u8, levels, gt, thr, iou_thresholds is None,
+                                         _jit.workspace(*u8.shape))
+    trace_fallbacks(u8, levels, gt, b1, i1, fb)
+    return b1, i1, v2
+
+
+def trace_fallbacks(u8: np.ndarray, levels: np.ndarray, gt: np.ndarray, v1_box: np.ndarray,
+                    v1_iou: np.ndarray, fallback: np.ndarray) -> None:
+    """Fill the V1 box and IoU of the levels the compiled engine flagged, with OpenCV's trace."""
+    for j in np.flatnonzero(fallback):
+        b1, _ = contour_boxes_at_level(u8, int(levels[j]))
+        v1_box[j] = b1
+        v1_iou[j] = iou_matrix(b1[None], gt).max()
+
+
+def _level_outcomes_numpy(u8: np.ndarray, levels: np.ndarray, gt: np.ndarray,
+                          iou_thresholds: np.ndarray | None = None
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The NumPy/OpenCV engine of :func:`level_outcomes` (the reference for the compiled one).
 
     Returns ``(v1_box (n,4) int64, v1_iou (n,) float64, v2_best (n,) float64)``: the V1
     (largest-contour) box, its best IoU over ``gt``, and the best IoU of any contour box (V2) over

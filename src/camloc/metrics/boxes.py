@@ -55,6 +55,9 @@ __all__ = [
 ]
 
 
+_MIN_INTERVAL = 0.0001
+
+
 def normalize_minmax(scoremap: np.ndarray) -> np.ndarray:
     """Min-max normalise a map exactly like wsolevaluation's ``normalize_scoremap``.
 
@@ -80,7 +83,8 @@ def normalize_minmax(scoremap: np.ndarray) -> np.ndarray:
 def cam_thresholds(interval: float = 0.01) -> np.ndarray:
     """The CAM threshold grid ``np.arange(0, 1, interval)`` (float64), as wsolevaluation builds it.
 
-    Raises :class:`MetricError` unless ``0 < interval < 1``.
+    Raises :class:`MetricError` unless ``0.0001 <= interval < 1`` (at most 10,000 thresholds: a
+    map has at most 255 distinct levels, so a finer grid only costs memory and time).
 
     >>> cam_thresholds(0.25).tolist()
     [0.0, 0.25, 0.5, 0.75]
@@ -89,8 +93,9 @@ def cam_thresholds(interval: float = 0.01) -> np.ndarray:
         iv = float(interval)
     except (TypeError, ValueError):
         raise MetricError(f"interval must be a number in (0, 1), got {interval!r}") from None
-    if not (0.0 < iv < 1.0) or not np.isfinite(iv):
-        raise MetricError(f"interval must be in (0, 1), got {interval!r}")
+    if not (_MIN_INTERVAL <= iv < 1.0):  # also refuses NaN
+        raise MetricError(f"interval must be in [{_MIN_INTERVAL}, 1) (at most 10000 thresholds), "
+                          f"got {interval!r}")
     return np.arange(0, 1, iv)
 
 

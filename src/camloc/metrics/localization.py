@@ -38,13 +38,15 @@ scalars per image for :attr:`LocalizationAccumulator.per_image`. :meth:`merge` i
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from camloc.errors import MetricError
-from camloc.metrics._levels import level_outcomes
+from camloc.metrics import _jit
+from camloc.metrics._levels import _level_outcomes_numpy, trace_fallbacks
 from camloc.metrics.boxes import (_as_boxes, cam_thresholds, check_scoremaps, distinct_levels,
                                   threshold_levels)
 
@@ -59,6 +61,9 @@ def grid_index(thresholds: np.ndarray, tau: float, interval: float, name: str) -
         t = float(tau)
     except (TypeError, ValueError):
         raise MetricError(f"{name} must be a number, got {tau!r}") from None
+    if not (np.isfinite(t) and -1e-9 <= t < 1):
+        raise MetricError(f"{name} must be a threshold in [0, 1) on the grid "
+                          f"np.arange(0, 1, {interval!r}), got {tau!r}")
     k = int(round(t / interval))
     if not (0 <= k < len(thresholds)) or abs(thresholds[k] - t) > 1e-9 * max(1.0, abs(t)) + 1e-12:
         raise MetricError(f"{name}={tau!r} is not a point of the threshold grid "
@@ -76,11 +81,18 @@ class LocalizationAccumulator:
 
     Parameters: ``interval`` of the threshold grid (0.01 default, 0.001 supported);
     ``iou_thresholds`` for MaxBoxAccV2 in percent (default 30, 50, 70); ``fixed_threshold`` for the
-    Loc metrics (a grid point, default 0.2); ``keep_per_image`` to record per-image scalars.
+    Loc metrics (a grid point, default 0.2); ``keep_per_image`` to record per-image scalars;
+    ``engine``: ``"auto"`` (the compiled engine once the job is large enough to pay for it, see
+    :func:`camloc.metrics._jit.engine`), ``"numba"`` or ``"numpy"`` (same counts; the NumPy/OpenCV
+    engine is the reference).
     """
 
     def __init__(self, interval: float = 0.01, iou_thresholds: Sequence[int] = (30, 50, 70),
-                 fixed_threshold: float = 0.2, keep_per_image: bool = True) -> None:
+                 fixed_threshold: float = 0.2, keep_per_image: bool = True,
+                 engine: str = "auto") -> None:
+        if engine not in ("auto", "numba", "numpy"):
+            raise MetricError(f"engine must be 'auto', 'numba' or 'numpy', got {engine!r}")
+        self.engine = engine
         self.thresholds = cam_thresholds(interval)
         self.interval = float(interval)
         try:
@@ -134,7 +146,7 @@ class LocalizationAccumulator:
             if np.issubdtype(a.dtype, np.floating) and (a != np.trunc(a)).any():
                 raise MetricError(f"gt_boxes[{i}] must hold integer pixel coordinates at evaluation "
                                   "size; rescale with camloc.metrics.rescale_gt_boxes")
-            gts.append(a.astype(np.int64))
+            gts.append(np.ascontiguousarray(a, dtype=np.int64))
         t1 = self._flags(top1_correct, n, "top1_correct")
         t5 = self._flags(top5_correct, n, "top5_correct")
         ids: list[str | None]
@@ -145,18 +157,47 @@ class LocalizationAccumulator:
         else:
             ids = [None] * n  # per_image names them by their index
 
-        thr = self.thresholds
         dthr = np.asarray(self.iou_thresholds, np.float64) / 100
-        kf = self._fixed_index
         rec_iou = np.zeros(n, np.float64)
         rec_box = np.zeros((n, 4), np.int32)
+        k = self._kernels(maps)
+        if k is not None:
+            self._update_compiled(k, maps, gts, t1, t5, dthr, rec_iou, rec_box)
+        else:
+            t0 = time.perf_counter()
+            self._update_numpy(maps, gts, t1, t5, dthr, rec_iou, rec_box)
+            _jit.note_numpy_seconds(time.perf_counter() - t0)
+        self.count += n
+        self.n_top1 += n if t1 is not None else 0
+        self.n_top5 += n if t5 is not None else 0
+        if self.keep_per_image:
+            self._ids.extend(ids)
+            self._iou.append(rec_iou)
+            self._box.append(rec_box)
+
+    def _kernels(self, maps: np.ndarray) -> dict[str, Any] | None:
+        if self.engine == "numpy" or not _jit.fits(maps.shape[1:]):
+            return None
+        if self.engine == "numba":
+            k = _jit.kernels()
+            if k is None:
+                raise MetricError("engine='numba' needs numba (pip install numba) and "
+                                  "CAMLOC_NO_NUMBA unset; use engine='auto' or 'numpy'")
+            return k
+        return _jit.engine(maps.size)
+
+    def _update_numpy(self, maps: np.ndarray, gts: list[np.ndarray], t1: np.ndarray | None,
+                      t5: np.ndarray | None, dthr: np.ndarray, rec_iou: np.ndarray,
+                      rec_box: np.ndarray) -> None:
+        thr = self.thresholds
+        kf = self._fixed_index
         m64 = np.empty(maps.shape[1:], np.float64)
-        for i in range(n):
+        for i in range(maps.shape[0]):
             m64[...] = maps[i]
             m64 *= 255
             u8 = m64.astype(np.uint8)
             uniq, inv = distinct_levels(threshold_levels(thr, int(u8.max())))
-            v1_box, v1_iou, v2_best = level_outcomes(u8, uniq, gts[i], dthr)
+            v1_box, v1_iou, v2_best = _level_outcomes_numpy(u8, uniq, gts[i], dthr)
             v1_ok = v1_iou[inv] >= _V1_IOU
             self.v1_correct += v1_ok
             self.v2_correct += v2_best[inv][None, :] >= dthr[:, None]
@@ -166,13 +207,31 @@ class LocalizationAccumulator:
                 self.top5_correct += v1_ok
             rec_iou[i] = v1_iou[inv[kf]]
             rec_box[i] = v1_box[inv[kf]]
-        self.count += n
-        self.n_top1 += n if t1 is not None else 0
-        self.n_top5 += n if t5 is not None else 0
-        if self.keep_per_image:
-            self._ids.extend(ids)
-            self._iou.append(rec_iou)
-            self._box.append(rec_box)
+
+    def _update_compiled(self, k: dict[str, Any], maps: np.ndarray, gts: list[np.ndarray],
+                         t1: np.ndarray | None, t5: np.ndarray | None, dthr: np.ndarray,
+                         rec_iou: np.ndarray, rec_box: np.ndarray) -> None:
+        h, w = maps.shape[1:]
+        ws = _jit.workspace(h, w)
+        kf = self._fixed_index
+        m64 = np.empty((h, w), np.float64)
+        own = maps.dtype == np.float64 and maps.flags.c_contiguous
+        for i in range(maps.shape[0]):
+            if own:
+                m = maps[i]
+            else:
+                m64[...] = maps[i]
+                m = m64
+            inv, lv, v1_box, v1_iou, v2, fb, u8 = k["map_outcomes"](m, self.thresholds, gts[i], dthr,
+                                                                    False, ws)
+            if fb.any():
+                trace_fallbacks(u8, lv, gts[i], v1_box, v1_iou, fb)
+            k["add_counts"](inv, v1_iou, v2, dthr, self.v1_correct, self.v2_correct,
+                            self.top1_correct, self.top5_correct,
+                            bool(t1 is not None and t1[i]), bool(t5 is not None and t5[i]))
+            j = inv[kf]
+            rec_iou[i] = v1_iou[j]
+            rec_box[i] = v1_box[j]
 
     @staticmethod
     def _flags(v: np.ndarray | None, n: int, name: str) -> np.ndarray | None:

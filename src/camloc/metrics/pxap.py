@@ -26,11 +26,13 @@ Definitions (values in percent):
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
 
 from camloc.errors import MetricError
+from camloc.metrics import _jit
 from camloc.metrics.boxes import cam_thresholds, check_scoremaps
 from camloc.metrics.localization import grid_index
 
@@ -38,9 +40,16 @@ __all__ = ["PxAPAccumulator"]
 
 
 class PxAPAccumulator:
-    """Streaming PxAP / PIoU over score maps and uint8 GT masks (0 bg, 1 fg, 255 ignore)."""
+    """Streaming PxAP / PIoU over score maps and uint8 GT masks (0 bg, 1 fg, 255 ignore).
 
-    def __init__(self, interval: float = 0.01) -> None:
+    ``engine``: ``"auto"``, ``"numba"`` or ``"numpy"`` (``np.histogram``, the reference); the
+    compiled histogram gives the same counts (see :func:`camloc.metrics._jit.engine`).
+    """
+
+    def __init__(self, interval: float = 0.01, engine: str = "auto") -> None:
+        if engine not in ("auto", "numba", "numpy"):
+            raise MetricError(f"engine must be 'auto', 'numba' or 'numpy', got {engine!r}")
+        self.engine = engine
         self.thresholds = cam_thresholds(interval)
         self.interval = float(interval)
         self.edges = np.append(self.thresholds, [1.0, 2.0, 3.0])
@@ -61,9 +70,30 @@ class PxAPAccumulator:
         if bad.any():
             raise MetricError(f"gt_masks may only hold 0 (bg), 1 (fg) and 255 (ignore); found "
                               f"{np.unique(masks[bad])[:5].tolist()}")
-        self.gt_true_hist += np.histogram(maps[masks == 1], bins=self.edges)[0]
-        self.gt_false_hist += np.histogram(maps[masks == 0], bins=self.edges)[0]
+        k = self._kernels(maps)
+        if k is not None:
+            m8 = masks if masks.dtype == np.uint8 else masks.astype(np.uint8)
+            for i in range(maps.shape[0]):
+                k["histogram_fg_bg"](np.ascontiguousarray(maps[i]), np.ascontiguousarray(m8[i]),
+                                     self.edges, 1.0 / self.interval, self.gt_true_hist,
+                                     self.gt_false_hist)
+        else:
+            t0 = time.perf_counter()
+            self.gt_true_hist += np.histogram(maps[masks == 1], bins=self.edges)[0]
+            self.gt_false_hist += np.histogram(maps[masks == 0], bins=self.edges)[0]
+            _jit.note_numpy_seconds(time.perf_counter() - t0)
         self.count += maps.shape[0]
+
+    def _kernels(self, maps: np.ndarray) -> dict[str, Any] | None:
+        if self.engine == "numpy" or maps.dtype not in (np.float32, np.float64):
+            return None
+        if self.engine == "numba":
+            k = _jit.kernels()
+            if k is None:
+                raise MetricError("engine='numba' needs numba (pip install numba) and "
+                                  "CAMLOC_NO_NUMBA unset; use engine='auto' or 'numpy'")
+            return k
+        return _jit.engine(maps.size)
 
     def merge(self, other: PxAPAccumulator) -> PxAPAccumulator:
         """Add another accumulator's histograms (exact); returns ``self``."""
