@@ -97,7 +97,13 @@ def parse_classes(value: str | None, class_names: list[str]) -> list[int] | None
 def print_failures(failed: list[dict[str, str]], name_key: str = "path", reason_key: str = "error",
                    where: str = "", label: str = "failed", show: int = 10) -> None:
     """Print the first ``show`` failed items (name and reason) and how many more there are."""
+    from rich.text import Text
+
     for rec in failed[:show]:
-        _console().print(f"  [red]{label}[/red] {rec.get(name_key)}: {rec.get(reason_key)}")
+        # soft_wrap: a long path stays on one line for the user to copy; markup in a file name or
+        # an error message is printed as it is
+        line = Text("  ") + Text(label, style="red") + Text(f" {rec.get(name_key)}: "
+                                                            f"{rec.get(reason_key)}")
+        _console().print(line, soft_wrap=True)
     if len(failed) > show:
         _console().print(f"  ... and {len(failed) - show} more" + (f" (see {where})" if where else ""))

@@ -63,8 +63,9 @@ def check_pixel_stats(mean: Sequence[float], std: Sequence[float]) -> tuple[tupl
 def resolve_forward(forward: Any) -> tuple[Forward, torch.nn.Module | None]:
     """``(callable, module whose train flags to manage or None)`` for a Module, CamModel or function."""
     module = getattr(forward, "module", None)
-    if isinstance(module, torch.nn.Module) and not callable(forward):  # camloc CamModel
-        return module, module
+    if isinstance(module, torch.nn.Module) and not isinstance(forward, torch.nn.Module):
+        # a camloc CamModel: its own call selects the logits (``output=``); its module's flags
+        return (forward if callable(forward) else module), module
     if isinstance(forward, torch.nn.Module):
         return forward, forward
     if callable(forward):
