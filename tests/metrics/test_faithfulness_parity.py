@@ -191,7 +191,7 @@ def test_road_equals_pytorch_grad_cam_per_percentile(setup) -> None:
 def test_road_averages_and_combined_equal_pytorch_grad_cam(setup, monkeypatch) -> None:
     """Averaged over a symmetric set of percentiles the two conventions coincide."""
     model, x, maps, cls = setup
-    x, maps, cls = x[:3], distinct(maps[:3]), cls[:3]
+    x, maps, cls = x[:2], distinct(maps[:2]), cls[:2]
     monkeypatch.setattr(pgc_road.NoisyLinearImputer.__init__, "__defaults__",
                         (0.0, pgc_road.neighbors_weights))  # their averagers build default imputers
     pct = [20, 50, 80]
@@ -292,7 +292,7 @@ def test_parity_on_efficientnet_lite0_at_224(default_model) -> None:
     di.update(default_model, x, maps, cls)
     assert di.compute()["deletion_auc"] == pytest.approx(td.summary()["deletion_auc"], abs=TOL)
     assert di.compute()["insertion_auc"] == pytest.approx(td.summary()["insertion_auc"], abs=TOL)
-    dm = distinct(maps)
+    x, dm, cls = x[:2], distinct(maps[:2]), cls[:2]  # the peer's imputation is slow: two photos
     road = ROADAccumulator(percentiles=(50, 90), orders=("morf",), noise=0.0)
     rec = road.update(default_model, x, dm, cls)
     for q, k in ((50, 0), (10, 1)):
