@@ -40,6 +40,7 @@ command; it is reported as skipped with that reason.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -59,7 +60,9 @@ DEV_SUBSET_SIZE = 16
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`]*)$")
 _COMMENT = re.compile(r"^\s*<!--\s*docs-test:(?P<body>.*?)-->\s*$")
-_SYNOPSIS = re.compile(r"\[--?[A-Za-z]")
+# a usage synopsis line: an optional option in brackets, an elided rest ("..."), or a
+# placeholder argument in capitals
+_SYNOPSIS = re.compile(r"\[--?[A-Za-z]|(^|\s)\.\.\.(\s|$)|(^|\s)(DATASET|DIR|OUT|PATH|NAME|FILE)(\.\.\.)?(\s|$)")
 _DEVSET = re.compile(r"imagenet-val-dev")
 
 
@@ -261,8 +264,10 @@ def doc_files(repo: Path) -> list[Path]:
     return [f for f in files if f.is_file()]
 
 
+@functools.lru_cache(maxsize=None)
 def collect(repo: Path) -> list[Block]:
-    """Every code block (shell or Python) of the docs; figures are left out."""
+    """Every code block (shell or Python) of the docs; figures are left out. Read once per
+    session, so the test items and the runners see the same blocks."""
     out: list[Block] = []
     for f in doc_files(repo):
         rel = f.relative_to(repo).as_posix()

@@ -14,7 +14,7 @@ BLOCKS = docs_harness.collect(REPO)
 
 
 def _param(block: docs_harness.Block):
-    marks = []
+    marks = [pytest.mark.docs]
     if block.slow:
         marks.append(pytest.mark.slow)
     if block.needs_dev_set:

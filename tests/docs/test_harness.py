@@ -116,6 +116,11 @@ def test_synopsis_and_dev_set_detection():
     assert not dh.Block("d.md", 1, "python", "f([--x])\n").synopsis       # only shell blocks
     multi = dh.Block("d.md", 1, "bash", "camloc evaluate DATASET [--model M] \\\n    [--out DIR]\n")
     assert multi.synopsis
+    mixed = dh.Block("d.md", 1, "bash", "camloc score --maps DIR DATASET\n"
+                     "torchrun --nproc_per_node=2 -m camloc evaluate DATASET ...\n")
+    assert mixed.synopsis
+    assert not dh.Block("d.md", 1, "bash", "camloc evaluate DATASET [--x]\nls\n").synopsis
+    assert not dh.Block("d.md", 1, "bash", "camloc explain x.jpg --out OUTPUT\n").synopsis
     assert dh.Block("d.md", 1, "bash", "camloc evaluate ../shared/data/imagenet-val-dev\n").needs_dev_set
 
 
@@ -161,7 +166,7 @@ def test_blocks_run_in_order_share_state_and_failures_fail(runner):
     assert (r.work / "n.txt").read_text().strip() == "4"   # one folder per sample photo
     zero = r.run(bs[3])
     assert not zero.ok and "ZeroDivisionError" in zero.output
-    assert 'File "docs/t.md", line 11' in zero.output       # the doc's own line number
+    assert 'File "docs/t.md", line 14' in zero.output       # the doc's own line number
     false = r.run(bs[4])
     assert not false.ok and "exit code 1, expected 0" in false.message
     assert "never" not in false.output                       # bash -e
