@@ -16,7 +16,7 @@ How a block runs
 * Placeholders: the work folder holds ``photo.jpg``, ``new-photo.jpg`` (sample photos),
   ``my-photos/`` (a folder-per-class set made from the samples), ``imagenet-val-dev`` and
   ``../shared/data/imagenet-val-dev`` (a 16-image subset of the dev set in its own wsol format,
-  written once per session), and links to the repository's ``src``, ``benchmarks`` and
+  written once per session, with an image of each class the docs name: DEV_SUBSET_CLASSES), and links to the repository's ``src``, ``benchmarks`` and
   ``.venv``. A block that names the dev set is skipped, with the reason, where it is absent.
 
 Annotations
@@ -57,6 +57,8 @@ PYTHON_LANGS = {"python", "py", "python3"}
 DEFAULT_TIMEOUT = 180.0
 SLOW_TIMEOUT = 900.0
 DEV_SUBSET_SIZE = 16
+# classes the docs' examples name (units.md: monarch, pointer, toucan, yurt, jack-o'-lantern)
+DEV_SUBSET_CLASSES = (323, 210, 96, 915, 607)
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`]*)$")
 _COMMENT = re.compile(r"^\s*<!--\s*docs-test:(?P<body>.*?)-->\s*$")
@@ -279,11 +281,26 @@ def collect(repo: Path) -> list[Block]:
 # placeholders
 
 
-def write_dev_subset(dev_set: Path, dest: Path, n: int = DEV_SUBSET_SIZE) -> Path:
-    """The first ``n`` images of the dev set, in its own wsol layout, under ``dest``."""
+def write_dev_subset(dev_set: Path, dest: Path, n: int = DEV_SUBSET_SIZE,
+                     classes: tuple[int, ...] = DEV_SUBSET_CLASSES) -> Path:
+    """A subset of the dev set in its own wsol layout under ``dest``: one image of each class in
+    ``classes`` (the docs' examples name them), then the first images, ``n`` in all; the dev
+    set's order is kept."""
     meta = dev_set / "metadata"
-    ids = [ln.strip() for ln in (meta / "image_ids.txt").read_text().splitlines() if ln.strip()][:n]
-    keep = set(ids)
+    all_ids = [ln.strip() for ln in (meta / "image_ids.txt").read_text().splitlines() if ln.strip()]
+    label = {}
+    for ln in (meta / "class_labels.txt").read_text().splitlines():
+        if ln.strip():
+            image_id, cls = ln.rsplit(",", 1)
+            label[image_id.strip()] = int(cls)
+    keep: set[str] = set()
+    for c in classes:
+        keep.update([i for i in all_ids if label.get(i) == c][:1])
+    for i in all_ids:
+        if len(keep) >= n:
+            break
+        keep.add(i)
+    ids = [i for i in all_ids if i in keep]
     (dest / "metadata").mkdir(parents=True, exist_ok=True)
     for f in sorted(meta.iterdir()):
         if not f.is_file():

@@ -199,10 +199,13 @@ def test_dev_subset_is_a_wsol_copy(tmp_path):
         pytest.skip(f"dev set not found at {dev}")
     from camloc.data.datasets import open_dataset
 
-    sub = dh.write_dev_subset(dev, tmp_path / "imagenet-val-dev", n=5)
+    sub = dh.write_dev_subset(dev, tmp_path / "imagenet-val-dev", n=8, classes=(323, 96))
     ds = open_dataset(sub, num_classes=1000)
     full = open_dataset(dev, num_classes=1000)
-    assert len(ds) == 5 and ds.format == "wsol"
-    for i in range(5):
-        assert ds[i].image_id == full[i].image_id and ds[i].label == full[i].label
-        assert (ds[i].boxes == full[i].boxes).all()
+    assert len(ds) == 8 and ds.format == "wsol"
+    assert {323, 96} <= {s.label for s in ds}
+    positions = [full.index(s.image_id) for s in ds]
+    assert positions == sorted(positions)                       # the dev set's order
+    for s in ds:
+        ref = full[full.index(s.image_id)]
+        assert s.label == ref.label and (s.boxes == ref.boxes).all() and s.size == ref.size
