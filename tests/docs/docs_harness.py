@@ -26,10 +26,11 @@ it runs; several directives can share a comment, separated by ``;``::
 
     <!-- docs-test: skip (needs a GPU) -->          not run; the reason is required
     <!-- docs-test: slow (trains 12 epochs) -->     run, marked ``slow``; the reason is required
-    <!-- docs-test: exit 2 -->                      the documented exit code (default 0)
+    <!-- docs-test: exit 2 -->                      the documented exit code (default 0);
+                                                    on a Python block: it must raise
     <!-- docs-test: expect "top-1" -->              the output must contain this text
     <!-- docs-test: replace "--epochs 12" => "--epochs 1" -->   run a lighter equivalent
-    <!-- docs-test: timeout 300 -->                 seconds (default 180; slow: 900)
+    <!-- docs-test: timeout 300 -->                 seconds (default 240; slow: 900)
 
 An unknown directive, a skip/slow without a reason, or a ``replace`` whose text is not in the
 block fails that block's test (a typo must never skip a block silently).
@@ -54,7 +55,7 @@ from pathlib import Path
 
 SHELL_LANGS = {"bash", "sh", "shell", "console", "zsh"}
 PYTHON_LANGS = {"python", "py", "python3"}
-DEFAULT_TIMEOUT = 180.0
+DEFAULT_TIMEOUT = 240.0
 SLOW_TIMEOUT = 900.0
 DEV_SUBSET_SIZE = 16
 # classes the docs' examples name (units.md: monarch, pointer, toucan, yurt, jack-o'-lantern)

@@ -187,6 +187,15 @@ def test_timeout_fails_and_restarts_the_interpreter(runner):
     assert after.ok and "fresh False" in after.output
 
 
+def test_python_block_documented_to_fail(runner):
+    doc = ("<!-- docs-test: exit 1 -->\n```python\nraise ValueError('on purpose')\n```\n"
+           "<!-- docs-test: exit 1 -->\n```python\nok = 1\n```\n")
+    r = runner(doc)
+    assert r.run(r.blocks[0]).ok
+    quiet = r.run(r.blocks[1])
+    assert not quiet.ok and "expected the block to raise" in quiet.message
+
+
 def test_dev_set_blocks_skip_when_absent(runner):
     r = runner("```bash\ncamloc evaluate ../shared/data/imagenet-val-dev\n```\n")
     assert "dev set" in r.runnable(r.blocks[0])
