@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
         Writes compare.json, compare.md (the table) and compare.html (table + gallery) to --out.
         Exit code 1 if some images failed.
         """
-        from camloc.compare import FaithfulnessSettings, compare, parse_tta, resolve_methods
+        from camloc.compare import parse_tta, resolve_methods  # torch-free
         from camloc.errors import ConfigError
 
         names = resolve_methods(methods)  # usage errors before loading anything heavy
@@ -60,6 +60,9 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"{opt} {v}: expected a positive number of images")
         if steps < 1:
             raise ConfigError(f"--steps {steps}: expected a positive number of steps")
+        from camloc.compare import compare
+        from camloc.compare.run import FaithfulnessSettings
+
         faith = FaithfulnessSettings(enabled=not no_faithfulness, steps=steps,
                                      road_percentiles=percents, limit=faith_limit,
                                      batch_size=faith_batch_size)

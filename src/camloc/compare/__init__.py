@@ -20,17 +20,29 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from camloc.compare.calibration import Calibration, holdout_indices, load_calibration, parse_holdout
-from camloc.compare.run import (FaithfulnessSettings, CompareState, build_methods, compare_state,
-                                resolve_methods, scoremap_of)
-from camloc.compare.tta import TTA, parse_tta, tta_maps
+from camloc.compare.options import resolve_methods
+from camloc.compare.tta import TTA, parse_tta
 
 __all__ = ["compare", "split_for_calibration", "calibrate", "FaithfulnessSettings", "TTA",
            "parse_tta", "tta_maps", "Calibration", "load_calibration", "resolve_methods",
            "build_methods", "compare_state", "CompareState"]
+
+_LAZY = {"FaithfulnessSettings": "run", "CompareState": "run", "build_methods": "run",
+         "compare_state": "run", "scoremap_of": "run", "tta_maps": "tta"}
+
+
+def __getattr__(name: str) -> Any:  # torch-heavy names load on first use
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'camloc.compare' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"camloc.compare.{module}"), name)
+    globals()[name] = value
+    return value
 
 
 def _limit(dataset: Any, limit: int | None) -> Any:
@@ -68,6 +80,7 @@ def calibrate(model: Any, dataset: Any, methods: dict[str, Any], *, tta: TTA | N
               progress: Callable[[int, int], None] | None = None) -> Calibration:
     """Each method's best largest-contour threshold (MaxBoxAcc V1's, i.e. GT-known Loc's) on
     ``dataset`` (a localization-only pass)."""
+    from camloc.compare.run import FaithfulnessSettings, compare_state
     from camloc.errors import ConfigError
 
     st = compare_state(model, dataset, methods, tta=tta, interval=interval, batch_size=batch_size,
@@ -91,7 +104,7 @@ def calibrate(model: Any, dataset: Any, methods: dict[str, Any], *, tta: TTA | N
 def compare(model: Any, dataset: Any, methods: str | Sequence[str] = "all", *, layer: Any = None,
             tta: TTA | str | None = None, calibrate_with: str | float | None = None,
             calibration_split: str | None = None, limit: int | None = None,
-            faithfulness: FaithfulnessSettings = FaithfulnessSettings(),
+            faithfulness: Any = None,
             fixed_threshold: float = 0.2, interval: float = 0.01, batch_size: int = 16,
             method_batch_size: int | None = None, gallery: int = 6,
             out: str | os.PathLike[str] | None = None,
@@ -109,7 +122,8 @@ def compare(model: Any, dataset: Any, methods: str | Sequence[str] = "all", *, l
         calibration_split: a split name of the dataset's folder, or ``"P%"`` held out of
             ``dataset`` (not scored); each method's best threshold there is applied here.
         limit: score only the first ``limit`` images (after the hold-out).
-        faithfulness: what faithfulness to measure (:class:`FaithfulnessSettings`).
+        faithfulness: what faithfulness to measure (:class:`FaithfulnessSettings`; None: its
+            defaults).
         fixed_threshold: the Loc threshold when there is no calibration.
         batch_size: images per batch; ``method_batch_size``: rows per forward of Score-CAM /
             Ablation-CAM's perturbed inputs.
@@ -121,8 +135,11 @@ def compare(model: Any, dataset: Any, methods: str | Sequence[str] = "all", *, l
         ConfigError: unknown methods (listing the valid ones), ``cam`` on a model without a GAP
             head (listing the methods that work), bad TTA text, both calibration sources.
     """
+    from camloc.compare.run import FaithfulnessSettings, build_methods, compare_state, scoremap_of
     from camloc.errors import ConfigError
 
+    if faithfulness is None:
+        faithfulness = FaithfulnessSettings()
     names = resolve_methods(methods)
     if isinstance(tta, str):
         tta = parse_tta(tta)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from camloc.compare.calibration import Calibration
+from camloc.compare.options import resolve_methods
 from camloc.compare.tta import TTA, tta_maps
 from camloc.errors import ConfigError, ImageError, UnsupportedHeadError
 
@@ -101,33 +102,6 @@ class CompareState:
         self.images += other.images
         self.seconds = max(self.seconds, other.seconds)
         return self
-
-
-def resolve_methods(methods: str | Sequence[str]) -> list[str]:
-    """``"cam,gradcam"`` / a list / ``"all"`` -> registry names (lower case, no repeats).
-
-    Raises:
-        ConfigError: an unknown name, listing the valid ones.
-    """
-    from camloc.cams.catalog import CATALOG
-
-    items = methods.split(",") if isinstance(methods, str) else list(methods)
-    names: list[str] = []
-    for item in items:
-        key = str(item).strip().lower()
-        if not key:
-            continue
-        if key == "all":
-            names.extend(n for n in CATALOG if n not in names)
-            continue
-        if key not in CATALOG:
-            raise ConfigError(f"--methods: unknown method {item.strip()!r}; valid methods: "
-                              f"{', '.join(CATALOG)} (or 'all')")
-        if key not in names:
-            names.append(key)
-    if not names:
-        raise ConfigError(f"--methods: give at least one method ({', '.join(CATALOG)}, or 'all')")
-    return names
 
 
 def build_methods(model: Any, names: Sequence[str], layer: Any = None,

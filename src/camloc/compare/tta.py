@@ -19,12 +19,12 @@ TTA(flip=True, scales=(224, 288))
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-import torch
-from torch.nn import functional as F
+from typing import TYPE_CHECKING, Any
 
 from camloc.errors import ConfigError
+
+if TYPE_CHECKING:  # torch is imported where maps are made: parsing --tta stays light
+    import torch
 
 __all__ = ["TTA", "parse_tta", "tta_maps"]
 
@@ -102,6 +102,8 @@ def parse_tta(text: str | None) -> TTA | None:
 
 
 def _resize_input(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    from torch.nn import functional as F
+
     if tuple(x.shape[-2:]) == tuple(hw):
         return x
     down = hw[0] < x.shape[-2] or hw[1] < x.shape[-1]
@@ -122,6 +124,8 @@ def tta_maps(method: Any, x: torch.Tensor, class_ids: torch.Tensor, tta: TTA
     size, unmirrored, when there is one; else one extra forward) and the ``(N, H, W)`` mean of the
     variants' maps in image space (each min-max normalised), on the model's device.
     """
+    import torch
+
     from camloc.cams.postprocess import upsample
 
     h, w = x.shape[-2:]
@@ -151,6 +155,6 @@ def tta_maps(method: Any, x: torch.Tensor, class_ids: torch.Tensor, tta: TTA
     return logits, total / len(variants)
 
 
-def out_device(method: Any) -> torch.device:
+def out_device(method: Any) -> Any:
     """The device of the method's model."""
     return method.model.device
