@@ -19,6 +19,7 @@ most, PNGs in ``gallery/``). Modules: ``run`` (the pass), ``tta`` (flip / multi-
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import Any
 
