@@ -129,3 +129,28 @@ def test_tta_and_faithfulness_in_compare(tiny, synth_root):
     assert rep["settings"]["tta"] == "flip" and m["faithfulness_images"] == 2
     assert m["localization"]["maxboxacc_v2"]["value"] >= 0
     assert np.isfinite(m["faithfulness"]["deletion_auc"])
+
+
+def test_shards_merge_to_one_pass(tiny, synth_root):
+    """What torchrun does: each rank scores ds.shard(rank, 2); rank 0 merges (exact)."""
+    from camloc.compare import compare_state
+    from camloc.compare.report import build_compare_report
+
+    ds = open_dataset(synth_root, split="train")
+    faith = FaithfulnessSettings(steps=3, road_percentiles=(50.0,))
+    ids = {s.image_id for s in ds.samples[:3]}
+    meths = build_methods(tiny, ["gradcam"])
+
+    def run(d):
+        return compare_state(tiny, d, meths, faithfulness=faith, faith_ids=ids, batch_size=4)
+
+    whole = build_compare_report(run(ds), tiny, ds, {}, None, gallery=0)
+    merged_state = run(ds.shard(0, 2)).merge(run(ds.shard(1, 2)))
+    merged = build_compare_report(merged_state, tiny, ds, {}, None, gallery=0)
+    for m in ("gradcam",):
+        a, b = whole["methods"][m], merged["methods"][m]
+        assert a["localization"] == b["localization"] and a["pxap"] == b["pxap"]
+        assert a["faithfulness_images"] == b["faithfulness_images"] == 3
+        for k, v in a["faithfulness"].items():
+            assert b["faithfulness"][k] == pytest.approx(v, rel=1e-12, abs=1e-12), k
+    assert whole["classification"] == merged["classification"]

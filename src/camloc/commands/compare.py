@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -66,32 +67,25 @@ def register(app: typer.Typer) -> None:
         faith = FaithfulnessSettings(enabled=not no_faithfulness, steps=steps,
                                      road_percentiles=percents, limit=faith_limit,
                                      batch_size=faith_batch_size)
-        from camloc.commands.common import console, print_failures, progress_bar
+        from camloc.commands.common import console, print_failures
         from camloc.data.datasets import open_dataset
-        from camloc.io import folder_lock
+        from camloc.distributed import DistContext
         from camloc.models import load_model
-        from camloc.models.loader import resolve_device
 
         ds = open_dataset(dataset, format=fmt, split=split)
-        cam_model = load_model(model, weights=None if weights.lower() == "none" else weights,
-                               device=resolve_device(device))
-        import contextlib
-
-        with folder_lock(out), contextlib.ExitStack() as stack:
-            current: dict[str, object] = {}
-
-            def progress(stage: str, done: int, total: int) -> None:
-                if stage not in current:  # one bar per stage, the previous one closed
-                    stack.close()
-                    current.clear()
-                    current[stage] = stack.enter_context(progress_bar(stage))
-                current[stage](done, total)  # type: ignore[operator]
-
-            report = compare(cam_model, ds, names, layer=layer, tta=tta_spec,
-                             calibrate_with=calibrate, calibration_split=calibration_split,
-                             limit=limit, faithfulness=faith, fixed_threshold=fixed_threshold,
-                             batch_size=batch_size, gallery=gallery, out=out, progress=progress)
-            stack.close()
+        kw = dict(layer=layer, tta=tta_spec, calibrate_with=calibrate,
+                  calibration_split=calibration_split, limit=limit, faithfulness=faith,
+                  fixed_threshold=fixed_threshold, batch_size=batch_size, gallery=gallery)
+        ctx = DistContext.from_env(device)
+        try:
+            cam_model = load_model(model, weights=None if weights.lower() == "none" else weights,
+                                   device=ctx.device)
+            if not ctx.is_main:  # a torchrun worker: scores its shard; rank 0 merges and writes
+                compare(cam_model, ds, names, dist=ctx, **kw)
+                return
+            report = _on_main(cam_model, ds, names, out, ctx, kw)
+        finally:
+            ctx.close()
         from camloc.compare.report import markdown_table
 
         typer.echo(markdown_table(report))
@@ -100,3 +94,28 @@ def register(app: typer.Typer) -> None:
         console.print(f"report: {out / 'compare.json'}  {out / 'compare.md'}  {out / 'compare.html'}")
         if failed:
             raise typer.Exit(1)
+
+
+def _on_main(model: Any, ds: Any, names: list[str], out: Path, ctx: Any, kw: dict[str, Any]
+             ) -> dict[str, Any]:
+    """Rank 0 (or the only process): the pass with one progress bar per stage, under --out's lock."""
+    import contextlib
+
+    from camloc.commands.common import progress_bar
+    from camloc.compare import compare
+    from camloc.io import folder_lock
+
+    with folder_lock(out), contextlib.ExitStack() as stack:
+        current: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in current:  # a new stage: close the previous bar
+                stack.close()
+                current.clear()
+                current[stage] = stack.enter_context(progress_bar(stage))
+            current[stage](done, total)
+
+        report = compare(model, ds, names, out=out, progress=progress, dist=ctx, **kw)
+        stack.close()
+    assert report is not None  # rank 0 always gets the merged report
+    return report

@@ -76,16 +76,33 @@ def split_for_calibration(dataset: Any, calibration_split: str, **open_kw: Any) 
             dataset)
 
 
+def _sharded(dist: Any, dataset: Any, run: Callable[[Any], Any]) -> Any:
+    """``run(dataset)`` on this rank's shard; the merged state on the main rank, None elsewhere."""
+    if dist is None or not dist.distributed:
+        return run(dataset)
+    states = dist.gather_objects(run(dataset.shard(dist.rank, dist.world_size)))
+    if not dist.is_main:
+        return None
+    merged = states[0]
+    for other in states[1:]:
+        merged.merge(other)
+    return merged
+
+
 def calibrate(model: Any, dataset: Any, methods: dict[str, Any], *, tta: TTA | None = None,
               interval: float = 0.01, batch_size: int = 16, label: str = "",
-              progress: Callable[[int, int], None] | None = None) -> Calibration:
+              progress: Callable[[int, int], None] | None = None, dist: Any = None
+              ) -> Calibration:
     """Each method's best largest-contour threshold (MaxBoxAcc V1's, i.e. GT-known Loc's) on
-    ``dataset`` (a localization-only pass)."""
+    ``dataset`` (a localization-only pass; under torchrun every rank gets the thresholds)."""
     from camloc.compare.run import FaithfulnessSettings, compare_state
     from camloc.errors import ConfigError
 
-    st = compare_state(model, dataset, methods, tta=tta, interval=interval, batch_size=batch_size,
-                       faithfulness=FaithfulnessSettings(enabled=False), progress=progress)
+    st = _sharded(dist, dataset, lambda ds: compare_state(
+        model, ds, methods, tta=tta, interval=interval, batch_size=batch_size,
+        faithfulness=FaithfulnessSettings(enabled=False), progress=progress))
+    if st is None:  # a non-main rank: the main rank's thresholds
+        return dist.broadcast_object(None)
     taus, figures = {}, {}
     for name, ms in st.methods.items():
         if ms.localization is None or not ms.localization.count:
@@ -99,7 +116,7 @@ def calibrate(model: Any, dataset: Any, methods: dict[str, Any], *, tta: TTA | N
                             f"({st.images} images; each method's best V1 threshold there)",
                       split=label or None)
     cal.figures = figures  # type: ignore[attr-defined]
-    return cal
+    return cal if dist is None else dist.broadcast_object(cal)
 
 
 def compare(model: Any, dataset: Any, methods: str | Sequence[str] = "all", *, layer: Any = None,
@@ -109,8 +126,13 @@ def compare(model: Any, dataset: Any, methods: str | Sequence[str] = "all", *, l
             fixed_threshold: float = 0.2, interval: float = 0.01, batch_size: int = 16,
             method_batch_size: int | None = None, gallery: int = 6,
             out: str | os.PathLike[str] | None = None,
-            progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+            progress: Callable[[str, int, int], None] | None = None,
+            dist: Any = None) -> dict[str, Any] | None:
     """Compare map ``methods`` on ``dataset`` with ``model``; returns the compare.json dict.
+
+    Under torchrun pass ``dist`` (a :class:`camloc.distributed.DistContext`): every rank scores
+    its shard, the states are merged exactly on rank 0, which writes the outputs and returns the
+    report; the other ranks return None.
 
     Args:
         model: a camloc ``CamModel`` (``camloc.load_model``).
@@ -158,19 +180,26 @@ def compare(model: Any, dataset: Any, methods: str | Sequence[str] = "all", *, l
         cal_ds, scored = split_for_calibration(dataset, calibration_split)
         cal_ds = _limit(cal_ds, limit)
         cal = calibrate(model, cal_ds, built, tta=tta, interval=interval, batch_size=batch_size,
-                        label=calibration_split, progress=stage("calibrate"))
+                        label=calibration_split, progress=stage("calibrate"), dist=dist)
         cal_info = cal.to_dict()
         cal_info["images"] = len(cal_ds.samples)
         cal_info["figures_there"] = getattr(cal, "figures", {})
     scored = _limit(scored, limit)
-    state = compare_state(model, scored, built, tta=tta, calibration=cal,
-                          fixed_threshold=fixed_threshold, interval=interval, batch_size=batch_size,
-                          faithfulness=faithfulness, progress=stage("compare"))
+    faith_ids = None
+    if faithfulness.enabled and faithfulness.limit is not None:
+        faith_ids = {s.image_id for s in scored.samples[:faithfulness.limit]}
+    state = _sharded(dist, scored, lambda ds: compare_state(
+        model, ds, built, tta=tta, calibration=cal, fixed_threshold=fixed_threshold,
+        interval=interval, batch_size=batch_size, faithfulness=faithfulness, faith_ids=faith_ids,
+        progress=stage("compare")))
+    if state is None:
+        return None
     settings = {"methods": names, "layer": layer if isinstance(layer, (str, type(None))) else
                 str(layer), "tta": tta.describe() if tta is not None else "none", "limit": limit,
                 "fixed_threshold": fixed_threshold, "cam_curve_interval": interval,
                 "batch_size": batch_size, "faithfulness": faithfulness.to_dict(),
-                "calibration_split": calibration_split}
+                "calibration_split": calibration_split,
+                "world_size": dist.world_size if dist is not None else 1}
     from camloc.compare.report import build_compare_report, render_cells, write_outputs
 
     report = build_compare_report(state, model, scored, settings, cal_info, gallery)

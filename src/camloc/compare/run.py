@@ -182,13 +182,16 @@ def compare_state(model: Any, dataset: Any, methods: dict[str, Any], *, tta: TTA
                   calibration: Calibration | None = None, fixed_threshold: float = 0.2,
                   interval: float = 0.01, batch_size: int = 16,
                   faithfulness: FaithfulnessSettings = FaithfulnessSettings(),
+                  faith_ids: set[str] | None = None,
                   progress: Callable[[int, int], None] | None = None) -> CompareState:
     """Run every method of ``methods`` (name -> constructed method, see :func:`build_methods`) over
     ``dataset`` and fill the accumulators (no report yet; shards merge with
     :meth:`CompareState.merge`).
 
     Each method's Loc figures are taken at its calibrated threshold when ``calibration`` gives one,
-    else at ``fixed_threshold``.
+    else at ``fixed_threshold``. Faithfulness is measured on the images whose ids are in
+    ``faith_ids`` when given (a shard of a torchrun job gets the ids chosen over the whole data),
+    else on the first ``faithfulness.limit`` images (all when None).
     """
     from camloc.metrics import ClassificationAccumulator, rescale_gt_boxes
     from camloc.models.heads import eval_mode
@@ -240,13 +243,18 @@ def compare_state(model: Any, dataset: Any, methods: dict[str, Any], *, tta: TTA
                                               (EVAL_SIZE, EVAL_SIZE)) for i, _, sz in good]
                 masks = (np.stack([load_gt_mask(samples[i], (EVAL_SIZE, EVAL_SIZE)) for i in idx])
                          if has_masks else None)
-                n_faith = 0
+                faith: list[int] = []
                 if faithfulness.enabled:
-                    n_faith = len(idx) if faithfulness.limit is None else \
-                        max(0, min(len(idx), faithfulness.limit - state.images))
+                    if faith_ids is not None:
+                        faith = [j for j, image_id in enumerate(ids) if image_id in faith_ids]
+                    elif faithfulness.limit is None:
+                        faith = list(range(len(idx)))
+                    else:
+                        faith = list(range(max(0, min(len(idx),
+                                                      faithfulness.limit - state.images))))
                 for k, (name, meth) in enumerate(methods.items()):
                     _score_method(state.methods[name], meth, forward, x, labels, ids, boxes, masks,
-                                  tta, n_faith, state if k == 0 else None)
+                                  tta, faith, state if k == 0 else None)
                 state.images += len(idx)
             if progress:
                 progress(done, len(samples))
@@ -256,7 +264,7 @@ def compare_state(model: Any, dataset: Any, methods: dict[str, Any], *, tta: TTA
 
 def _score_method(st: MethodState, meth: Any, forward: Callable[[torch.Tensor], torch.Tensor],
                   x: torch.Tensor, labels: torch.Tensor, ids: list[str], boxes: list[np.ndarray] | None,
-                  masks: np.ndarray | None, tta: TTA | None, n_faith: int,
+                  masks: np.ndarray | None, tta: TTA | None, faith: list[int],
                   state: CompareState | None) -> None:
     h, w = x.shape[-2:]
     t0 = time.perf_counter()
@@ -280,18 +288,20 @@ def _score_method(st: MethodState, meth: Any, forward: Callable[[torch.Tensor], 
     if st.pxap is not None and masks is not None:
         st.pxap.update(scoremaps, masks)
     st.images += len(ids)
-    if n_faith <= 0:
+    if not faith:
         return
     t1 = time.perf_counter()
     if (h, w) == (EVAL_SIZE, EVAL_SIZE):
-        fmaps = scoremaps[:n_faith]
+        fmaps = scoremaps[faith]
     else:
-        fmaps = np.stack([_scoremap(c, (h, w)) for c in cams[:n_faith]])
+        fmaps = np.stack([_scoremap(cams[j], (h, w)) for j in faith])
     fm = torch.from_numpy(fmaps).to(x.device)
-    xf, yf, lg, fid = x[:n_faith], labels[:n_faith], logits[:n_faith].detach(), ids[:n_faith]
+    sel = torch.tensor(faith, dtype=torch.long)
+    xf, yf = x[sel.to(x.device)], labels[sel]
+    lg, fid = logits.detach()[sel.to(logits.device)], [ids[j] for j in faith]
     for acc in (st.average_drop, st.deletion, st.road):
         acc.update(forward, xf, fm, yf, logits=lg, image_ids=fid)
-    st.faith_images += n_faith
+    st.faith_images += len(faith)
     st.faith_seconds += time.perf_counter() - t1
 
 
