@@ -74,6 +74,10 @@ def test_unknown_method_and_headless_cam(tiny):
                            input_size=(32, 32))
     with pytest.raises(ConfigError, match="methods that work on it: gradcam"):
         build_methods(headless, ["cam", "gradcam"])
+    from camloc.compare import resolve_methods
+
+    kept = build_methods(headless, resolve_methods("all"), skip_headless=True)  # --methods all
+    assert list(kept) == resolve_methods("all")[1:] and "cam" not in kept
 
 
 def test_parse_tta():

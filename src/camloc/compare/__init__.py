@@ -168,7 +168,11 @@ def compare(model: Any, dataset: Any, methods: str | Sequence[str] = "all", *, l
         tta = parse_tta(tta)
     if calibrate_with is not None and calibration_split is not None:
         raise ConfigError("give either --calibrate or --calibration-split, not both")
-    built = build_methods(model, names, layer, method_batch_size)
+    asked_all = any(str(m).strip().lower() == "all" for m in
+                    (methods.split(",") if isinstance(methods, str) else methods))
+    built = build_methods(model, names, layer, method_batch_size, skip_headless=asked_all)
+    skipped = [n for n in names if n not in built]
+    names = list(built)
     cal = load_calibration(calibrate_with, names) if calibrate_with is not None else None
     scored = dataset
     cal_info: dict[str, Any] | None = cal.to_dict() if cal is not None else None
@@ -194,8 +198,9 @@ def compare(model: Any, dataset: Any, methods: str | Sequence[str] = "all", *, l
         progress=stage("compare")))
     if state is None:
         return None
-    settings = {"methods": names, "layer": layer if isinstance(layer, (str, type(None))) else
-                str(layer), "tta": tta.describe() if tta is not None else "none", "limit": limit,
+    settings = {"methods": names, "skipped_methods": skipped,
+                "layer": layer if isinstance(layer, (str, type(None))) else str(layer),
+                "tta": tta.describe() if tta is not None else "none", "limit": limit,
                 "fixed_threshold": fixed_threshold, "cam_curve_interval": interval,
                 "batch_size": batch_size, "faithfulness": faithfulness.to_dict(),
                 "calibration_split": calibration_split,

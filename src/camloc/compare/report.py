@@ -161,7 +161,9 @@ def markdown_table(report: dict[str, Any]) -> str:
              f"- model: {(report.get('model') or {}).get('name', '?')}; images scored: "
              f"{report['counts']['scored']} (failed {report['counts']['failed']}); "
              f"faithfulness on the first {_faith_n(report)} image(s)",
-             f"- TTA: {s.get('tta', 'none')}; layer: {s.get('layer') or 'default'}",
+             f"- TTA: {s.get('tta', 'none')}; layer: {s.get('layer') or 'default'}"
+             + (f"; left out (they need a GAP -> linear head): {', '.join(s['skipped_methods'])}"
+                if s.get("skipped_methods") else ""),
              f"- threshold calibration: {cal.get('source')}",
              "- Top-1 / GT-known Loc at the calibrated threshold tau; 'best on test' picks tau on the "
              "scored images themselves (optimistic, see docs/compare.md)",

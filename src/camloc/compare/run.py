@@ -105,28 +105,30 @@ class CompareState:
 
 
 def build_methods(model: Any, names: Sequence[str], layer: Any = None,
-                  batch_size: int | None = None) -> dict[str, Any]:
+                  batch_size: int | None = None, skip_headless: bool = False) -> dict[str, Any]:
     """Construct every method for ``model`` before any work, so a method that cannot run on it
-    fails at once. ``"cam"`` (or ``"all"``) on a model without a GAP -> linear head is refused
-    with the methods that do work.
+    fails at once. ``"cam"`` on a model without a GAP -> linear head is refused with the methods
+    that do work, or left out when ``skip_headless`` (``--methods all``).
     """
     from camloc.cams.registry import make_method
 
     out: dict[str, Any] = {}
     headless: list[str] = []
-    reason = ""
     for name in names:
         try:
             out[name] = make_method(model, name, layer, batch_size=batch_size)
-        except UnsupportedHeadError as exc:
+        except UnsupportedHeadError:
             headless.append(name)
-            reason = str(exc)
+    if headless and skip_headless and out:
+        return out
     if headless:
+        reason = getattr(model, "head_reason", None) or "no GAP -> linear head found"
         from camloc.cams.catalog import CATALOG
 
         working = [n for n, info in CATALOG.items() if not info.needs_head]
         raise ConfigError(f"--methods: {', '.join(headless)} need(s) a verified GAP -> linear head, "
-                          f"which this model lacks ({reason.rstrip('.')}); methods that work on it: "
+                          f"which this model lacks ({str(reason).rstrip('.')}); methods that work on "
+                          f"it: "
                           f"{', '.join(working)}")
     return out
 
