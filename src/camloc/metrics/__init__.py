@@ -43,3 +43,15 @@ __all__ = [
     "boxes_from_scoremap",
     "box_iou",
 ]
+
+# Faithfulness accumulators (camloc.metrics.faithfulness); loaded on first use, since they need torch.
+_FAITHFULNESS = ("AverageDropAccumulator", "DeletionInsertionAccumulator", "ROADAccumulator")
+__all__ += list(_FAITHFULNESS)
+
+
+def __getattr__(name: str):  # type: ignore[no-untyped-def]
+    if name in _FAITHFULNESS:
+        from camloc.metrics import faithfulness
+
+        return getattr(faithfulness, name)
+    raise AttributeError(f"module 'camloc.metrics' has no attribute {name!r}")
