@@ -255,6 +255,10 @@ def _settings_record(model: Any, s: ExplainSettings, source: dict[str, Any] | No
                      layers: Sequence[str] | None = None) -> dict[str, Any]:
     src = dict(source or {})
     opts = {k: v for k, v in sorted(s.method_options.items()) if v is not None}
+    if layers is None:  # as the engine resolves them (the model's default when s.layer is None)
+        from camloc.cams.registry import make_method
+
+        layers = make_method(model, s.method, s.layer, **opts).layers
     pre = s.preprocess or model.spec.preprocess
     return {
         "model": src.get("model", model.spec.name),
@@ -266,7 +270,7 @@ def _settings_record(model: Any, s: ExplainSettings, source: dict[str, Any] | No
         "threshold": s.threshold, "normalization": s.normalization, "multi": s.multi,
         "method": s.method.strip().lower(),
         "layer": s.layer if s.layer is None or isinstance(s.layer, str) else list(s.layer),
-        "layers": list(layers) if layers is not None else None,
+        "layers": list(layers),
         "method_options": {k: v for k, v in opts.items() if k in MAP_OPTIONS},
         "method_batch_size": opts.get("batch_size"),
         "preprocess": pre.to_dict(), "min_prob": s.min_prob,
