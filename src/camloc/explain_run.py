@@ -72,9 +72,6 @@ __all__ = ["ExplainSettings", "RunSummary", "run_explain", "output_name", "RESUM
 RESUME_KEYS = ("model", "weights", "head", "top_k", "classes", "threshold", "normalization",
                "multi", "method", "layers", "method_options", "preprocess", "min_prob")
 
-#: Method options that change the maps (compared on resume); the others (``batch_size``: rows
-#: per pass of masked or noisy inputs) change only the speed.
-MAP_OPTIONS = ("smooth", "noise", "seed")
 
 #: Budget for one batch's maps (images x classes x H x W x 4 bytes); larger top-k runs use
 #: smaller batches instead of more memory.
@@ -252,13 +249,17 @@ def read_calibration(path: str | os.PathLike[str], model_name: str | None = None
 
 
 def _settings_record(model: Any, s: ExplainSettings, source: dict[str, Any] | None,
-                     layers: Sequence[str] | None = None) -> dict[str, Any]:
+                     engine: Any = None) -> dict[str, Any]:
     src = dict(source or {})
     opts = {k: v for k, v in sorted(s.method_options.items()) if v is not None}
-    if layers is None:  # as the engine resolves them (the model's default when s.layer is None)
+    if engine is None:
         from camloc.cams.registry import make_method
 
-        layers = make_method(model, s.method, s.layer, **opts).layers
+        engine = make_method(model, s.method, s.layer, **opts)
+    # the options that change the maps, as the engine took them (defaults included, so that
+    # `--smooth 0` and no --smooth compare equal): only SmoothGrad's, when it is on
+    smooth = int(getattr(engine, "smooth", 0) or 0)
+    map_options = {"smooth": smooth, "noise": engine.noise, "seed": engine.seed} if smooth else {}
     pre = s.preprocess or model.spec.preprocess
     return {
         "model": src.get("model", model.spec.name),
@@ -270,8 +271,8 @@ def _settings_record(model: Any, s: ExplainSettings, source: dict[str, Any] | No
         "threshold": s.threshold, "normalization": s.normalization, "multi": s.multi,
         "method": s.method.strip().lower(),
         "layer": s.layer if s.layer is None or isinstance(s.layer, str) else list(s.layer),
-        "layers": list(layers),
-        "method_options": {k: v for k, v in opts.items() if k in MAP_OPTIONS},
+        "layers": list(engine.layers),
+        "method_options": map_options,
         "method_batch_size": opts.get("batch_size"),
         "preprocess": pre.to_dict(), "min_prob": s.min_prob,
         "batch_size": s.batch_size, "save_maps": s.save_maps, "overlays": s.overlays,
@@ -450,7 +451,7 @@ def run_explain(model: Any, inputs: Sequence[str | os.PathLike[str]] | ExplainIn
         raise ConfigError("--list -: under torchrun every process reads the list; give a file")
     inp.check()
     out = Path(out)
-    now = _settings_record(model, s, source, engine.layers)
+    now = _settings_record(model, s, source, engine)
     t0 = time.perf_counter()
     summary = RunSummary(out=out)
     shard = _Shard()
