@@ -192,7 +192,8 @@ def main() -> None:
         rows = []
         print(f"{len(paths)} images, batch {args.batch}, {args.rounds} rounds, torch threads "
               f"{torch.get_num_threads()}, {args.model} on cpu")
-        print(f"{'case':32s} {'images/s':>9s} {'ratio':>6s}  (median of rounds)")
+        if cases:
+            print(f"{'case':32s} {'images/s':>9s} {'ratio':>6s}  (median of rounds)")
         goals = {"explain top-1 + overlays": 0.8, "explain top-5 + overlays": 0.6,
                  "explain top-5 --no-overlays": 0.9}
         for name, ts in times.items():
