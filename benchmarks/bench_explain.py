@@ -13,8 +13,10 @@ once, in turn, so machine noise hits them alike), through the library entry poin
   top-5, no overlays   ``camloc explain --no-overlays`` (results.jsonl only: the bulk localizer)
 
 Reported: median images/s of each case and its ratio to the baseline's median (goals: >= 0.8,
->= 0.6 and >= 0.9). Also the wall time of a first explain of one image in a fresh
-``python -m camloc explain`` process (interpreter start, imports and model load included).
+>= 0.6 and >= 0.9). Also, each in a fresh ``python -m camloc explain`` process (interpreter start,
+imports and model load included), its wall time and peak resident memory (``ru_maxrss`` of that
+process): a first explain of one dev photo, and one 8,000 x 8,000 JPEG with its overlay (goal:
+peak < 1.5 GB; the photo is decoded reduced, JPEG draft mode, for the network).
 
 Usage: python benchmarks/bench_explain.py [--images 128] [--batch 16] [--rounds 3]
        [--source DIR] [--threads N] [--json FILE] [--profile CASE]
@@ -75,18 +77,41 @@ def plain_forward(model, paths: list[Path], batch: int) -> None:
             model.module(torch.stack(xs).to(model.device))
 
 
-def first_explain_seconds(photo: Path, tmp: Path) -> float:
-    """Wall seconds of ``python -m camloc explain PHOTO`` in a fresh process."""
-    out = tmp / "first-out"
-    env = dict(os.environ)
+# The child reports its own peak resident set (VmHWM). Not ru_maxrss: Linux carries a forked
+# parent's peak into the child's ru_maxrss across exec, so it would report the benchmark's own.
+_CHILD = ("import sys\n"
+          "from camloc.cli import main\n"
+          "rc = main(sys.argv[1:])\n"
+          "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')]\n"
+          "print('MAXRSS_KB', hwm[0].split()[1])\n"
+          "sys.exit(rc)\n")
+
+
+def fresh_explain(photo: Path, tmp: Path, model: str, *extra: str) -> tuple[float, float]:
+    """``camloc explain PHOTO`` in a fresh process: (wall seconds, peak resident MB)."""
+    out = tmp / "fresh-out"
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "camloc", "explain", str(photo), "-o", str(out),
-                           "--device", "cpu"], env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", _CHILD, "explain", str(photo), "-o", str(out),
+                           "--device", "cpu", "--model", model, *extra],
+                          env=dict(os.environ), capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        raise SystemExit(f"first explain failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        raise SystemExit(f"explain {photo} failed ({proc.returncode}): {proc.stderr[-2000:]}")
     shutil.rmtree(out, ignore_errors=True)
-    return wall
+    kb = next(int(x.split()[1]) for x in proc.stdout.splitlines() if x.startswith("MAXRSS_KB"))
+    return wall, kb / 1024.0
+
+
+def big_photo(tmp: Path, side: int = 8000) -> Path:
+    """An ``side x side`` JPEG of smooth colour blobs (made by upscaling random noise)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    small = Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    path = tmp / f"big{side}.jpg"
+    small.resize((side, side), Image.Resampling.BILINEAR).save(path, quality=90)
+    return path
 
 
 def main() -> None:
@@ -100,6 +125,8 @@ def main() -> None:
     ap.add_argument("--model", default="efficientnet_lite0")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     ap.add_argument("--no-first", action="store_true", help="skip the fresh-process timing")
+    ap.add_argument("--fresh-only", action="store_true",
+                    help="only the fresh-process cases (first explain, 8000x8000 photo)")
     ap.add_argument("--profile", default=None,
                     help="profile one case (plain, top1, top5, bulk) with cProfile instead")
     args = ap.parse_args()
@@ -150,6 +177,8 @@ def main() -> None:
             prof.disable()
             pstats.Stats(prof).sort_stats("tottime").print_stats(30)
             return
+        if args.fresh_only:
+            cases = {}
         # warm-up: one small pass of each (model caches, page cache, lazy imports)
         for fn in cases.values():
             fn()
@@ -159,11 +188,12 @@ def main() -> None:
                 t0 = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - t0)
-        base = len(paths) / statistics.median(times["plain forward (baseline)"])
+        base = len(paths) / statistics.median(times["plain forward (baseline)"]) if cases else 1.0
         rows = []
         print(f"{len(paths)} images, batch {args.batch}, {args.rounds} rounds, torch threads "
               f"{torch.get_num_threads()}, {args.model} on cpu")
-        print(f"{'case':32s} {'images/s':>9s} {'ratio':>6s}  (median of rounds)")
+        if cases:
+            print(f"{'case':32s} {'images/s':>9s} {'ratio':>6s}  (median of rounds)")
         goals = {"explain top-1 + overlays": 0.8, "explain top-5 + overlays": 0.6,
                  "explain top-5 --no-overlays": 0.9}
         for name, ts in times.items():
@@ -177,10 +207,17 @@ def main() -> None:
         result = {"images": len(paths), "batch": args.batch, "rounds": args.rounds,
                   "threads": torch.get_num_threads(), "cases": rows}
         if not args.no_first:
-            first = first_explain_seconds(paths[0], tmp)
+            first, first_mb = fresh_explain(paths[0], tmp, args.model)
             result["first_explain_s"] = round(first, 2)
+            result["first_explain_peak_mb"] = round(first_mb)
             print(f"first explain of one image in a fresh process (model load included): "
-                  f"{first:.2f} s wall")
+                  f"{first:.2f} s wall, peak {first_mb:.0f} MB")
+            big = big_photo(tmp)
+            big_s, big_mb = fresh_explain(big, tmp, args.model)
+            result["big_photo"] = {"side": 8000, "seconds": round(big_s, 2),
+                                   "peak_mb": round(big_mb), "goal_mb": 1536}
+            print(f"8000x8000 JPEG, top-5 + overlay, fresh process: {big_s:.2f} s wall, peak "
+                  f"{big_mb:.0f} MB (goal < 1536 MB)")
         if args.json:
             args.json.write_text(json.dumps(result, indent=2) + "\n")
     finally:

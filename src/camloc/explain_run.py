@@ -70,7 +70,8 @@ __all__ = ["ExplainSettings", "RunSummary", "run_explain", "output_name", "RESUM
 
 #: Settings that change what an image's record says; a resumed run must match them all.
 RESUME_KEYS = ("model", "weights", "head", "top_k", "classes", "threshold", "normalization",
-               "multi", "method", "layer", "preprocess", "min_prob")
+               "multi", "method", "layers", "method_options", "preprocess", "min_prob")
+
 
 #: Budget for one batch's maps (images x classes x H x W x 4 bytes); larger top-k runs use
 #: smaller batches instead of more memory.
@@ -96,7 +97,10 @@ class ExplainSettings:
     ``max_panels`` bounds the number of classes drawn in one overlay (``results.jsonl`` still has
     every class). ``formats``: box files to make besides ``results.jsonl`` (``coco``, ``yolo``,
     ``voc``). ``threshold_source`` says where ``threshold`` came from (the manifest keeps it;
-    see :func:`read_calibration`)."""
+    see :func:`read_calibration`). ``method`` is any name of ``camloc methods``; ``layer`` the
+    target layer name(s) (``None``: the model's default, which the manifest and every record
+    report as resolved by the engine); ``method_options`` go to the method's constructor
+    (``smooth``, ``noise``, ``seed``, ``batch_size``; see :func:`camloc.cams.make_method`)."""
 
     top_k: int = 5
     classes: Sequence[int] | str | None = None
@@ -104,7 +108,8 @@ class ExplainSettings:
     normalization: str = "max"
     multi: bool = False
     method: str = "cam"
-    layer: str | None = None
+    layer: str | Sequence[str] | None = None
+    method_options: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 16
     save_maps: bool = False
     overwrite: bool = False
@@ -243,8 +248,18 @@ def read_calibration(path: str | os.PathLike[str], model_name: str | None = None
 # --------------------------------------------------------------------------------------------------
 
 
-def _settings_record(model: Any, s: ExplainSettings, source: dict[str, Any] | None) -> dict[str, Any]:
+def _settings_record(model: Any, s: ExplainSettings, source: dict[str, Any] | None,
+                     engine: Any = None) -> dict[str, Any]:
     src = dict(source or {})
+    opts = {k: v for k, v in sorted(s.method_options.items()) if v is not None}
+    if engine is None:
+        from camloc.cams.registry import make_method
+
+        engine = make_method(model, s.method, s.layer, **opts)
+    # the options that change the maps, as the engine took them (defaults included, so that
+    # `--smooth 0` and no --smooth compare equal): only SmoothGrad's, when it is on
+    smooth = int(getattr(engine, "smooth", 0) or 0)
+    map_options = {"smooth": smooth, "noise": engine.noise, "seed": engine.seed} if smooth else {}
     pre = s.preprocess or model.spec.preprocess
     return {
         "model": src.get("model", model.spec.name),
@@ -254,7 +269,11 @@ def _settings_record(model: Any, s: ExplainSettings, source: dict[str, Any] | No
         "classes": s.classes if isinstance(s.classes, str) else (
             list(s.classes) if s.classes else None),
         "threshold": s.threshold, "normalization": s.normalization, "multi": s.multi,
-        "method": s.method, "layer": s.layer,
+        "method": s.method.strip().lower(),
+        "layer": s.layer if s.layer is None or isinstance(s.layer, str) else list(s.layer),
+        "layers": list(engine.layers),
+        "method_options": map_options,
+        "method_batch_size": opts.get("batch_size"),
         "preprocess": pre.to_dict(), "min_prob": s.min_prob,
         "batch_size": s.batch_size, "save_maps": s.save_maps, "overlays": s.overlays,
         "overlay_size": s.overlay_size, "max_panels": s.max_panels,
@@ -414,7 +433,8 @@ def run_explain(model: Any, inputs: Sequence[str | os.PathLike[str]] | ExplainIn
 
     s = settings or ExplainSettings()
     s.check(int(model.spec.num_classes))
-    engine = make_method(model, s.method)  # validates the method before anything is written
+    # validates the method, layer and options before anything is written
+    engine = make_method(model, s.method, s.layer, **s.method_options)
     inp = inputs if isinstance(inputs, ExplainInputs) else ExplainInputs(paths=list(inputs))
     rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
     if inp.empty:
@@ -431,7 +451,7 @@ def run_explain(model: Any, inputs: Sequence[str | os.PathLike[str]] | ExplainIn
         raise ConfigError("--list -: under torchrun every process reads the list; give a file")
     inp.check()
     out = Path(out)
-    now = _settings_record(model, s, source)
+    now = _settings_record(model, s, source, engine)
     t0 = time.perf_counter()
     summary = RunSummary(out=out)
     shard = _Shard()
@@ -440,6 +460,7 @@ def run_explain(model: Any, inputs: Sequence[str | os.PathLike[str]] | ExplainIn
         atomic_write_json(out / "manifest.json", {
             "command": "explain", "status": status,
             "model": model.spec.name, "model_source": model.spec.source,
+            "method": engine.name, "layers": list(engine.layers),
             "preprocess": now["preprocess"], "settings": now, "inputs": inp.describe(),
             "threshold": s.threshold, "threshold_source": now["threshold_source"],
             "world_size": world,
@@ -616,7 +637,7 @@ def _explain_shard(model: Any, engine: Any, s: ExplainSettings, inp: ExplainInpu
             selection = torch.tensor([[it.label] for it in items], dtype=torch.long)
         else:
             selection = list(s.classes) if s.classes else s.top_k
-        with torch.inference_mode(s.method == "cam"):
+        with torch.inference_mode(not engine.needs_grad):  # gradient methods need autograd
             return explain_batch(model, images, [it.key for it in items], selection, s.threshold,
                                  s.normalization, s.multi, engine, s.preprocess)
 

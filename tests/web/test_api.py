@@ -64,6 +64,13 @@ def test_health_classes_methods(client, engine):
 
     assert [m["name"] for m in methods["methods"]] == list(METHODS)  # every engine method, none hard-coded
     assert all(m["available"] and m["description"] for m in methods["methods"])
+    meta = {m["name"]: m for m in methods["methods"]}
+    from camloc.cams.catalog import CATALOG
+
+    for name, info in CATALOG.items():  # family, cost and head need as the catalog says
+        assert (meta[name]["family"], meta[name]["cost"], meta[name]["needs_head"]) == (
+            info.family, info.cost, info.needs_head)
+    assert {"features.block3", "features.block4"} <= {entry["name"] for entry in methods["layers"]}
     assert methods["layers"][0]["name"] == "" and methods["default_method"] == "cam"
     assert client.get("/docs").status_code == 200
     assert "/api/explain" in client.get("/openapi.json").json()["paths"]
@@ -85,6 +92,38 @@ def test_explain_equals_the_library(client, engine):
         sent = np.frombuffer(base64.b64decode(r["maps"]["data"]), "<f4").reshape(r["maps"]["shape"])
         np.testing.assert_array_equal(sent, e.maps)
         assert r["image"] == {"width": 97, "height": 61} and r["method"] == method
+        assert r["layers"] == list(engine.model.layers)
+
+
+def test_explain_with_a_method_and_layer(client, engine):
+    from camloc.explain import explain
+
+    data = _png(80, 64, seed=7)
+    r = _post(client, data, method="layercam", layer="features.block3", top_k=2, maps="f32")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["method"] == "layercam" and body["layers"] == ["features.block3"]
+    [e] = explain(engine.model, [Image.open(io.BytesIO(data))], top_k=2, method="layercam",
+                  layer="features.block3")
+    assert [c["box"] for c in body["classes"]] == e.boxes.tolist()
+    assert "features.block9" in _error(_post(client, data, method="gradcam",
+                                             layer="features.block9"), 400)
+
+
+def test_exact_cam_on_a_headless_model_is_a_json_error(tiny_model_dir):
+    """A model without a GAP head: method=cam is a 400 with the engine's reason; gradcam works."""
+    from dataclasses import replace
+
+    import camloc
+    from fastapi.testclient import TestClient
+
+    headless = WebEngine(replace(camloc.load_model(str(tiny_model_dir), device="cpu"), head=None))
+    with TestClient(create_app(headless)) as c:
+        reason = _error(_post(c, method="cam"), 400)
+        assert "exact CAM needs global average pooling" in reason and "gradcam" in reason
+        cam = next(m for m in c.get("/api/methods").json()["methods"] if m["name"] == "cam")
+        assert cam["available"] is False and cam["reason"] == reason
+        assert _post(c, method="gradcam", top_k=2).json()["method"] == "gradcam"
 
 
 def test_boxes_are_computed_on_the_map_as_sent(client, engine):

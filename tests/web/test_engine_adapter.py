@@ -96,8 +96,10 @@ def test_a_model_without_gap_head(tiny):
     eng = WebEngine(headless)
     meta = {m["name"]: m for m in eng.methods()}
     assert meta["cam"]["available"] is False  # only exact CAM needs the head
-    with pytest.raises(ConfigError, match="no GAP"):
-        eng.check("cam")
+    with pytest.raises(ConfigError, match="exact CAM needs global average pooling"):
+        eng.check("cam")  # the engine's own reason, naming the methods that work
+    assert "gradcam" in meta["cam"]["reason"]
+    eng.check("gradcam")  # every other method works
     assert eng.has_exact_cam is False
     with pytest.raises(ConfigError, match="exact CAM"):
         eng.all_class_maps([])
@@ -119,3 +121,24 @@ def test_mixed_selections_in_one_batch(tiny):
         assert r.class_ids == e.class_ids
         assert torch.allclose(torch.from_numpy(r.maps), torch.from_numpy(e.maps), atol=1e-5)
         assert (r.all_maps is not None) == job.all_maps
+
+
+def test_any_layer_the_engine_resolves(tiny):
+    """Every engine method takes a layer: the offered list holds the model's blocks with their map
+    shapes; a name that is not offered but exists is accepted, a wrong one is refused by name."""
+    from PIL import Image
+
+    eng = WebEngine(tiny)
+    names = [entry["name"] for entry in eng.layers()]
+    assert names[0] == "" and "features.block3" in names
+    shape = next(e["shape"] for e in eng.layers() if e["name"] == "features.block3")
+    assert shape[1:] == [8, 8]  # 64 px input, three 2x poolings
+    [r] = eng.explain("gradcam", "features.block3", [ExplainJob(Image.new("RGB", (50, 40)), 2)])
+    assert r.layers == ["features.block3"] and r.method == "gradcam" and r.maps.shape == (2, 64, 64)
+    [d] = eng.explain("eigencam", None, [ExplainJob(Image.new("RGB", (50, 40)), 1)])
+    assert d.layers == list(tiny.layers)
+    eng.check("hirescam", "features.block2.0")  # not in the list, but a layer of the model
+    with pytest.raises(ConfigError, match="'features.block9'"):
+        eng.check("gradcam", "features.block9")
+    with pytest.raises(ConfigError, match="exact CAM is defined only at the layer"):
+        eng.check("cam", "features.block3")

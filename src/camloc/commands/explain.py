@@ -52,7 +52,19 @@ def register(app: typer.Typer) -> None:
                                                      "max (default) or minmax."),
         multi: bool = typer.Option(False, help="Also box every connected component (several "
                                                "boxes per class in the box files)."),
-        method: str = typer.Option("cam", help="cam (exact) or gradcam."),
+        method: str = typer.Option("cam", help="Map method: any of `camloc methods` (cam: exact, "
+                                               "needs a GAP -> linear head; gradcam, gradcam++, "
+                                               "xgradcam, hirescam, layercam, smoothgradcam++, "
+                                               "scorecam, ablationcam, eigencam)."),
+        layer: list[str] = typer.Option(None, "--layer", help="Target layer by name (e.g. "
+                                        "layer4, features.28, blocks.11); repeat it or separate "
+                                        "names with commas to fuse several. Default: the "
+                                        "model's (reported in results.jsonl)."),
+        smooth: int = typer.Option(None, min=0, help="Gradient methods: average the gradients "
+                                   "over this many noisy copies of each image (SmoothGrad)."),
+        method_batch_size: int = typer.Option(None, min=1, help="Rows per forward pass of the "
+                                              "masked (scorecam, ablationcam) or noisy (--smooth) "
+                                              "inputs; changes speed and memory, not the maps."),
         fit: str = typer.Option("stretch", help="stretch: resize the whole image (default); crop: "
                                                 "resize + centre crop as the weights' metadata "
                                                 "says."),
@@ -87,8 +99,16 @@ def register(app: typer.Typer) -> None:
         if threshold is not None and calibrate is not None:
             raise ConfigError("--threshold and --calibrate both set the box threshold; give one")
         is_gt = classes is not None and classes.strip().lower() == "gt"
+        layers = [n.strip() for item in (layer or []) for n in item.split(",")]
+        if any(not n for n in layers):
+            raise ConfigError(f"--layer {','.join(layer or [])!r}: an empty layer name")
+        options = {"smooth": smooth, "batch_size": method_batch_size}
         settings = ExplainSettings(top_k=top_k, threshold=0.2 if threshold is None else threshold,
-                                   multi=multi, method=method, batch_size=batch_size,
+                                   multi=multi, method=method.strip().lower(),
+                                   layer=(layers[0] if len(layers) == 1 else layers) or None,
+                                   method_options={k: v for k, v in options.items()
+                                                   if v is not None},
+                                   batch_size=batch_size,
                                    save_maps=save_maps, overwrite=overwrite, overlays=overlays,
                                    overlay_size=overlay_size, max_panels=overlay_panels,
                                    min_prob=min_prob, formats=formats.split(","),
@@ -97,10 +117,15 @@ def register(app: typer.Typer) -> None:
                                    threshold_source={"kind": "default" if threshold is None
                                                      else "given"})
         settings.check(num_classes=2**62)  # cheap checks before the model is loaded
-        from camloc.cams import METHODS
+        from camloc.cams.catalog import CATALOG
 
-        if method not in METHODS:
-            raise ConfigError(f"--method {method!r}: expected one of {', '.join(sorted(METHODS))}")
+        info = CATALOG.get(settings.method)
+        if info is None:
+            raise ConfigError(f"--method {method!r}: expected one of {', '.join(CATALOG)} "
+                              "(`camloc methods` lists them)")
+        if smooth and not info.needs_grad:
+            raise ConfigError(f"--smooth {smooth}: only gradient methods average over noisy "
+                              f"inputs; {info.name} is a {info.family} method")
         if dataset is None and (split or image_root or dataset_format != "auto"):
             raise ConfigError("--split, --image-root and --dataset-format describe a --dataset; "
                               "give --dataset DIR")

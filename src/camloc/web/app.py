@@ -207,7 +207,8 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
     async def explain(
         image: UploadFile = File(..., description="the image (JPEG, PNG, GIF, BMP, WebP, TIFF)"),
         method: str = Form("cam", description="a method from /api/methods"),
-        layer: str = Form(DEFAULT_LAYER, description="a layer from /api/methods ('' = default)"),
+        layer: str = Form(DEFAULT_LAYER, description="a layer from /api/methods, or any layer name of the model "
+                                "(e.g. layer3, blocks.11); '' = the model's default"),
         top_k: int = Form(5, ge=1, le=MAX_CLASSES_PER_REQUEST,
                           description="explain the k most likely classes"),
         classes: str = Form("", description="ids or names instead of top-k: '285,281' or "
@@ -309,7 +310,8 @@ def _response(engine: WebEngine, r: Any, threshold: float, multi: bool, encoding
         out_classes.append(entry)
     g = r.geometry
     resp: dict[str, Any] = {
-        "model": engine.name, "method": r.method, "layer": layer, "threshold": threshold,
+        "model": engine.name, "method": r.method, "layer": layer,
+        "layers": list(getattr(r, "layers", []) or []), "threshold": threshold,
         "multi": multi, "normalization": "max",
         "box_convention": "x0, y0, x1, y1: continuous pixel edges in original image pixels",
         "image": {"width": g.width, "height": g.height},

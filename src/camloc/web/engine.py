@@ -1,10 +1,13 @@
 """The web server's only door into the CAM engine.
 
 Everything ``camloc serve`` asks of models and map methods goes through :class:`WebEngine`: which
-methods exist (read from :data:`camloc.cams.METHODS` and whatever metadata its entries carry),
-which layers can be chosen, a batch of explanations for one (method, layer), and every class's raw
-map from one forward pass (for "which classes are highest at this point"). When the engine's API
-changes, this module is the one to adapt.
+methods exist (read from :data:`camloc.cams.METHODS` and the catalog's metadata: family, cost,
+paper, whether the method needs the GAP head or gradients), which layers can be chosen (any
+module whose output the engine reads as a map: conv stages and blocks, transformer token
+blocks), a batch of explanations for one (method, layer) built with
+:func:`camloc.cams.make_method`, and every class's raw map from one forward pass (for "which
+classes are highest at this point"; exact CAM only). When the engine's API changes, this module is
+the one to adapt.
 
 >>> import camloc
 >>> from PIL import Image
@@ -24,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from camloc.errors import ConfigError
+from camloc.errors import CamlocError, ConfigError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -34,7 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = ["WebEngine", "ExplainJob", "ImageResult", "DEFAULT_LAYER"]
 
-DEFAULT_LAYER = ""  # the engine's own choice (today: the features the GAP head pools)
+DEFAULT_LAYER = ""  # the engine's own choice (the model's default target layer, CamModel.layers)
 _SIMPLE = (str, bool, int, float)
 
 
@@ -53,7 +56,7 @@ class ImageResult:
 
     ``maps``: ``(k, H, W)`` float32 at the network's input resolution, max-normalised (what
     ``camloc explain`` thresholds); ``all_maps``: ``(C, h, w)`` raw maps of every class at feature
-    resolution, or ``None`` when not asked for.
+    resolution, or ``None`` when not asked for; ``layers``: the target layer(s) the engine used.
     """
 
     method: str
@@ -64,6 +67,7 @@ class ImageResult:
     maps: np.ndarray
     geometry: Geometry
     all_maps: np.ndarray | None = None
+    layers: list[str] = dataclasses.field(default_factory=list)
 
 
 def _method_class(entry: Any) -> Any:
@@ -146,6 +150,7 @@ class WebEngine:
         self.preprocess = model.spec.preprocess.with_(fit=fit)
         self._layers: list[dict[str, Any]] | None = None
         self._methods: list[dict[str, Any]] | None = None
+        self._made: dict[tuple[str, str], Any] = {}
 
     @classmethod
     def load(cls, name: str = "efficientnet_lite0", weights: Any = "DEFAULT", device: str = "auto",
@@ -188,7 +193,10 @@ class WebEngine:
             for name, entry in METHODS.items():
                 meta = _metadata(name, entry)
                 needs_head = bool(meta.get("needs_head", meta.get("requires_head", name == "cam")))
+                meta["needs_head"] = needs_head
                 meta["available"] = self.has_exact_cam or not needs_head
+                if not meta["available"]:
+                    meta["reason"] = self._refusal(name)
                 # many forward passes per map (one per channel): left out of "side by side"
                 # unless chosen
                 meta["slow"] = bool(meta.get("slow", meta.get("family") == "perturbation"))
@@ -197,11 +205,13 @@ class WebEngine:
         return [dict(m) for m in self._methods]
 
     def layers(self) -> list[dict[str, Any]]:
-        """Layers a user may choose (``name``, ``shape``), the engine's default first.
+        """Layers a user may choose (``name``, ``label``, ``shape``), the engine's default first.
 
-        With today's engine, methods take no layer, so the list holds the default only. When the
-        methods accept ``layer=``, every module with a spatial output (found by one dry forward
-        pass) is offered, unless the engine names its candidates itself.
+        When some method accepts ``layer=`` (every engine method does), each module at most two
+        levels deep whose output the engine reads as a spatial map (``(N, C, h, w)``,
+        channels-last, or patch tokens; found by one dry forward pass) is offered, unless the
+        engine names its candidates itself. Any other layer name the engine resolves is accepted
+        too (:meth:`check`).
         """
         if self._layers is None:
             chosen = [str(n) for n in getattr(self.model, "layers", None) or []]
@@ -217,29 +227,64 @@ class WebEngine:
         named = getattr(cams, "candidate_layers", None)
         if callable(named):
             return [{"name": str(n), "label": str(n)} for n in named(self.model)]
-        return _spatial_modules(self.model.module, self.input_size, self.model.device)
+        default = {str(n) for n in getattr(self.model, "layers", None) or []}
+        return [entry for entry in _spatial_modules(self.model.module, self.input_size,
+                                                    self.model.device)
+                if entry["name"] not in default or len(default) > 1]
+
+    def _refusal(self, method: str) -> str:
+        """The engine's own reason why ``method`` cannot run on this model (no GAP head)."""
+        from camloc.cams import registry
+
+        if method in registry.METHODS:
+            try:
+                registry.make_method(self.model, method)
+            except CamlocError as exc:
+                return str(exc)
+        return (f"method={method!r} needs a verified GAP -> linear head, and {self.name} has "
+                "none; choose another method")
 
     def check(self, method: str, layer: str = DEFAULT_LAYER) -> None:
-        """Raise :class:`ConfigError` unless ``method`` (on ``layer``) can run on this model."""
-        from camloc.cams import METHODS
-
-        if method not in METHODS:
-            raise ConfigError(f"method={method!r}: expected one of {sorted(METHODS)}")
-        meta = next(m for m in self.methods() if m["name"] == method)
-        if not meta["available"]:
-            raise ConfigError(f"method={method!r}: this model has no GAP -> linear head; choose "
-                              f"another method")
-        if layer and layer not in {entry["name"] for entry in self.layers()}:
-            raise ConfigError(f"layer={layer!r}: not a layer this engine can use; see /api/methods")
-        if layer and not meta["layer_choice"]:
-            raise ConfigError(f"layer={layer!r}: method {method!r} takes no layer choice")
+        """Raise :class:`ConfigError` unless ``method`` (on ``layer``) can run on this model; the
+        message is the engine's reason (no GAP head for exact CAM, no such layer, a layer the
+        method cannot use)."""
+        self._make(method, layer or None)
 
     def _make(self, method: str, layer: str | None) -> Any:
-        from camloc.cams import METHODS
+        """The method instance for (``method``, ``layer``), built once and kept (building one
+        resolves its layers, which is cheap, but a request should not pay for it twice)."""
+        from camloc.cams import METHODS, registry
 
-        self.check(method, layer or DEFAULT_LAYER)
-        cls = _method_class(METHODS[method])
-        return cls(self.model, layer=layer) if layer else cls(self.model)
+        key = (method, layer or DEFAULT_LAYER)
+        made = self._made.get(key)
+        if made is not None:
+            return made
+        if method not in METHODS:
+            raise ConfigError(f"method={method!r}: expected one of {', '.join(METHODS)}")
+        meta = next(m for m in self.methods() if m["name"] == method)
+        if not meta["available"]:
+            raise ConfigError(meta.get("reason") or self._refusal(method))
+        if layer and not meta["layer_choice"]:
+            raise ConfigError(f"layer={layer!r}: method {method!r} takes no layer choice")
+        try:
+            if layer:  # the layer exists (plug-ins may not check it themselves)
+                from camloc.models.layers import resolve_layers
+
+                resolve_layers(self.model.module, layer)
+            if METHODS[method] is registry.METHODS.get(method):
+                made = registry.make_method(self.model, method, layer or None)
+            else:  # an entry added at run time (a plug-in): build it as its class says
+                cls = _method_class(METHODS[method])
+                made = cls(self.model, layer=layer) if layer else cls(self.model)
+        except ConfigError as exc:
+            if layer and "no such layer" in str(exc):
+                raise ConfigError(f"layer={layer!r}: not a layer of {self.name} ({exc}); see "
+                                  f"/api/methods for the layers offered") from exc
+            raise
+        except CamlocError as exc:  # e.g. a layer whose output is not a map
+            raise ConfigError(str(exc)) from exc
+        self._made[key] = made
+        return made
 
     # ------------------------------------------------------------------ explaining
     def explain(self, method: str, layer: str | None, jobs: Sequence[ExplainJob]) -> list[ImageResult]:
@@ -271,7 +316,8 @@ class WebEngine:
                 sel = jobs[i].selection
                 k = min(int(sel), len(e.class_ids)) if isinstance(sel, int) else len(sel)
                 results[i] = ImageResult(e.method, e.class_ids[:k], e.class_names[:k], e.probs[:k],
-                                         e.logits[:k], e.maps[:k], e.geometry)
+                                         e.logits[:k], e.maps[:k], e.geometry,
+                                         layers=list(e.layers))
         wanted = [i for i, j in enumerate(jobs) if j.all_maps]
         if wanted:
             every = self.all_class_maps([jobs[i].image for i in wanted])
@@ -298,17 +344,31 @@ _NOT_A_LAYER = ("Dropout", "DropPath", "Identity")
 
 
 def _spatial_modules(module: Any, input_size: tuple[int, int], device: Any) -> list[dict[str, Any]]:
-    """Named submodules, at most two levels deep, whose output is a 4-D tensor with a spatial
-    extent above 1x1 (the stages and blocks a user would pick), found by one dry forward pass."""
+    """Named submodules, at most two levels deep, whose output the engine reads as a spatial map
+    larger than 1x1 (``(N, C, h, w)``, channels-last, or patch tokens; the stages and blocks a
+    user would pick), found by one dry forward pass. ``shape`` is the map's ``[C, h, w]``."""
     import torch
+
+    from camloc.models.layers import declared_prefix, infer_layout
+
+    prefix = declared_prefix(module)
 
     found: dict[str, list[int]] = {}
     handles = []
 
     def hook_for(name: str) -> Any:
         def hook(_m: Any, _inp: Any, out: Any) -> None:
-            if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-1] * out.shape[-2] > 1:
-                found.setdefault(name, list(out.shape[1:]))
+            if not isinstance(out, torch.Tensor) or out.dim() not in (3, 4) or name in found:
+                return
+            lay = infer_layout(out.shape, input_size, prefix)
+            if lay is None:
+                return
+            try:
+                shape = list(lay.to_map(out[:1], input_size, name).shape[1:])
+            except CamlocError:
+                return
+            if shape[1] * shape[2] > 1:
+                found[name] = shape
         return hook
 
     try:

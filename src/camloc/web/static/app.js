@@ -73,7 +73,10 @@
       $("model-info").textContent = health.model + " on " + health.device + " (" +
         health.num_classes + " classes, input " + health.input_size.join("x") + ")";
       for (const m of methods.methods) {
-        const o = el("option", { value: m.name, title: m.description || "" }, m.label || m.name);
+        const tip = [m.description, m.family ? "family: " + m.family : "", m.cost ? "cost: " + m.cost : "",
+                     m.reason || ""].filter(Boolean).join("\n");
+        const o = el("option", { value: m.name, title: tip, "data-family": m.family || "" },
+                     (m.label || m.name) + (m.family ? " [" + m.family + "]" : ""));
         if (!m.available) { o.disabled = true; o.textContent += " (not for this model)"; }
         $("method").appendChild(o);
       }
