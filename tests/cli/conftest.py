@@ -42,3 +42,9 @@ def small_images(tmp_path: Path, samples_dir: Path) -> Path:
     shutil.copy(samples_dir / "chelsea.jpg", d / "cat.jpg")
     shutil.copy(samples_dir / "coffee.jpg", d / "sub" / "coffee.jpg")
     return d
+
+
+@pytest.fixture(scope="session")
+def tiny_model_3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with 3 classes (fewer than explain's default top-k)."""
+    return write_tiny_model(tmp_path_factory.mktemp("cli-model3") / "tiny3", num_classes=3)

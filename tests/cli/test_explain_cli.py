@@ -89,3 +89,16 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
             fh.write(b"partial")
             raise RuntimeError("interrupted")
     assert p.read_text() == "old" and not list(tmp_path.glob("*.tmp"))
+
+
+def test_default_top_k_is_capped_by_a_small_model(tmp_path, small_images, tiny_model_3):
+    """A 3-class model (a probe head, a small trained model): the default asks for all 3 classes;
+    an explicit -k above the model's classes is a usage error."""
+    model = tiny_model_3
+    out = tmp_path / "out"
+    assert main(["explain", str(small_images), "--model", str(model), "--out", str(out),
+                 "--no-overlays", "--device", "cpu"]) == 0
+    recs = read_jsonl(out / "results.jsonl")
+    assert len(recs) == 2 and all(len(r["class_ids"]) == 3 for r in recs)
+    assert main(["explain", str(small_images), "--model", str(model), "-k", "4",
+                 "--out", str(tmp_path / "o2")]) == 2

@@ -37,8 +37,9 @@ def register(app: typer.Typer) -> None:
                                   help="Model name (torchvision/timm), or a camloc model folder."),
         weights: str = typer.Option("DEFAULT", help="DEFAULT, a weights file, or 'none' (random)."),
         head: str = typer.Option(None, help="A linear-probe head folder from `camloc probe`."),
-        top_k: int = typer.Option(5, "--top-k", "-k", min=1,
-                                  help="Explain the k most likely classes."),
+        top_k: int = typer.Option(None, "--top-k", "-k", min=1,
+                                  help="Explain the k most likely classes (default 5, or every "
+                                       "class of a model with fewer)."),
         classes: str = typer.Option(None, help="Comma-separated class ids or names instead of "
                                                "top-k; 'gt': each --dataset image's label."),
         min_prob: float = typer.Option(None, help="Drop classes less likely than this (0..1) "
@@ -103,7 +104,8 @@ def register(app: typer.Typer) -> None:
         if any(not n for n in layers):
             raise ConfigError(f"--layer {','.join(layer or [])!r}: an empty layer name")
         options = {"smooth": smooth, "batch_size": method_batch_size}
-        settings = ExplainSettings(top_k=top_k, threshold=0.2 if threshold is None else threshold,
+        settings = ExplainSettings(top_k=5 if top_k is None else top_k,
+                                   threshold=0.2 if threshold is None else threshold,
                                    multi=multi, method=method.strip().lower(),
                                    layer=(layers[0] if len(layers) == 1 else layers) or None,
                                    method_options={k: v for k, v in options.items()
@@ -175,7 +177,9 @@ def register(app: typer.Typer) -> None:
             settings.preprocess = cam_model.spec.preprocess.with_(fit=fit)
             if not is_gt:
                 settings.classes = parse_classes(classes, cam_model.spec.class_names)
-            if settings.classes is None and top_k > cam_model.spec.num_classes:
+            if top_k is None:  # the default asks for at most the classes the model has
+                settings.top_k = min(settings.top_k, cam_model.spec.num_classes)
+            elif settings.classes is None and top_k > cam_model.spec.num_classes:
                 raise ConfigError(f"--top-k {top_k}: {cam_model.spec.name} has only "
                                   f"{cam_model.spec.num_classes} classes")
             source = {"model": _as_given(model), "weights": _as_given(weights),
