@@ -47,3 +47,9 @@ def run_cli(args: list[str], cwd: Path | None = None, timeout: float = 240
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, "-m", "camloc", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """:func:`run_cli`."""
+    return run_cli

@@ -61,7 +61,8 @@ def check_settings(interval: object = 0.01, fixed_threshold: object = 0.2, worke
             raise ConfigError(str(exc)) from None
     for name, value, low in (("--workers", workers, 0), ("batch", batch, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+            raise ConfigError(f"{name}: {name.lstrip('-')}={value!r}: must be >= {low} "
+                              "(an integer)")
 
 
 class _Refused(ValueError):
