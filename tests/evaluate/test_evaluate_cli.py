@@ -167,7 +167,9 @@ def _csv_set(synth3: Path, dst: Path, rename: dict[str, str] | None = None,
     return dst
 
 
-def test_save_maps_stay_inside_out_and_score_reads_them_back(cli, synth3, tiny_model_dir, tmp_path):
+def test_save_maps_stay_inside_out_and_score_reads_them_back(synth3, tiny_model_dir, tmp_path,
+                                                            capsys):
+    cli = _Run(capsys)
     """An id that is not a safe file name is written at its safe_relpath under --out, and
     `score` (sizes from the image headers: the CSV has none) finds it and gives the same
     figures."""
