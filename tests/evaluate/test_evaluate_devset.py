@@ -50,12 +50,14 @@ def test_reference_numbers_reproduced(default_model, dev_set):
         "maxboxacc_v2": loc["maxboxacc_v2"]["value"],
         **{f"v2_{k}": v["value"] for k, v in loc["maxboxacc_v2"]["per_iou"].items()},
     }
+    # exactly the README's figures (given to 2 decimals) and thresholds, on CPU: one image of
+    # 511 is 0.196 points, so any change in the pipeline shows
+    assert default_model.device.type == "cpu"
     for key, ref in REFERENCE.items():
-        assert abs(got[key] - ref) <= 0.5, (key, got[key], ref)
-    assert loc["maxboxacc_v1"]["threshold"] == pytest.approx(REFERENCE_TAUS["v1"], abs=0.011)
+        assert round(got[key], 2) == ref, (key, got[key], ref)
+    assert round(loc["maxboxacc_v1"]["threshold"], 4) == REFERENCE_TAUS["v1"]
     for k in ("30", "50", "70"):
-        assert loc["maxboxacc_v2"]["per_iou"][k]["threshold"] == pytest.approx(REFERENCE_TAUS[k],
-                                                                              abs=0.011)
+        assert round(loc["maxboxacc_v2"]["per_iou"][k]["threshold"], 4) == REFERENCE_TAUS[k]
     assert report["counts"] == {"scored": 511, "failed": 0}
 
 

@@ -17,13 +17,13 @@ def synth_root(tmp_path_factory):
                       test_fraction=0.5)
 
 
-def test_corrupt_image_is_reported_and_the_rest_scored(synth_root, tmp_path):
+def test_corrupt_image_is_reported_and_the_rest_scored(synth_root, tiny_model_dir, tmp_path):
     ds = open_dataset(synth_root, split="test")
     victim = ds.samples[0].path
     victim.write_bytes(victim.read_bytes()[:40])  # truncated PNG
     out = tmp_path / "eval"
     rc = main(["evaluate", str(synth_root), "--split", "test", "--out", str(out), "--device", "cpu",
-               "--workers", "0", "--gallery", "1", "--batch-size", "5"])
+               "-m", str(tiny_model_dir), "--workers", "0", "--gallery", "1", "--batch-size", "5"])
     assert rc == 1
     report = json.loads((out / "report.json").read_text())
     assert report["counts"] == {"scored": len(ds.samples) - 1, "failed": 1}

@@ -139,8 +139,11 @@ def test_map_shapes_dtypes_and_infinite_values(tmp_path):
         assert "complex" in reasons["a/cplx.png"] and "imaginary" in reasons["a/cplx.png"]
         assert "infinite" in reasons["a/inf.png"] and "2-D" in reasons["a/vec.png"]
         assert report["counts"] == {"scored": 5, "failed": 3}
-    with pytest.raises(ValueError, match="outside --maps"):
+    # an id that would leave --maps is read at its safe_relpath, inside --maps (as evaluate
+    # --save-maps writes it), never outside
+    with pytest.raises(ValueError, match="missing map") as info:
         load_scoremap(maps, "../ds/metadata/image_ids")
+    assert str(maps) in str(info.value) and "/../" not in str(info.value)
 
 
 @pytest.mark.parametrize("args, option", [

@@ -268,6 +268,11 @@ def finish_classes(labels: list[tuple[int | None, str, int]], names: list[str] |
             if names_from == "classes=":
                 raise ConfigError(f"classes: {reason}")
             problems.add(names_from, 0, reason)
+        top = max((lab for lab, _, _ in labels if lab is not None), default=-1)
+        if top >= len(names) and names_from != "classes=":
+            problems.add(names_from, 0, f"{len(names)} class name(s), but the labels use class "
+                                        f"ids up to {top}: give one name per class (line i names "
+                                        "class i)")
         check_labels(labels, len(names), problems)
         return names, "names"
     if num_classes is not None:

@@ -55,7 +55,8 @@ import numpy as np
 
 from camloc.errors import ConfigError
 
-__all__ = ["BoxEntry", "read_box_file", "score_boxes", "box_file_format", "IOU_THRESHOLDS"]
+__all__ = ["BoxEntry", "read_box_file", "score_boxes", "box_file_format", "write_box_report",
+           "IOU_THRESHOLDS"]
 
 IOU_THRESHOLDS = (0.3, 0.5, 0.7)
 
@@ -241,3 +242,26 @@ def score_boxes(path: str | os.PathLike[str], dataset: Any,
         "mean_iou": {"top": round(float(top_a.mean()), 6), "any": round(float(any_a.mean()), 6)},
         "per_image": per_image,
     }
+
+
+def write_box_report(path: str | os.PathLike[str], dataset: Any, out: str | os.PathLike[str]
+                     ) -> tuple[dict[str, Any], Path]:
+    """:func:`score_boxes`, written atomically to ``out/report.json`` (with camloc's versions;
+    ``protocol.name`` is ``"boxes"``). Everything is checked before ``out`` is created.
+
+    Raises:
+        ConfigError: no such box file, or what :func:`score_boxes` raises.
+    """
+    from camloc.io import atomic_write_json, versions
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"--boxes {p}: no such file")
+    report = score_boxes(p, dataset)
+    report["protocol"] = {"name": "boxes", **report["protocol"]}
+    report["versions"] = versions()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "report.json"
+    atomic_write_json(json_path, report)
+    return report, json_path
