@@ -9,7 +9,6 @@ the library, and a screenshot of each step is kept (``$CAMLOC_UI_SCREENSHOTS`` o
 from __future__ import annotations
 
 import base64
-import io
 import json
 
 import numpy as np
