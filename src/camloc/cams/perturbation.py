@@ -58,13 +58,16 @@ class ScoreCAM(CAMMethod):
             rows = rows_live[start:stop]
             img, ch = rows // k_ch, rows % k_ch
             up = upsample(a[img, ch][:, None], ctx.input_hw, "bilinear")  # (B, 1, H, W)
-            flat = up.flatten(1)
-            lo, hi = flat.amin(1), flat.amax(1)
-            rng = (hi - lo + self.eps).view(-1, 1, 1, 1)
-            ok = rng > 0
-            mask = torch.where(ok, (up - lo.view(-1, 1, 1, 1)) / torch.where(ok, rng, torch.ones_like(rng)),
-                               torch.zeros_like(up))
-            return x[img] * mask.to(x.dtype)
+            lo, hi = torch.aminmax(up.flatten(1), dim=1)
+            rng = hi - lo + self.eps
+            # (up - lo) / range, in place; a constant channel (range 0) gives the zero mask
+            scale = torch.where(rng > 0, 1.0 / torch.where(rng > 0, rng, torch.ones_like(rng)),
+                                torch.zeros_like(rng))
+            mask = up.sub_(lo.view(-1, 1, 1, 1)).mul_(scale.view(-1, 1, 1, 1)).to(x.dtype)
+            first = int(img[0])
+            if bool((img == first).all()):  # one image's rows (the usual case): broadcast it
+                return x[first:first + 1] * mask
+            return x[img].mul_(mask)  # x[img] is a fresh copy
 
         def pick(logits: torch.Tensor, start: int, stop: int) -> torch.Tensor:
             img = rows_live[start:stop].to(logits.device) // k_ch
