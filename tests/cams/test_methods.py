@@ -23,6 +23,15 @@ def tiny_cnn(seed: int = 0) -> nn.Sequential:
                          nn.Linear(4 * 8 * 8, 3))
 
 
+def kill_channels(net: nn.Sequential, channels=(1, 3)) -> nn.Sequential:
+    """Make channels of layer "3" (the ReLU after conv "2") zero everywhere on every input."""
+    with torch.no_grad():
+        for k in channels:
+            net[2].weight[k] = 0
+            net[2].bias[k] = -1
+    return net
+
+
 @pytest.fixture
 def cnn():
     net = tiny_cnn()
@@ -75,12 +84,15 @@ def test_smoothgradcampp_follows_omeiza_et_al(cnn):
     assert float(expected.max()) > 0
 
 
-def test_scorecam_follows_wang_et_al(cnn):
-    net, model = cnn
+@pytest.mark.parametrize("dead", [False, True], ids=["live", "dead-channels"])
+def test_scorecam_follows_wang_et_al(dead):
+    net = kill_channels(tiny_cnn()) if dead else tiny_cnn()
+    model = camloc.wrap(net, input_size=(16, 16))
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     cls = [0, 2]
     with torch.no_grad():
         _, a = _layer_output(net, "3", x)
+        assert bool((a.flatten(2).amax(2) == 0).any()) == dead  # the zero-mask path is exercised
         expected = []
         for n in range(2):
             scores = []
@@ -114,10 +126,12 @@ class SkipNet(nn.Module):
         return self.head(z.flatten(1))
 
 
-@pytest.mark.parametrize("which", ["cnn", "cat", "add"])
+@pytest.mark.parametrize("which", ["cnn", "cnn-dead-channels", "cat", "add"])
 def test_ablationcam_follows_desai_and_ramaswamy(which):
-    if which == "cnn":
+    if which.startswith("cnn"):
         net, layer = tiny_cnn(), "3"
+        if which == "cnn-dead-channels":
+            kill_channels(net)
     else:
         net, layer = SkipNet(which), "block"
     model = camloc.wrap(net, input_size=(16, 16))

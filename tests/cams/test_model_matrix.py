@@ -7,10 +7,16 @@ models' own input sizes::
 
     PYTHONPATH=src python tests/cams/test_model_matrix.py            # native sizes (slow on CPU)
     PYTHONPATH=src python tests/cams/test_model_matrix.py --small    # the test's sizes
+
+Score-CAM runs one forward pass of the whole network per channel of the layer (512 to 1280 here),
+which takes minutes per cell on a small CPU at 224 px; ``--scorecam-size vgg16=64 swin_tiny=128``
+runs those cells at a smaller stated input (timm models are rebuilt for that size, Swin with
+windows of size / 32), marked ``@Npx`` in the table.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -26,22 +32,25 @@ SCORECAM_IN_TEST = {"resnet18", "mobilenet_v3_large", "vit_tiny", "efficientnet_
 SAMPLE = Path(__file__).resolve().parents[2] / "src" / "camloc" / "assets" / "samples" / "chelsea.jpg"
 
 
-def build(name: str, small: bool):
-    """``(CamModel, input size)``; random weights (seeded) except efficientnet_lite0's real ones."""
+def build(name: str, small: bool, size: int | None = None):
+    """``(CamModel, input size)``; random weights (seeded) except efficientnet_lite0's real ones.
+
+    ``size`` overrides the input side (``small``: 64; otherwise 224, the models' own)."""
     import camloc
 
     torch.manual_seed(0)
+    size = size or (64 if small else 224)
     if name == "efficientnet_lite0":
-        return camloc.load_model(), 64 if small else 224
+        return camloc.load_model(), size
     if name in ("vit_tiny", "swin_tiny"):
         import timm
 
         arch = {"vit_tiny": "vit_tiny_patch16_224", "swin_tiny": "swin_tiny_patch4_window7_224"}[name]
-        if not small:
+        if size == 224:
             return camloc.load_model(f"timm:{arch}", weights=None), 224
-        extra = {"window_size": 4} if name == "swin_tiny" else {}
-        return camloc.wrap(timm.create_model(arch, img_size=64, **extra), input_size=(64, 64), name=name), 64
-    size = 64 if small else 224
+        extra = {"window_size": size // 32} if name == "swin_tiny" else {}
+        net = timm.create_model(arch, img_size=size, **extra)
+        return camloc.wrap(net, input_size=(size, size), name=name), size
     return camloc.load_model(name, weights=None), size
 
 
@@ -101,23 +110,35 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--small", action="store_true", help="the test's small inputs")
     ap.add_argument("--models", nargs="*", default=MODELS)
+    ap.add_argument("--methods", nargs="*", default=list(METHODS))
+    ap.add_argument("--scorecam-size", nargs="*", default=[], metavar="MODEL=SIZE",
+                    help="run Score-CAM on MODEL at SIZE x SIZE (K full forward passes per image)")
     args = ap.parse_args()
+    methods = args.methods
+    score_size = {k: int(v) for k, v in (item.split("=") for item in args.scorecam_size)}
     torch.set_grad_enabled(True)
-    print("| model (input) | target layer | " + " | ".join(METHODS) + " |")
-    print("|---|---|" + "---|" * len(METHODS))
+    print("| model (input) | target layer | " + " | ".join(methods) + " |")
+    print("|---|---|" + "---|" * len(methods))
     messages = {}
     for name in args.models:
         model, size = build(name, small=args.small)
         x = photo(model, size)
         row = []
-        for method in METHODS:
-            got = cell(model, method, x)
+        for method in methods:
+            at = ""
+            if method == "scorecam" and score_size.get(name, size) != size:
+                small_model, small_size = build(name, args.small, score_size[name])
+                got = cell(small_model, method, photo(small_model, small_size))
+                at = f" @{small_size}px"
+            else:
+                got = cell(model, method, x)
             if got["status"] == "refused":
                 row.append("refused")
                 messages[name] = got["message"]
             else:
                 h, w = got["maps"].shape[-2:]
-                row.append(f"{h}x{w}, {got['seconds']:.1f}s")
+                row.append(f"{h}x{w}, {got['seconds']:.1f}s{at}")
+            print(f"  {name} {method}: {row[-1]}", file=sys.stderr, flush=True)
         print(f"| {name} ({size}) | {', '.join(model.layers)} | " + " | ".join(row) + " |", flush=True)
     for name, msg in messages.items():
         print(f"\n{name} / cam: UnsupportedHeadError: {msg}")

@@ -47,6 +47,9 @@ from camloc.models.loader import CamModel
 __all__ = ["CAMMethod", "CamContext", "CamOutput", "ClassSelection", "fuse_maps", "select_classes",
            "smoothgrad_noise"]
 
+#: on the CPU, the most input pixels one pass over perturbed or noisy inputs holds (16 x 224 x 224)
+CPU_PASS_PIXELS = 16 * 224 * 224
+
 ClassSelection = Union[int, str, Sequence[int], Sequence[Sequence[int]], torch.Tensor]
 
 
@@ -152,6 +155,15 @@ class CamContext:
     def batch_size(self) -> int:
         return self.method.batch_size
 
+    @property
+    def rows_per_pass(self) -> int:
+        """Rows of whole-network passes over perturbed or noisy inputs: ``batch_size``, capped on the
+        CPU at :data:`CPU_PASS_PIXELS` input pixels (16 rows of 224 x 224), where larger batches
+        run slower per row (their activations no longer fit the caches)."""
+        if self.x.device.type != "cpu":
+            return self.batch_size
+        return max(1, min(self.batch_size, CPU_PASS_PIXELS // (self.input_hw[0] * self.input_hw[1])))
+
     # -- gradients ---------------------------------------------------------------------------------
 
     def grads(self, i: int = 0) -> torch.Tensor:
@@ -189,8 +201,9 @@ class CamContext:
         span = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).clamp_min(0)  # per-image input range
         sums: dict[tuple[int, int], torch.Tensor] = {}
         rows = torch.arange(n * samples, device=x.device) // samples  # image index of each sample
-        for start in range(0, n * samples, m.batch_size):
-            idx = rows[start:start + m.batch_size]
+        step = self.rows_per_pass
+        for start in range(0, n * samples, step):
+            idx = rows[start:start + step]
             noise = smoothgrad_noise(m.seed, range(start, start + len(idx)), tuple(x.shape[1:]))
             xin = x[idx] + noise.to(device=x.device, dtype=x.dtype) * (m.noise * span[idx]).view(-1, 1, 1, 1)
             logits, raws = run_with_taps(self.model.module, xin, self.taps, grad=True,
@@ -211,14 +224,15 @@ class CamContext:
     def logits_of(self, make_batch: Callable[[int, int], torch.Tensor], total: int,
                   pick: Callable[[torch.Tensor, int, int], torch.Tensor] | None = None) -> torch.Tensor:
         """Run the model on ``total`` perturbed inputs built chunk by chunk by
-        ``make_batch(start, stop)`` (at most ``batch_size`` rows each), without autograd.
+        ``make_batch(start, stop)`` (at most :attr:`rows_per_pass` rows each), without autograd.
 
         Returns the ``(total, C)`` logits, or the concatenation of ``pick(logits, start, stop)``
         per chunk (to keep only the scores a method needs).
         """
         out = []
-        for start in range(0, total, self.batch_size):
-            stop = min(total, start + self.batch_size)
+        step = self.rows_per_pass
+        for start in range(0, total, step):
+            stop = min(total, start + step)
             with torch.no_grad():
                 logits = self.model.logits(make_batch(start, stop)).float()
             out.append(logits if pick is None else pick(logits, start, stop))
@@ -315,7 +329,8 @@ class CAMMethod:
         layer: target layer(s) by name or module (default: ``model.layers``); several are fused.
         reshape: a custom ``f(layer_output) -> (N, C, h, w)`` (default: the model's, else automatic).
         relu: apply a ReLU to each layer's map (default: as the method's paper does).
-        batch_size: rows per forward pass for perturbed or noisy inputs.
+        batch_size: rows per forward pass for perturbed or noisy inputs (on the CPU at most
+            16 rows of 224 x 224, see :attr:`CamContext.rows_per_pass`).
         smooth: gradient methods only: average the gradients over this many noisy copies of each
             image (SmoothGrad); 0 disables.
         noise: SmoothGrad noise standard deviation, as a fraction of each image's value range.

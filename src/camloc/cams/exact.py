@@ -30,13 +30,18 @@ class CAM(CAMMethod):
     def _resolve_taps(self, layer: LayerSpec, reshape: Reshape | None) -> list[LayerTap]:
         head = self.model.head
         if head is None:
+            from camloc.models.archs import list_archs
+
             others = ", ".join(method_names(needs_head=False))
             why = f" ({self.model.head_reason})" if self.model.head_reason else ""
+            gap = f"{self.model.spec.name}-gap"
+            train = (f"`camloc train --arch {gap}`" if gap in list_archs()
+                     else "`camloc train --arch` with a -gap architecture, e.g. vgg16-gap")
             raise UnsupportedHeadError(
                 f"{self.model.spec.name}: exact CAM needs global average pooling followed by one "
                 f"linear layer, and this model has none{why}. Methods that work on it: {others} "
                 f"(method='gradcam', or --method gradcam; `camloc methods` lists them). Or convert "
-                f"the head to GAP and fine-tune it (`camloc train --arch vgg16-gap`), or fit a "
+                f"the head to GAP and fine-tune it ({train}), or fit a "
                 f"linear probe on pooled features (`camloc probe`).")
         if layer is not None:
             chosen = resolve_layers(self.model.module, layer)

@@ -7,11 +7,13 @@ everything once per class).
 ``scorecam``
     each channel, upsampled to the input (bilinear) and min-max normalised, masks the input; the
     class scores of the ``K`` masked inputs, softmaxed over the channels, are the weights
-    (Wang et al., 2020, Algorithm 1). A baseline score would cancel in the softmax.
+    (Wang et al., 2020, Algorithm 1). A baseline score would cancel in the softmax. Channels that
+    are zero everywhere give the same all-zero input: it is scored once.
 ``ablationcam``
     each channel of the layer is set to zero in turn; ``w_k = (y_c - y_c^k) / y_c`` with ``y_c^k``
     the score without channel ``k`` (Desai & Ramaswamy, 2020). Only the network above the layer is
-    re-run: the layers below run once per image (checked to give the same numbers).
+    re-run: the layers below run once per image (checked to give the same numbers). Channels that
+    are zero everywhere are not ablated: their term ``w_k A_k`` is zero whatever ``w_k``.
 """
 
 from __future__ import annotations
@@ -46,25 +48,39 @@ class ScoreCAM(CAMMethod):
         n, k_ch = a.shape[:2]
         ids = ctx.class_ids
         x = ctx.x
+        # A channel that is zero everywhere masks the input to zeros, the same input for every such
+        # row of every image: its scores come from one forward pass (sparse post-ReLU layers have
+        # many; efficientnet_lite0's last layer over 3/4 of its channels on a photo).
+        live = a.flatten(2).ne(0).any(dim=2).flatten()  # (N K,) rows whose mask is computed
+        rows_live = live.nonzero().flatten()
 
         def masked(start: int, stop: int) -> torch.Tensor:
-            rows = torch.arange(start, stop, device=a.device)
+            rows = rows_live[start:stop]
             img, ch = rows // k_ch, rows % k_ch
             up = upsample(a[img, ch][:, None], ctx.input_hw, "bilinear")  # (B, 1, H, W)
-            flat = up.flatten(1)
-            lo, hi = flat.amin(1), flat.amax(1)
-            rng = (hi - lo + self.eps).view(-1, 1, 1, 1)
-            ok = rng > 0
-            mask = torch.where(ok, (up - lo.view(-1, 1, 1, 1)) / torch.where(ok, rng, torch.ones_like(rng)),
-                               torch.zeros_like(up))
-            return x[img] * mask.to(x.dtype)
+            lo, hi = torch.aminmax(up.flatten(1), dim=1)
+            rng = hi - lo + self.eps
+            # (up - lo) / range, in place; a constant channel (range 0) gives the zero mask
+            scale = torch.where(rng > 0, 1.0 / torch.where(rng > 0, rng, torch.ones_like(rng)),
+                                torch.zeros_like(rng))
+            mask = up.sub_(lo.view(-1, 1, 1, 1)).mul_(scale.view(-1, 1, 1, 1)).to(x.dtype)
+            first = int(img[0])
+            if bool((img == first).all()):  # one image's rows (the usual case): broadcast it
+                return x[first:first + 1] * mask
+            return x[img].mul_(mask)  # x[img] is a fresh copy
 
         def pick(logits: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-            img = torch.arange(start, stop, device=logits.device) // k_ch
+            img = rows_live[start:stop].to(logits.device) // k_ch
             return logits.gather(1, ids[img].to(logits.device))  # (B, k)
 
-        scores = ctx.logits_of(masked, n * k_ch, pick).view(n, k_ch, -1)  # (N, K, k)
-        return scores.softmax(dim=1).transpose(1, 2)  # (N, k, K)
+        scores = torch.empty((n * k_ch, ids.shape[1]), device=a.device)
+        if len(rows_live):
+            scores[rows_live] = ctx.logits_of(masked, len(rows_live), pick).to(scores.device)
+        if len(rows_live) < n * k_ch:
+            zero = ctx.logits_of(lambda _s, _e: torch.zeros_like(x[:1]), 1)[0]  # (C,)
+            rows_dead = (~live).nonzero().flatten()
+            scores[rows_dead] = zero.to(a.device)[ids[rows_dead // k_ch]]
+        return scores.view(n, k_ch, -1).softmax(dim=1).transpose(1, 2)  # (N, k, K)
 
 
 class AblationCAM(CAMMethod):
@@ -80,9 +96,13 @@ class AblationCAM(CAMMethod):
         ids = ctx.class_ids
         y = ctx.logits.float().gather(1, ids)  # (N, k)
         weights = torch.zeros((n, ids.shape[1], k_ch), device=a.device)
+        # a channel that is zero everywhere contributes nothing to the map whatever its weight:
+        # only the others are ablated (their weights stay 0)
+        live = a.flatten(2).ne(0).any(dim=2)  # (N, K)
         for img in range(n):
-            for start in range(0, k_ch, self.batch_size):
-                ch = torch.arange(start, min(k_ch, start + self.batch_size), device=a.device)
+            active = live[img].nonzero().flatten()
+            for start in range(0, len(active), self.batch_size):
+                ch = active[start:start + self.batch_size]
                 b = len(ch)
                 removed = torch.zeros((b, *a.shape[1:]), device=a.device, dtype=a.dtype)
                 removed[torch.arange(b, device=a.device), ch] = a[img, ch]
@@ -93,5 +113,5 @@ class AblationCAM(CAMMethod):
                 ok = yi != 0
                 drop = torch.where(ok, (yi - yk) / torch.where(ok, yi, torch.ones_like(yi)),
                                    torch.zeros_like(yk))
-                weights[img, :, start:start + b] = drop.t()
+                weights[img, :, ch] = drop.t()
         return weights
