@@ -122,13 +122,6 @@ def _collate(items: list[Any]) -> list[Any]:
     return items
 
 
-def _worker_init(_: int) -> None:
-    """One thread per DataLoader worker: the workers decode and resize in parallel, so torch's
-    and OpenCV's own thread pools in each would only compete with the main process's forward."""
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
-
-
 def _model_synsets(model: CamModel) -> list[str] | None:
     """The model's WordNet ids when it is an ImageNet-1k classifier (its class names are
     ImageNet's), else ``None``."""
@@ -247,8 +240,9 @@ def evaluate_state(model: CamModel, dataset: Any, protocol: str = "wsol", interv
         from camloc.data.masks import load_gt_mask
 
     loader = torch.utils.data.DataLoader(_Samples(samples, pre), batch_size=batch_size,
-                                         shuffle=False, num_workers=workers, collate_fn=_collate,
-                                         worker_init_fn=_worker_init if workers else None)
+                                         shuffle=False, num_workers=workers, collate_fn=_collate)
+    # (torch runs each worker with one thread; nothing else is set in the forked workers: calling
+    # into OpenCV's thread pool in a child forked from a process that has used it can deadlock)
     t0 = time.perf_counter()
     done = 0
     with eval_mode(model.module), full_fp32(model.device.type == "cuda" and not tf32), \
