@@ -182,7 +182,8 @@ def make_eval_run(root: Path, model_dir: Path) -> dict:
     ds_path = make_synth(root / "data" / "synth", classes=4, images=40, size=64)
     ds = open_dataset(ds_path, split="test")
     model = load_model(str(model_dir), device="cpu")
-    state = evaluate_state(model, ds, batch_size=8)
+    # the random tiny model's classes are not the dataset's: the runs browser only needs a run
+    state = evaluate_state(model, ds, batch_size=8, check_dataset=False)
     report = build_report(state, model, ds, "wsol", 0.01)
     records = state.localization.per_image
     run = root / "runs" / "synth-eval"
