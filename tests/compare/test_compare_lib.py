@@ -19,7 +19,7 @@ def test_cam_localization_equals_evaluate(tiny, synth_root):
     from camloc.evaluate import evaluate_model
 
     ds = open_dataset(synth_root, split="train")
-    ev = evaluate_model(tiny, ds, batch_size=5)
+    ev = evaluate_model(tiny, ds, batch_size=5, check_dataset=False)  # a random model: names c0..
     rep = compare(tiny, ds, "cam", faithfulness=NO_FAITH, batch_size=5)
     loc = rep["methods"]["cam"]["localization"]
     assert loc["maxboxacc_v1"] == ev["localization"]["maxboxacc_v1"]
@@ -27,7 +27,9 @@ def test_cam_localization_equals_evaluate(tiny, synth_root):
     assert loc["calibrated"]["gt_known_loc"] == ev["localization"]["gt_known_loc"]["at_fixed"]
     assert loc["calibrated"]["top1_loc"] == ev["localization"]["top1_loc"]["at_fixed"]
     assert loc["best_on_test"]["top1_loc"]["value"] == ev["localization"]["top1_loc"]["best"]
-    assert rep["methods"]["cam"]["pxap"]["pxap"] == ev["pxap"]["pxap"]
+    # evaluate runs its CPU forward channels-last (logits equal to ~6e-6), compare does not yet:
+    # box counts agree exactly, PxAP (a precision-recall area over every pixel) to 1e-4
+    assert rep["methods"]["cam"]["pxap"]["pxap"] == pytest.approx(ev["pxap"]["pxap"], abs=1e-4)
     assert rep["classification"] == ev["classification"]
 
 
