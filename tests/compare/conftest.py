@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from camloc.data.synth import class_names as synth_class_names
+
 
 def write_tiny(folder: Path, num_classes: int = 3, pool: str = "avg", size: int = 64) -> Path:
     """A tiny-cnn model folder (random weights) that ``camloc.load_model`` reads."""
@@ -19,7 +21,7 @@ def write_tiny(folder: Path, num_classes: int = 3, pool: str = "avg", size: int 
     net = build_arch("tiny-cnn", num_classes=num_classes, pool=pool, pretrained=False, width=8)
     spec = {"format": "camloc-model", "version": 1, "name": f"tiny-{pool}", "arch": "tiny-cnn",
             "arch_kwargs": {"width": 8}, "num_classes": num_classes,
-            "class_names": [f"c{i}" for i in range(num_classes)], "pool": pool,
+            "class_names": synth_class_names(num_classes), "pool": pool,
             "preprocess": Preprocess(input_size=(size, size), interpolation="bilinear").to_dict()}
     return write_model_dir(folder, net, spec)
 

@@ -19,7 +19,7 @@ def test_cam_localization_equals_evaluate(tiny, synth_root):
     from camloc.evaluate import evaluate_model
 
     ds = open_dataset(synth_root, split="train")
-    ev = evaluate_model(tiny, ds, batch_size=5, check_dataset=False)  # a random model: names c0..
+    ev = evaluate_model(tiny, ds, batch_size=5)
     rep = compare(tiny, ds, "cam", faithfulness=NO_FAITH, batch_size=5)
     loc = rep["methods"]["cam"]["localization"]
     assert loc["maxboxacc_v1"] == ev["localization"]["maxboxacc_v1"]
@@ -160,3 +160,13 @@ def test_shards_merge_to_one_pass(tiny, synth_root):
         for k, v in a["faithfulness"].items():
             assert b["faithfulness"][k] == pytest.approx(v, rel=1e-12, abs=1e-12), k
     assert whole["classification"] == merged["classification"]
+
+
+def test_a_dataset_of_other_classes_is_refused(tiny, tmp_path):
+    """As evaluate: maps of the wrong classes would be scored silently otherwise."""
+    from camloc.data.synth import make_synth
+    from camloc.errors import DatasetError
+
+    other = make_synth(tmp_path / "four", classes=4, images=8, size=64, seed=1)
+    with pytest.raises(DatasetError, match="classes"):
+        compare(tiny, open_dataset(other, split="test"), "cam", faithfulness=NO_FAITH)

@@ -127,7 +127,7 @@ def compare(model: Any, dataset: Any, methods: str | Sequence[str] = "all", *, l
             method_batch_size: int | None = None, gallery: int = 6,
             out: str | os.PathLike[str] | None = None,
             progress: Callable[[str, int, int], None] | None = None,
-            dist: Any = None) -> dict[str, Any] | None:
+            dist: Any = None, check_dataset: bool = True) -> dict[str, Any] | None:
     """Compare map ``methods`` on ``dataset`` with ``model``; returns the compare.json dict.
 
     Under torchrun pass ``dist`` (a :class:`camloc.distributed.DistContext`): every rank scores
@@ -153,8 +153,11 @@ def compare(model: Any, dataset: Any, methods: str | Sequence[str] = "all", *, l
         gallery: rows of the disagreement gallery (with ``out``).
         out: folder for compare.json / compare.md / compare.html / gallery PNGs (None: none).
         progress: ``progress(stage, done, total)``.
+        check_dataset: first refuse a dataset whose class ids do not mean the model's classes
+            (as ``camloc evaluate`` does; ``False`` only for a model you know is unrelated).
 
     Raises:
+        DatasetError: the dataset's classes do not match the model's (count, names or synsets).
         ConfigError: unknown methods (listing the valid ones), ``cam`` on a model without a GAP
             head (listing the methods that work), bad TTA text, both calibration sources.
     """
@@ -171,6 +174,10 @@ def compare(model: Any, dataset: Any, methods: str | Sequence[str] = "all", *, l
     asked_all = any(str(m).strip().lower() == "all" for m in
                     (methods.split(",") if isinstance(methods, str) else methods))
     built = build_methods(model, names, layer, method_batch_size, skip_headless=asked_all)
+    if check_dataset:  # scoring maps of the wrong classes would be a silent wrong result
+        from camloc.evaluation.evaluate import check_classes
+
+        check_classes(model, dataset)
     skipped = [n for n in names if n not in built]
     names = list(built)
     cal = load_calibration(calibrate_with, names) if calibrate_with is not None else None
