@@ -463,6 +463,10 @@ def _train(cfg: TrainConfig, ctx: DistContext, rep: TrainReporter) -> TrainResul
             rep.message(f"--resume: {state_path} does not exist yet; starting a new run")
         if ctx.is_main:
             out.mkdir(parents=True, exist_ok=True)
+    if ctx.is_main and out.is_dir():
+        # temporary files of an atomic write that a killed run left behind (never read)
+        for stale in out.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
     ctx.barrier()
 
     ddp_model: nn.Module = model
