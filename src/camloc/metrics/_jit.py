@@ -207,3 +207,20 @@ def workspace(h: int, w: int) -> tuple[np.ndarray, ...]:
                               np.empty((n, 8), np.int32), np.empty(n, np.int16),
                               np.empty(n, np.uint16), np.empty((h, w), np.uint8))
     return ws
+
+
+def select(mode: str, values: int, usable: bool = True) -> dict[str, Any] | None:
+    """The kernels an accumulator with ``engine=mode`` scores its next ``values`` map values with,
+    or None for the NumPy engine. ``usable``: whether these maps can go to the compiled engine at
+    all. ``mode="numba"`` without numba raises :class:`~camloc.errors.MetricError`."""
+    if mode == "numpy" or not usable:
+        return None
+    if mode == "numba":
+        k = kernels()
+        if k is None:
+            from camloc.errors import MetricError
+
+            raise MetricError("engine='numba' needs numba (pip install numba) and "
+                              "CAMLOC_NO_NUMBA unset; use engine='auto' or 'numpy'")
+        return k
+    return engine(values)

@@ -176,15 +176,7 @@ class LocalizationAccumulator:
             self._box.append(rec_box)
 
     def _kernels(self, maps: np.ndarray) -> dict[str, Any] | None:
-        if self.engine == "numpy" or not _jit.fits(maps.shape[1:]):
-            return None
-        if self.engine == "numba":
-            k = _jit.kernels()
-            if k is None:
-                raise MetricError("engine='numba' needs numba (pip install numba) and "
-                                  "CAMLOC_NO_NUMBA unset; use engine='auto' or 'numpy'")
-            return k
-        return _jit.engine(maps.size)
+        return _jit.select(self.engine, maps.size, _jit.fits(maps.shape[1:]))
 
     def _update_numpy(self, maps: np.ndarray, gts: list[np.ndarray], t1: np.ndarray | None,
                       t5: np.ndarray | None, dthr: np.ndarray, rec_iou: np.ndarray,

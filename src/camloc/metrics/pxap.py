@@ -85,15 +85,7 @@ class PxAPAccumulator:
         self.count += maps.shape[0]
 
     def _kernels(self, maps: np.ndarray) -> dict[str, Any] | None:
-        if self.engine == "numpy" or maps.dtype not in (np.float32, np.float64):
-            return None
-        if self.engine == "numba":
-            k = _jit.kernels()
-            if k is None:
-                raise MetricError("engine='numba' needs numba (pip install numba) and "
-                                  "CAMLOC_NO_NUMBA unset; use engine='auto' or 'numpy'")
-            return k
-        return _jit.engine(maps.size)
+        return _jit.select(self.engine, maps.size, maps.dtype in (np.float32, np.float64))
 
     def merge(self, other: PxAPAccumulator) -> PxAPAccumulator:
         """Add another accumulator's histograms (exact); returns ``self``."""
