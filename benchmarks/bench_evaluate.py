@@ -15,7 +15,8 @@ Both are timed as subprocesses: wall time, and CPU time (user + system of the ch
 ``resource.getrusage(RUSAGE_CHILDREN)``), best of ``--rounds`` interleaved rounds.
 
 ``--memory``: peak RSS of ``evaluate_state`` (tiny random model, 32 px input) over 1,000 vs 20,000
-samples (the same few image files under distinct ids), each in a fresh process.
+samples (the same few image files under distinct ids), each in a fresh process, with the CPU
+allocator setting the ``camloc`` command applies (:func:`camloc.runtime.tune_cpu_allocator`).
 
 Run:  python benchmarks/bench_evaluate.py /work/shared/data/imagenet-val-dev --rounds 2
       python benchmarks/bench_evaluate.py --memory
@@ -121,6 +122,9 @@ def memory(n: int) -> None:
     from camloc.data.sample import Dataset, Sample
     from camloc.evaluation.evaluate import evaluate_state
     from camloc.models.archs import build_arch
+    from camloc.runtime import tune_cpu_allocator
+
+    tune_cpu_allocator()  # as the camloc command does (heap kept for large blocks)
 
     d = Path(tempfile.mkdtemp())
     rng = np.random.default_rng(0)

@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         verbs = ", ".join(c.name or "" for c in app.registered_commands)
         return _error(f"no command given: camloc COMMAND [OPTIONS], where COMMAND is one of "
                       f"{verbs} (see 'camloc --help')")
+    from camloc.runtime import tune_cpu_allocator
+
+    tune_cpu_allocator()  # large tensors stay in the heap: see camloc.runtime
     try:
         rv: Any = app(args=args, standalone_mode=False, prog_name="camloc")
     except CamlocError as exc:
