@@ -21,8 +21,11 @@ demo: $(STAMP)
 	$(VENV)/bin/camloc explain src/camloc/assets/samples --out $(DEMO_OUT) --top-k 3 --overwrite
 	@echo "Overlays and results.jsonl are in $(DEMO_OUT)/"
 
+# Two lanes: everything on two xdist workers, then the timing tests marked `serial` alone (their
+# goals are ratios that another worker sharing the 2 cores would distort).
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadfile -q --durations=15
+	$(PY) -m pytest -n 2 --dist loadfile -q --durations=15 -m "not serial"
+	$(PY) -m pytest -q -m serial --durations=5
 
 # The fast lane: everything not marked slow, stopping at the first failure.
 test-fast: $(STAMP)

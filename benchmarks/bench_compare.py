@@ -3,8 +3,9 @@
 Baseline ("separate"): what a user does without compare: for each method, decode and preprocess
 every image again, compute the maps, and run the faithfulness accumulators without the logits
 (each runs its own clean forward). Shared ("compare"): camloc.compare.compare_state: images decoded
-once per batch, the method's own forward reused as the clean logits. Same images, maps and metric
-settings; the script checks that both give the same figures and prints seconds for each.
+once per batch, the method's own forward reused as the clean logits, the network channels-last on
+the CPU. Same images, maps and metric settings; the script checks that both give the same figures
+(to 1e-4: the memory layouts differ) and prints seconds for each.
 
     PYTHONPATH=src python benchmarks/bench_compare.py --images 8 --methods cam,gradcam,eigencam
 """
@@ -25,7 +26,8 @@ DEV = (REPO / ".." / "shared" / "data" / "imagenet-val-dev").resolve()
 def separate(model, ds, names, faith, batch_size):
     """One independent pass per method (the baseline)."""
     from camloc.cams.registry import make_method
-    from camloc.compare.run import EVAL_SIZE, _load, _scoremap
+    from camloc.compare.run import EVAL_SIZE, _scoremap
+    from camloc.data.images import load_image, to_tensor
     from camloc.metrics.faithfulness import (AverageDropAccumulator, DeletionInsertionAccumulator,
                                              ROADAccumulator)
     from camloc.models.heads import eval_mode
@@ -41,12 +43,12 @@ def separate(model, ds, names, faith, batch_size):
                                 batch_size=faith.batch_size))
         with eval_mode(model.module):
             for s in range(0, len(ds.samples), batch_size):
-                good, _ = _load(list(enumerate(ds.samples[s:s + batch_size], s)), pre)
-                x = torch.stack([t for _, t, _ in good])
-                labels = torch.tensor([ds.samples[i].label for i, _, _ in good])
+                chunk = ds.samples[s:s + batch_size]
+                x = torch.stack([to_tensor(load_image(smp.path), pre)[0] for smp in chunk])
+                labels = torch.tensor([smp.label for smp in chunk])
                 cams = meth(x, classes=labels[:, None]).maps[:, 0].numpy()
                 fm = torch.from_numpy(np.stack([_scoremap(c, (EVAL_SIZE, EVAL_SIZE)) for c in cams]))
-                ids = [ds.samples[i].image_id for i, _, _ in good]
+                ids = [smp.image_id for smp in chunk]
                 for acc in accs:
                     acc.update(model.logits, x, fm, labels, image_ids=ids)
         out[name] = (accs[0].compute()["average_drop"], accs[1].compute()["deletion_auc"],
@@ -82,7 +84,9 @@ def main() -> None:
         m = st.methods[name]
         got = (m.average_drop.compute()["average_drop"], m.deletion.compute()["deletion_auc"],
                m.road.compute()["combined"])
-        if not np.allclose(got, base[name], rtol=1e-6, atol=1e-9):
+        # compare runs the network channels-last on the CPU (logits equal to ~1e-5), the plain
+        # loop does not: the figures agree to that precision, not bit for bit
+        if not np.allclose(got, base[name], rtol=1e-4, atol=1e-6):
             raise SystemExit(f"{name}: shared {got} != separate {base[name]}")
     print(f"{args.images} images x {len(names)} methods ({args.methods}), steps {args.steps}, "
           f"ROAD 25/75, torch threads {torch.get_num_threads()}")

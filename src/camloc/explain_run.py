@@ -501,7 +501,11 @@ def run_explain(model: Any, inputs: Sequence[str | os.PathLike[str]] | ExplainIn
                           done_before, old_errors, s, model, now, write_manifest, t0)
 
         try:
-            with JsonlWriter(target, append=True) as results:
+            from camloc.runtime import channels_last
+
+            # convolution weights channels-last on the CPU for the run (faster oneDNN kernels)
+            with JsonlWriter(target, append=True) as results, \
+                    channels_last(model.module, model.device.type == "cpu"):
                 _explain_shard(model, engine, s, inp, out, rank, world, done_before, seen, order,
                                shard, results, progress)
             status = "complete"

@@ -63,3 +63,14 @@ def test_usage_errors_exit_2_with_one_line(synth_root, tmp_path):
     assert r.returncode == 2, r.stderr
     assert "cam" in r.stderr and "gradcam++" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "o" / "compare.json").exists()
+
+
+def test_an_off_grid_threshold_names_the_option_it_came_from(synth_root, tiny_dir, tmp_path):
+    for opt in ("--calibrate", "--fixed-threshold"):
+        r = run_cli(str(synth_root), "--split", "test", "--model", str(tiny_dir), "--methods",
+                    "cam", opt, "0.305", "--no-faithfulness", "--device", "cpu", "--out",
+                    str(tmp_path / "o"), cwd=tmp_path)
+        assert r.returncode == 2, r.stderr
+        line = r.stderr.strip().splitlines()[-1]
+        assert line.startswith(f"error: {opt}") and "0.305" in line and "grid" in line, line
+        assert "Traceback" not in r.stderr

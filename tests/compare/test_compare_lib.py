@@ -27,9 +27,11 @@ def test_cam_localization_equals_evaluate(tiny, synth_root):
     assert loc["calibrated"]["gt_known_loc"] == ev["localization"]["gt_known_loc"]["at_fixed"]
     assert loc["calibrated"]["top1_loc"] == ev["localization"]["top1_loc"]["at_fixed"]
     assert loc["best_on_test"]["top1_loc"]["value"] == ev["localization"]["top1_loc"]["best"]
-    # evaluate runs its CPU forward channels-last (logits equal to ~6e-6), compare does not yet:
-    # box counts agree exactly, PxAP (a precision-recall area over every pixel) to 1e-4
-    assert rep["methods"]["cam"]["pxap"]["pxap"] == pytest.approx(ev["pxap"]["pxap"], abs=1e-4)
+    # both read the images with camloc.evaluation.batches and run the network channels-last on
+    # the CPU: every figure is the same, PxAP included
+    pxap = rep["methods"]["cam"]["pxap"]
+    assert pxap == {k: v for k, v in ev["pxap"].items() if k != "curves"} | {
+        "calibrated": pxap["calibrated"]}  # (compare adds the figures at its threshold)
     assert rep["classification"] == ev["classification"]
 
 

@@ -122,7 +122,9 @@ def test_wrong_image_sizes_are_refused(synth3, tiny_model_dir, tmp_path, capsys)
     lines[0] = f"{first[0]},{first[2]},{int(first[1]) * 2}"
     sizes.write_text("\n".join(lines) + "\n")
     for verb in (["evaluate", "-m", str(tiny_model_dir), "--device", "cpu"],
-                 ["score", "--maps", str(tmp_path)]):
+                 ["score", "--maps", str(tmp_path)],
+                 ["compare", "--model", str(tiny_model_dir), "--methods", "cam",
+                  "--no-faithfulness", "--device", "cpu"]):
         out = tmp_path / f"out-{verb[0]}"
         rc = main([verb[0], str(data), "--split", "test", *verb[1:], "-o", str(out)])
         err = " ".join(capsys.readouterr().err.split())

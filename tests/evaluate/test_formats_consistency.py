@@ -44,7 +44,7 @@ def _link(src: Path, dst: Path) -> None:
 
 def _layouts(dev: Path, root: Path) -> dict[str, tuple[Path, dict]]:
     from camloc.models.zoo import imagenet_class_names
-    from camloc.probe.imagenet_groups import imagenet_synsets
+    from camloc.models.zoo import imagenet_synsets
 
     rows = _dev_rows(dev)
     names = imagenet_class_names()

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.serial, pytest.mark.timeout(900)]
 
 CLIENTS = int(os.environ.get("CAMLOC_LOAD_CLIENTS", "8"))
 REQUESTS = int(os.environ.get("CAMLOC_LOAD_REQUESTS", "25"))
@@ -74,9 +74,10 @@ def test_load_micro_batching_keeps_up_with_the_cli(start_server, default_model, 
           f"mean batch {health['batching']['mean_batch']}, largest {health['batching']['largest_batch']}")
     assert health["batching"]["largest_batch"] > 1
     assert health["batching"]["mean_batch"] >= 2.0  # requests really shared forward passes
-    # Under pytest-xdist the other worker's tests share the 2 cores with the server and its
-    # clients, not with the in-process library round: there the floor is 0.5 (measured 0.64-0.83);
-    # run alone (`pytest tests/web/test_load.py`) the goal 0.7 applies.
+    # `make test` runs this alone (marker `serial`), where the goal 0.7 applies. Under
+    # pytest-xdist the other worker's tests share the 2 cores with the server and its clients, not
+    # with the in-process library round, so a plain `pytest -n 2` only asserts 0.5 there
+    # (measured 0.64-0.68 that way, 0.83 alone).
     shared = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1
     assert ratio >= (0.5 if shared else MIN_RATIO), (served, cli)
     assert srv.alive()

@@ -82,8 +82,10 @@ def test_image_info_boxes(eval_run):
     w, h = sample.size
     assert (info["width"], info["height"]) == (w, h)
     assert info["gt_boxes"] == sample.boxes.tolist()
+    # inclusive corners at 224: the last pixel ends at x1 + 1 (as the report gallery draws it)
     assert info["pred_box"] == pytest.approx([rec["box"][0] * w / 224, rec["box"][1] * h / 224,
-                                              rec["box"][2] * w / 224, rec["box"][3] * h / 224],
+                                              (rec["box"][2] + 1) * w / 224,
+                                              (rec["box"][3] + 1) * h / 224],
                                              rel=1e-12)
     assert info["iou"] == rec["iou"] and info["label"] == sample.label
     jpeg = idx.image_jpeg("synth-eval", rec["image_id"])

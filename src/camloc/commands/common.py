@@ -26,15 +26,55 @@ def __getattr__(name: str) -> Any:  # ``from camloc.commands.common import conso
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+#: seconds between the plain progress lines printed when stderr is not a terminal
+PLAIN_PROGRESS_EVERY = 30.0
+
+
 @contextmanager
 def progress_bar(description: str) -> Iterator[Any]:
     """A rich progress bar; yields ``update(done, total)``. The bar appears on the first update,
-    so an error found before any work (a bad option, a locked folder) prints alone."""
+    so an error found before any work (a bad option, a locked folder) prints alone.
+
+    When stderr is not a terminal (a log file, a pipe, a batch job) rich would draw nothing until
+    the end; instead a plain line ``description: done/total (p%), elapsed, left`` is printed every
+    :data:`PLAIN_PROGRESS_EVERY` seconds, and a last one when such a run finishes (runs shorter
+    than that print nothing)."""
+    import time
+
+    console = _console()
+    if not console.is_terminal:
+        t0 = time.monotonic()
+        last = t0
+        printed = False
+        state = [0, 0]
+
+        def line(done: int, total: int) -> None:
+            el = time.monotonic() - t0
+            left = f", about {_clock(el * (total - done) / done)} left" if 0 < done < total else ""
+            pct = f" ({100.0 * done / total:.0f}%)" if total else ""
+            console.print(f"{description}: {done}/{total}{pct}, {_clock(el)} elapsed{left}",
+                          highlight=False, soft_wrap=True)
+
+        def plain(done: int, total: int) -> None:
+            nonlocal last, printed
+            state[:] = [done, total]
+            now = time.monotonic()
+            if now - last >= PLAIN_PROGRESS_EVERY:
+                last, printed = now, True
+                line(done, total)
+
+        try:
+            yield plain
+        finally:
+            if printed and state[1] and state[0] >= state[1]:
+                line(*state)
+        return
+
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
 
     prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=_console(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console,
                     transient=False)
     task = None
 
@@ -50,6 +90,14 @@ def progress_bar(description: str) -> Iterator[Any]:
     finally:
         if task is not None:
             prog.stop()
+
+
+def _clock(seconds: float) -> str:
+    """``3725.0`` -> ``"1:02:05"``; ``65`` -> ``"1:05"``."""
+    s = int(round(seconds))
+    h, rest = divmod(s, 3600)
+    m, sec = divmod(rest, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
 
 
 def parse_classes(value: str | None, class_names: list[str]) -> list[int] | None:

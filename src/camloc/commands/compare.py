@@ -34,6 +34,7 @@ def register(app: typer.Typer) -> None:
         road: str = typer.Option("20,40,60,80", help="ROAD percentages of pixels removed."),
         fixed_threshold: float = typer.Option(0.2, help="Loc threshold when nothing is calibrated."),
         batch_size: int = typer.Option(16, help="Images per batch."),
+        workers: int = typer.Option(2, help="DataLoader workers decoding images (>= 0)."),
         faith_batch_size: int = typer.Option(64, help="Perturbed inputs per forward."),
         gallery: int = typer.Option(6, help="Rows of the disagreement gallery."),
         device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
@@ -61,6 +62,8 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"{opt} {v}: expected a positive number of images")
         if steps < 1:
             raise ConfigError(f"--steps {steps}: expected a positive number of steps")
+        if workers < 0:
+            raise ConfigError(f"--workers {workers}: expected 0 or more")
         from camloc.compare import compare
         from camloc.compare.run import FaithfulnessSettings
 
@@ -75,11 +78,18 @@ def register(app: typer.Typer) -> None:
         ds = open_dataset(dataset, format=fmt, split=split)
         kw = dict(layer=layer, tta=tta_spec, calibrate_with=calibrate,
                   calibration_split=calibration_split, limit=limit, faithfulness=faith,
-                  fixed_threshold=fixed_threshold, batch_size=batch_size, gallery=gallery)
+                  fixed_threshold=fixed_threshold, batch_size=batch_size, workers=workers,
+                  gallery=gallery)
         ctx = DistContext.from_env(device)
         try:
             cam_model = load_model(model, weights=None if weights.lower() == "none" else weights,
                                    device=ctx.device)
+            # refuse a dataset of other classes or wrong sizes before --out is created
+            from camloc.evaluation.evaluate import check_classes
+
+            check_classes(cam_model, ds)
+            ds.check_sizes()
+            kw["check_dataset"] = False
             if not ctx.is_main:  # a torchrun worker: scores its shard; rank 0 merges and writes
                 compare(cam_model, ds, names, dist=ctx, **kw)
                 return

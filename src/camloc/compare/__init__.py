@@ -90,7 +90,7 @@ def _sharded(dist: Any, dataset: Any, run: Callable[[Any], Any]) -> Any:
 
 
 def calibrate(model: Any, dataset: Any, methods: dict[str, Any], *, tta: TTA | None = None,
-              interval: float = 0.01, batch_size: int = 16, label: str = "",
+              interval: float = 0.01, batch_size: int = 16, workers: int = 0, label: str = "",
               progress: Callable[[int, int], None] | None = None, dist: Any = None
               ) -> Calibration:
     """Each method's best largest-contour threshold (MaxBoxAcc V1's, i.e. GT-known Loc's) on
@@ -99,7 +99,7 @@ def calibrate(model: Any, dataset: Any, methods: dict[str, Any], *, tta: TTA | N
     from camloc.errors import ConfigError
 
     st = _sharded(dist, dataset, lambda ds: compare_state(
-        model, ds, methods, tta=tta, interval=interval, batch_size=batch_size,
+        model, ds, methods, tta=tta, interval=interval, batch_size=batch_size, workers=workers,
         faithfulness=FaithfulnessSettings(enabled=False), progress=progress))
     if st is None:  # a non-main rank: the main rank's thresholds
         return dist.broadcast_object(None)
@@ -124,7 +124,7 @@ def compare(model: Any, dataset: Any, methods: str | Sequence[str] = "all", *, l
             calibration_split: str | None = None, limit: int | None = None,
             faithfulness: Any = None,
             fixed_threshold: float = 0.2, interval: float = 0.01, batch_size: int = 16,
-            method_batch_size: int | None = None, gallery: int = 6,
+            workers: int = 0, method_batch_size: int | None = None, gallery: int = 6,
             out: str | os.PathLike[str] | None = None,
             progress: Callable[[str, int, int], None] | None = None,
             dist: Any = None, check_dataset: bool = True) -> dict[str, Any] | None:
@@ -148,13 +148,15 @@ def compare(model: Any, dataset: Any, methods: str | Sequence[str] = "all", *, l
         faithfulness: what faithfulness to measure (:class:`FaithfulnessSettings`; None: its
             defaults).
         fixed_threshold: the Loc threshold when there is no calibration.
-        batch_size: images per batch; ``method_batch_size``: rows per forward of Score-CAM /
+        batch_size: images per batch; ``workers``: DataLoader processes decoding images
+            (0: in this process); ``method_batch_size``: rows per forward of Score-CAM /
             Ablation-CAM's perturbed inputs.
         gallery: rows of the disagreement gallery (with ``out``).
         out: folder for compare.json / compare.md / compare.html / gallery PNGs (None: none).
         progress: ``progress(stage, done, total)``.
-        check_dataset: first refuse a dataset whose class ids do not mean the model's classes
-            (as ``camloc evaluate`` does; ``False`` only for a model you know is unrelated).
+        check_dataset: first refuse a dataset whose class ids do not mean the model's classes,
+            or whose metadata sizes disagree with the image headers (as ``camloc evaluate``
+            does); with ``False``, such an image is a failed image, not scored.
 
     Raises:
         DatasetError: the dataset's classes do not match the model's (count, names or synsets).
@@ -178,6 +180,8 @@ def compare(model: Any, dataset: Any, methods: str | Sequence[str] = "all", *, l
         from camloc.evaluation.evaluate import check_classes
 
         check_classes(model, dataset)
+        if hasattr(dataset, "check_sizes"):  # ... and so would boxes rescaled from a wrong size
+            dataset.check_sizes()
     skipped = [n for n in names if n not in built]
     names = list(built)
     cal = load_calibration(calibrate_with, names) if calibrate_with is not None else None
@@ -191,7 +195,7 @@ def compare(model: Any, dataset: Any, methods: str | Sequence[str] = "all", *, l
         cal_ds, scored = split_for_calibration(dataset, calibration_split)
         cal_ds = _limit(cal_ds, limit)
         cal = calibrate(model, cal_ds, built, tta=tta, interval=interval, batch_size=batch_size,
-                        label=calibration_split, progress=stage("calibrate"), dist=dist)
+                        workers=workers, label=calibration_split, progress=stage("calibrate"), dist=dist)
         cal_info = cal.to_dict()
         cal_info["images"] = len(cal_ds.samples)
         cal_info["figures_there"] = getattr(cal, "figures", {})
@@ -201,15 +205,15 @@ def compare(model: Any, dataset: Any, methods: str | Sequence[str] = "all", *, l
         faith_ids = {s.image_id for s in scored.samples[:faithfulness.limit]}
     state = _sharded(dist, scored, lambda ds: compare_state(
         model, ds, built, tta=tta, calibration=cal, fixed_threshold=fixed_threshold,
-        interval=interval, batch_size=batch_size, faithfulness=faithfulness, faith_ids=faith_ids,
-        progress=stage("compare")))
+        interval=interval, batch_size=batch_size, workers=workers, faithfulness=faithfulness,
+        faith_ids=faith_ids, progress=stage("compare")))
     if state is None:
         return None
     settings = {"methods": names, "skipped_methods": skipped,
                 "layer": layer if isinstance(layer, (str, type(None))) else str(layer),
                 "tta": tta.describe() if tta is not None else "none", "limit": limit,
                 "fixed_threshold": fixed_threshold, "cam_curve_interval": interval,
-                "batch_size": batch_size, "faithfulness": faithfulness.to_dict(),
+                "batch_size": batch_size, "workers": workers, "faithfulness": faithfulness.to_dict(),
                 "calibration_split": calibration_split,
                 "world_size": dist.world_size if dist is not None else 1}
     from camloc.compare.report import build_compare_report, render_cells, write_outputs

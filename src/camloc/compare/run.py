@@ -27,12 +27,11 @@ import torch
 from camloc.compare.calibration import Calibration
 from camloc.compare.options import resolve_methods
 from camloc.compare.tta import TTA, tta_maps
-from camloc.errors import ConfigError, ImageError, UnsupportedHeadError
+from camloc.errors import ConfigError, UnsupportedHeadError
+from camloc.evaluation.batches import EVAL_SIZE
 
 __all__ = ["FaithfulnessSettings", "MethodState", "CompareState", "resolve_methods",
            "build_methods", "compare_state", "EVAL_SIZE"]
-
-EVAL_SIZE = 224
 
 
 @dataclass(frozen=True)
@@ -164,25 +163,29 @@ def _new_state(name: str, tau: float, interval: float, has_boxes: bool, has_mask
     return st
 
 
-def _load(samples: Sequence[Any], pre: Any) -> tuple[list[tuple[int, torch.Tensor, tuple[int, int]]],
-                                                      list[tuple[int, str]]]:
-    from camloc.data.images import load_image, to_tensor
+def _check_grid(taus: dict[str, float | None], calibration: Calibration | None,
+                fixed_threshold: float, interval: float) -> None:
+    """Every Loc threshold must be a point of the threshold grid; the error names where the
+    threshold came from (``--calibrate 0.305``, a compare.json's method, ``--fixed-threshold``)."""
+    import numpy as np
 
-    good, bad = [], []
-    for i, s in samples:
+    from camloc.errors import MetricError
+    from camloc.metrics.localization import grid_index
+
+    grid = np.arange(0, 1, interval)
+    for name, tau in taus.items():
+        where = (f"{calibration.source} (method {name})" if tau is not None and calibration
+                 is not None else "--fixed-threshold")
+        value = fixed_threshold if tau is None else tau
         try:
-            img = load_image(s.path)
-        except ImageError as exc:
-            bad.append((i, exc.reason))
-            continue
-        x, _ = to_tensor(img, pre)
-        good.append((i, x, img.size))
-    return good, bad
+            grid_index(grid, value, interval, "threshold")
+        except MetricError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
 
 
 def compare_state(model: Any, dataset: Any, methods: dict[str, Any], *, tta: TTA | None = None,
                   calibration: Calibration | None = None, fixed_threshold: float = 0.2,
-                  interval: float = 0.01, batch_size: int = 16,
+                  interval: float = 0.01, batch_size: int = 16, workers: int = 0,
                   faithfulness: FaithfulnessSettings = FaithfulnessSettings(),
                   faith_ids: set[str] | None = None,
                   progress: Callable[[int, int], None] | None = None) -> CompareState:
@@ -194,12 +197,18 @@ def compare_state(model: Any, dataset: Any, methods: dict[str, Any], *, tta: TTA
     else at ``fixed_threshold``. Faithfulness is measured on the images whose ids are in
     ``faith_ids`` when given (a shard of a torchrun job gets the ids chosen over the whole data),
     else on the first ``faithfulness.limit`` images (all when None).
+
+    Images are read as ``evaluate`` reads them (:func:`camloc.evaluation.batches.eval_batches`:
+    decoded in ``workers`` DataLoader processes when > 0, unreadable images and images whose
+    size disagrees with the metadata recorded as failures).
     """
-    from camloc.metrics import ClassificationAccumulator, rescale_gt_boxes
+    from camloc.metrics import ClassificationAccumulator
     from camloc.models.heads import eval_mode
 
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size}: must be >= 1")
+    if workers < 0:
+        raise ConfigError(f"workers={workers}: must be >= 0")
     samples = list(dataset.samples)
     if not samples:
         raise ConfigError(f"dataset {getattr(dataset, 'name', '')!r} has no samples")
@@ -212,54 +221,38 @@ def compare_state(model: Any, dataset: Any, methods: dict[str, Any], *, tta: TTA
         raise ConfigError("the dataset has no boxes and faithfulness is off: nothing to measure")
     pre = model.spec.preprocess.with_(fit="stretch")
     taus = {n: (calibration.threshold(n) if calibration is not None else None) for n in methods}
+    _check_grid(taus, calibration, fixed_threshold, interval)
     state = CompareState(ClassificationAccumulator(), {
         n: _new_state(n, fixed_threshold if taus[n] is None else float(taus[n]), interval,
                       has_boxes, has_masks, faithfulness, pre.mean, pre.std)
         for n in methods})
-    if has_masks:
-        from camloc.data.datasets import load_gt_mask
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        return model.logits(x)
+    from camloc.evaluation.batches import eval_batches
+    from camloc.runtime import channels_last, to_layout
 
     t_start = time.perf_counter()
-    done = 0
-    device = model.device
-    with eval_mode(model.module):
-        for start in range(0, len(samples), batch_size):
-            chunk = list(enumerate(samples[start:start + batch_size], start))
-            good, bad = _load(chunk, pre)
-            for i, reason in bad:
-                state.failed.append({"path": str(samples[i].path),
-                                     "image_id": samples[i].image_id, "error": reason})
-            done += len(chunk)
-            if good:
-                idx = [i for i, _, _ in good]
-                x = torch.stack([t for _, t, _ in good]).to(device)
-                labels = torch.tensor([samples[i].label for i in idx], dtype=torch.long)
-                ids = [samples[i].image_id for i in idx]
-                boxes = None
-                if has_boxes:
-                    boxes = [rescale_gt_boxes(samples[i].boxes,
-                                              samples[i].size if samples[i].size is not None else sz,
-                                              (EVAL_SIZE, EVAL_SIZE)) for i, _, sz in good]
-                masks = (np.stack([load_gt_mask(samples[i], (EVAL_SIZE, EVAL_SIZE)) for i in idx])
-                         if has_masks else None)
-                faith: list[int] = []
-                if faithfulness.enabled:
-                    if faith_ids is not None:
-                        faith = [j for j, image_id in enumerate(ids) if image_id in faith_ids]
-                    elif faithfulness.limit is None:
-                        faith = list(range(len(idx)))
-                    else:
-                        faith = list(range(max(0, min(len(idx),
-                                                      faithfulness.limit - state.images))))
-                for k, (name, meth) in enumerate(methods.items()):
-                    _score_method(state.methods[name], meth, forward, x, labels, ids, boxes, masks,
-                                  tta, faith, state if k == 0 else None)
-                state.images += len(idx)
-            if progress:
-                progress(done, len(samples))
+    # weights and batches channels-last on the CPU, as in evaluate (faster convolutions)
+    with eval_mode(model.module), channels_last(model.module, model.device.type == "cpu") as cl:
+
+        def forward(x: torch.Tensor) -> torch.Tensor:  # the faithfulness metrics' perturbed inputs
+            return model.logits(to_layout(x, cl))
+
+        for batch in eval_batches(samples, pre, batch_size=batch_size, workers=workers,
+                                  failed=state.failed, boxes=has_boxes, masks=has_masks,
+                                  device=model.device, channels_last=cl, progress=progress):
+            ids = batch.image_ids
+            faith: list[int] = []
+            if faithfulness.enabled:
+                if faith_ids is not None:
+                    faith = [j for j, image_id in enumerate(ids) if image_id in faith_ids]
+                elif faithfulness.limit is None:
+                    faith = list(range(len(ids)))
+                else:
+                    faith = list(range(max(0, min(len(ids), faithfulness.limit - state.images))))
+            for k, (name, meth) in enumerate(methods.items()):
+                _score_method(state.methods[name], meth, forward, batch.x, batch.labels, ids,
+                              batch.boxes, batch.masks, tta, faith, state if k == 0 else None)
+            state.images += len(ids)
     state.seconds = time.perf_counter() - t_start
     return state
 

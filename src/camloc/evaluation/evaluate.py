@@ -33,12 +33,13 @@ import numpy as np
 import torch
 
 from camloc.data.images import load_image, to_tensor
-from camloc.errors import ConfigError, ImageError
+from camloc.errors import ConfigError
 from camloc.io import atomic_save_npy, versions
+from camloc.evaluation.batches import EVAL_SIZE, EvalBatch, eval_batches
 from camloc.evaluation.state import EvalState
 from camloc.models.heads import eval_mode
 from camloc.models.loader import CamModel
-from camloc.models.spec import Preprocess
+from camloc.runtime import channels_last
 
 __all__ = ["EvalState", "build_report", "calibration_threshold", "check_classes",
            "check_eval_settings", "evaluate_model", "evaluate_state", "gt_class_maps", "make_engine",
@@ -46,22 +47,6 @@ __all__ = ["EvalState", "build_report", "calibration_threshold", "check_classes"
            "prepare_scoremap"]
 
 PROTOCOLS = ("wsol", "paper")
-EVAL_SIZE = 224
-
-
-@contextlib.contextmanager
-def channels_last(module: torch.nn.Module, active: bool = True) -> Iterator[bool]:
-    """Lay the module's 4-D weights out channels-last for the block (restored after); yields
-    whether it did. On CPU, oneDNN's convolutions run about 1.6x faster in that layout
-    (efficientnet_lite0, batch 32; logits equal to 6e-6); the dev-set figures are unchanged."""
-    if not active or not any(p.dim() == 4 for p in module.parameters()):
-        yield False
-        return
-    module.to(memory_format=torch.channels_last)
-    try:
-        yield True
-    finally:
-        module.to(memory_format=torch.contiguous_format)
 
 
 @contextlib.contextmanager
@@ -92,48 +77,16 @@ def prepare_scoremap(cam: np.ndarray, size: int = EVAL_SIZE, protocol: str = "ws
     return (resized.clip(0, None) / mx).astype(np.float32) if mx > 0 else np.zeros_like(resized)
 
 
-class _Samples(torch.utils.data.Dataset):
-    """Decodes and preprocesses samples in DataLoader workers; failures come back as records.
-
-    An image whose decoded size disagrees with the metadata's size is a failure (its boxes would
-    be rescaled wrongly), never scored silently."""
-
-    def __init__(self, samples: list[Any], pre: Preprocess) -> None:
-        self.samples, self.pre = samples, pre
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, tuple[int, int], str]:
-        s = self.samples[i]
-        try:
-            img = load_image(s.path)
-        except ImageError as exc:
-            return i, None, (0, 0), exc.reason
-        why = s.size_mismatch(img.size)
-        if why is not None:
-            where = f"{s.size_source[0]}:{s.size_source[1]}: " if s.size_source else ""
-            return i, None, img.size, f"{where}{why}"
-        x, _ = to_tensor(img, self.pre)
-        return i, x, img.size, ""
-
-
-def _collate(items: list[Any]) -> list[Any]:
-    return items
-
-
 def _model_synsets(model: CamModel) -> list[str] | None:
     """The model's WordNet ids when it is an ImageNet-1k classifier (its class names are
     ImageNet's), else ``None``."""
     if model.spec.num_classes != 1000:
         return None
     try:
-        from camloc.models.zoo import imagenet_class_names
+        from camloc.models.zoo import imagenet_class_names, imagenet_synsets
 
         if list(model.spec.class_names) != list(imagenet_class_names()):
             return None
-        from camloc.probe.imagenet_groups import imagenet_synsets
-
         return imagenet_synsets()
     except Exception:  # noqa: BLE001 - timm's synset list unavailable: compare names only
         return None
@@ -235,69 +188,41 @@ def evaluate_state(model: CamModel, dataset: Any, protocol: str = "wsol", interv
         if has_boxes else None,
         pxap=PxAPAccumulator(interval=interval) if has_masks else None,
     )
-    load_gt_mask = None
-    if has_masks:
-        from camloc.data.masks import load_gt_mask
-
-    loader = torch.utils.data.DataLoader(_Samples(samples, pre), batch_size=batch_size,
-                                         shuffle=False, num_workers=workers, collate_fn=_collate)
-    # (torch runs each worker with one thread; nothing else is set in the forked workers: calling
-    # into OpenCV's thread pool in a child forked from a process that has used it can deadlock)
     t0 = time.perf_counter()
-    done = 0
     with eval_mode(model.module), full_fp32(model.device.type == "cuda" and not tf32), \
             channels_last(model.module, model.device.type == "cpu") as cl:
-        for batch in loader:
-            good = []
-            for i, x, size, err in batch:
-                if x is None:
-                    state.failed.append({"path": str(samples[i].path),
-                                         "image_id": samples[i].image_id, "error": err})
-                else:
-                    good.append((i, x, size))
-            done += len(batch)
-            if good:
-                _score_batch(engine, samples, good, state, protocol, save_maps, load_gt_mask, cl)
-            if progress:
-                progress(done, len(samples))
+        for batch in eval_batches(samples, pre, batch_size=batch_size, workers=workers,
+                                  failed=state.failed, boxes=state.localization is not None,
+                                  masks=state.pxap is not None, channels_last=cl,
+                                  progress=progress):
+            _score_batch(engine, batch, state, protocol, save_maps)
     state.seconds = time.perf_counter() - t0
     return state
 
 
-def _score_batch(engine: Any, samples: list[Any], good: list[Any], state: EvalState,
-                 protocol: str, save_maps: Any, load_gt_mask: Any, cl: bool = False) -> None:
+def _score_batch(engine: Any, batch: EvalBatch, state: EvalState, protocol: str,
+                 save_maps: Any) -> None:
     from camloc.data.paths import safe_relpath
-    from camloc.metrics import rescale_gt_boxes
 
-    idx = [i for i, _, _ in good]
-    x = torch.stack([t for _, t, _ in good])
-    if cl:
-        x = x.contiguous(memory_format=torch.channels_last)
-    labels = torch.tensor([samples[i].label for i in idx], dtype=torch.long)
-    logits, cams = gt_class_maps(engine, x, labels)
+    labels = batch.labels
+    logits, cams = gt_class_maps(engine, batch.x, labels)
     state.classification.update(logits, labels.numpy())
     top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
     top1_ok = (top5[:, 0] == labels).numpy()
     top5_ok = (top5 == labels[:, None]).any(dim=1).numpy()
     scoremaps = np.stack([prepare_scoremap(c, EVAL_SIZE, protocol) for c in cams])
-    ids = [samples[i].image_id for i in idx]
+    ids = batch.image_ids
     if state.localization is not None:
-        boxes = []
-        for (i, _, size) in good:
-            s = samples[i]
-            orig = s.size if s.size is not None else size
-            boxes.append(rescale_gt_boxes(s.boxes, orig, (EVAL_SIZE, EVAL_SIZE)))
-        state.localization.update(scoremaps, boxes, top1_correct=top1_ok, top5_correct=top5_ok,
-                                  image_ids=ids)
+        state.localization.update(scoremaps, batch.boxes, top1_correct=top1_ok,
+                                  top5_correct=top5_ok, image_ids=ids)
     if state.pxap is not None:
-        masks = np.stack([load_gt_mask(samples[i], (EVAL_SIZE, EVAL_SIZE)) for i in idx])
-        state.pxap.update(scoremaps, masks)
+        state.pxap.update(scoremaps, batch.masks)
     if save_maps is not None:
         root = Path(save_maps)
         for image_id, sm in zip(ids, scoremaps):
             atomic_save_npy(root / safe_relpath(image_id, ".npy"), sm)
     state.add_images(ids, labels.tolist(), top1_ok, top5_ok)
-    state.images += len(idx)
+    state.images += len(batch)
 
 
 def scoremap_of(engine: Any, sample: Any, protocol: str = "wsol") -> np.ndarray:

@@ -10,7 +10,21 @@ import numpy as np
 from camloc.data.images import load_image
 from camloc.errors import ImageError
 
-__all__ = ["pick_extremes", "render_gallery"]
+__all__ = ["pick_extremes", "render_gallery", "eval_box_to_pixels"]
+
+
+def eval_box_to_pixels(box: Sequence[float], width: int, height: int, eval_size: float = 224
+                       ) -> tuple[float, float, float, float]:
+    """A predicted box of ``evaluate`` (inclusive pixel corners at ``eval_size x eval_size``, as
+    wsolevaluation boxes them) in the original image's continuous pixel coordinates: the pixel
+    ``x1`` ends at ``x1 + 1``.
+
+    >>> eval_box_to_pixels([0, 0, 223, 111], 448, 224)
+    (0.0, 0.0, 448.0, 112.0)
+    """
+    x0, y0, x1, y1 = (float(v) for v in box)
+    sx, sy = width / float(eval_size), height / float(eval_size)
+    return (x0 * sx, y0 * sy, (x1 + 1) * sx, (y1 + 1) * sy)
 
 
 def pick_extremes(records: Sequence[dict[str, Any]], n: int) -> list[tuple[str, dict[str, Any]]]:
@@ -48,12 +62,8 @@ def render_gallery(picks: Sequence[tuple[str, dict[str, Any]]], dataset: Any,
         if sm is None:
             continue
         w, h = image.size
-        sx, sy = w / eval_size, h / eval_size
         box = rec.get("box")
-        pred = None
-        if box is not None:
-            x0, y0, x1, y1 = (float(v) for v in box)
-            pred = (x0 * sx, y0 * sy, (x1 + 1) * sx, (y1 + 1) * sy)
+        pred = eval_box_to_pixels(box, w, h, eval_size) if box is not None else None
         img = overlay(image, sm, box=pred, gt_boxes=[tuple(b) for b in sample.boxes])
         img = draw_boxes(img, [tuple(b) for b in sample.boxes], BOX_GT, max(2, round(min(w, h) / 150)))
         out.append({"group": group, "image": img,

@@ -31,6 +31,7 @@ from camloc.errors import ConfigError, WeightsError
 from camloc.models.spec import ModelSpec, Preprocess
 
 __all__ = ["DEFAULT_MODEL", "OFFLINE_ALIASES", "build_zoo_model", "check_finite", "imagenet_class_names",
+           "imagenet_synsets",
            "load_into", "load_state_dict_file", "resolve_zoo_name"]
 
 DEFAULT_MODEL = "efficientnet_lite0"
@@ -44,6 +45,14 @@ def imagenet_class_names() -> list[str]:
 
     info = ImageNetInfo()
     return [info.index_to_description(i) for i in range(1000)]
+
+
+def imagenet_synsets() -> list[str]:
+    """The 1000 ImageNet-1k WordNet synset ids (``n01440764``, ...) in class-id order, from timm."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    return [info.index_to_label_name(i) for i in range(1000)]
 
 
 def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -215,15 +224,16 @@ def resolve_zoo_name(key: str, what: str = "model") -> tuple[str, str]:
     Raises:
         ConfigError: the name is in neither library.
     """
-    import timm
-    import torchvision
-
     if key.startswith("tv:"):
         return "tv", key[3:]
     if key.startswith("timm:"):
         return "timm", key[5:]
+    import torchvision
+
     if key in torchvision.models.list_models(module=torchvision.models):
         return "tv", key
+    import timm  # only for names torchvision does not have (importing timm takes a while)
+
     if timm.is_model(key):
         return "timm", key
     if what == "arch":

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from camloc.errors import ConfigError
 
-__all__ = ["GROUPS", "imagenet_groups", "derive_groups", "read_hypernyms", "imagenet_synsets"]
+__all__ = ["GROUPS", "imagenet_groups", "derive_groups", "read_hypernyms"]
 
 #: (group name, WordNet 3.0 root synsets), in priority order.
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -44,14 +44,6 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("clothing", ("n03051540",)),  # clothing, article of clothing, wear
     ("structure", ("n04341686",)),  # structure, construction (buildings, bridges, ...)
 )
-
-
-def imagenet_synsets() -> list[str]:
-    """The 1000 ImageNet-1k synset ids in the standard sorted order (class id order), from timm."""
-    from timm.data import ImageNetInfo
-
-    info = ImageNetInfo()
-    return [info.index_to_label_name(i) for i in range(1000)]
 
 
 def read_hypernyms(data_noun: str | os.PathLike[str]) -> dict[str, list[str]]:
@@ -90,7 +82,11 @@ def derive_groups(data_noun: str | os.PathLike[str], synsets: Sequence[str] | No
                   groups: Sequence[tuple[str, Sequence[str]]] = GROUPS) -> list[str | None]:
     """The group of each synset (``None`` when under no group's root), by WordNet ancestry."""
     parents = read_hypernyms(data_noun)
-    syns = list(synsets) if synsets is not None else imagenet_synsets()
+    if synsets is None:
+        from camloc.models.zoo import imagenet_synsets
+
+        synsets = imagenet_synsets()
+    syns = list(synsets)
     out: list[str | None] = []
     for s in syns:
         if s not in parents:
@@ -125,6 +121,8 @@ def _write_table(data_noun: str, stream: object = sys.stdout) -> None:
     from timm.data import ImageNetInfo
 
     info = ImageNetInfo()
+    from camloc.models.zoo import imagenet_synsets
+
     syns = imagenet_synsets()
     groups = derive_groups(data_noun, syns)
     import textwrap

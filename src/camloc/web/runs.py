@@ -218,7 +218,8 @@ class RunsIndex:
 
     def image_info(self, run_id: str, image_id: str) -> dict[str, Any]:
         """Ground-truth boxes (original pixels), the predicted box scaled from evaluation size to
-        original pixels, the IoU and whether it counts as correct."""
+        original pixels (inclusive corners: the last pixel ends at ``x1 + 1``, as the gallery
+        draws it), the IoU and whether it counts as correct."""
         report = self.report(run_id)
         records = {str(r.get("image_id", r.get("id", ""))): r
                    for r in self._raw_per_image(run_id, report)}
@@ -228,9 +229,9 @@ class RunsIndex:
         eval_size = float((report.get("protocol") or {}).get("eval_size") or 224)
         pred = None
         if rec and rec["box"] is not None:
-            b = rec["box"]
-            sx, sy = w / eval_size, h / eval_size
-            pred = [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy]
+            from camloc.evaluation.gallery import eval_box_to_pixels
+
+            pred = list(eval_box_to_pixels(rec["box"], w, h, eval_size))
         return {"image_id": image_id, "width": w, "height": h,
                 "gt_boxes": [[float(v) for v in b] for b in sample.boxes],
                 "label": sample.label, "pred_box": pred,
