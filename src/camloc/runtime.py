@@ -4,11 +4,12 @@ glibc's ``malloc`` serves every block above a (dynamic, at most 32 MiB) threshol
 ``mmap`` and gives it back with ``munmap`` when freed. A CNN forward pass on a batch allocates and
 frees activations of tens of megabytes per layer, so every pass maps new pages and the kernel
 zero-fills them on first touch: on this project's 2-core Linux machine, efficientnet_lite0 at batch
-16 spent about as much time in the kernel as in the convolutions (19.0 ms per image, 5.7 s system
-time for 6.2 s user time over 320 images). With large blocks kept in the heap instead, the same
-pass takes 8.1 ms per image and 0.1 s of system time (5.0 ms channels-last), the peak memory
-unchanged (``python benchmarks/bench_allocator.py``). PyTorch's CPU performance guide points at
-the same cost (it suggests jemalloc or tcmalloc); :func:`tune_cpu_allocator` gets it with the C
+16 spent as much time in the kernel as in the convolutions (19.4 ms per image; 5.9 s system time
+for 5.8 s user time over 320 images). With large blocks kept in the heap instead, the same pass
+takes 7.2 ms per image with 0.02 s of system time (channels-last: 12.2 -> 5.0 ms), the peak
+memory within 7%, and ``camloc evaluate`` on the 511-photo dev set 14.3 -> 9.7 s (medians of
+``python benchmarks/bench_allocator.py --rounds 3``). PyTorch's CPU performance guide points at the
+same cost (it suggests jemalloc or tcmalloc); :func:`tune_cpu_allocator` gets it with the C
 library's own ``mallopt``, nothing to install.
 
 The command line calls :func:`tune_cpu_allocator` once at start-up. A library user opts in::

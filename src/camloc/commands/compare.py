@@ -84,9 +84,13 @@ def register(app: typer.Typer) -> None:
         try:
             cam_model = load_model(model, weights=None if weights.lower() == "none" else weights,
                                    device=ctx.device)
-            # refuse a dataset of other classes or wrong sizes before --out is created
+            # refuse, in compare()'s order, methods the model cannot run and a dataset of other
+            # classes or wrong sizes before --out is created
+            from camloc.compare.run import build_methods
             from camloc.evaluation.evaluate import check_classes
 
+            build_methods(cam_model, names, layer, skip_headless=any(
+                m.strip().lower() == "all" for m in methods.split(",")))
             check_classes(cam_model, ds)
             ds.check_sizes()
             kw["check_dataset"] = False
