@@ -84,15 +84,11 @@ def register(app: typer.Typer) -> None:
         try:
             cam_model = load_model(model, weights=None if weights.lower() == "none" else weights,
                                    device=ctx.device)
-            # refuse, in compare()'s order, methods the model cannot run and a dataset of other
-            # classes or wrong sizes before --out is created
-            from camloc.compare.run import build_methods
-            from camloc.evaluation.evaluate import check_classes
+            # refuse what compare() would refuse before --out is created (constructing the
+            # methods once more inside compare() costs no forward pass)
+            from camloc.compare import check_inputs
 
-            build_methods(cam_model, names, layer, skip_headless=any(
-                m.strip().lower() == "all" for m in methods.split(",")))
-            check_classes(cam_model, ds)
-            ds.check_sizes()
+            check_inputs(cam_model, ds, methods, layer)
             kw["check_dataset"] = False
             if not ctx.is_main:  # a torchrun worker: scores its shard; rank 0 merges and writes
                 compare(cam_model, ds, names, dist=ctx, **kw)

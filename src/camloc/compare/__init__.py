@@ -29,7 +29,7 @@ from camloc.compare.tta import TTA, parse_tta
 
 __all__ = ["compare", "split_for_calibration", "calibrate", "FaithfulnessSettings", "TTA",
            "parse_tta", "tta_maps", "Calibration", "load_calibration", "resolve_methods",
-           "build_methods", "compare_state", "CompareState"]
+           "build_methods", "check_inputs", "compare_state", "CompareState"]
 
 _LAZY = {"FaithfulnessSettings": "run", "CompareState": "run", "build_methods": "run",
          "compare_state": "run", "scoremap_of": "run", "tta_maps": "tta"}
@@ -119,6 +119,26 @@ def calibrate(model: Any, dataset: Any, methods: dict[str, Any], *, tta: TTA | N
     return cal if dist is None else dist.broadcast_object(cal)
 
 
+def check_inputs(model: Any, dataset: Any, methods: str | Sequence[str], layer: Any = None,
+                 method_batch_size: int | None = None, check_dataset: bool = True) -> dict[str, Any]:
+    """What :func:`compare` refuses before any work, in its order: unknown methods, methods the
+    model cannot run (``cam`` without a GAP -> linear head; left out instead under ``"all"``),
+    then, with ``check_dataset``, a dataset of other classes or with wrong metadata sizes
+    (:func:`camloc.evaluation.evaluate.check_fits_model`). Returns the constructed methods
+    (name -> method). The CLI calls it before it creates ``--out``."""
+    from camloc.compare.run import build_methods
+
+    names = resolve_methods(methods)
+    asked_all = any(str(m).strip().lower() == "all" for m in
+                    (methods.split(",") if isinstance(methods, str) else methods))
+    built = build_methods(model, names, layer, method_batch_size, skip_headless=asked_all)
+    if check_dataset:  # wrong classes or sizes would give silently wrong figures
+        from camloc.evaluation.evaluate import check_fits_model
+
+        check_fits_model(model, dataset)
+    return built
+
+
 def compare(model: Any, dataset: Any, methods: str | Sequence[str] = "all", *, layer: Any = None,
             tta: TTA | str | None = None, calibrate_with: str | float | None = None,
             calibration_split: str | None = None, limit: int | None = None,
@@ -163,7 +183,7 @@ def compare(model: Any, dataset: Any, methods: str | Sequence[str] = "all", *, l
         ConfigError: unknown methods (listing the valid ones), ``cam`` on a model without a GAP
             head (listing the methods that work), bad TTA text, both calibration sources.
     """
-    from camloc.compare.run import FaithfulnessSettings, build_methods, compare_state, scoremap_of
+    from camloc.compare.run import FaithfulnessSettings, compare_state, scoremap_of
     from camloc.errors import ConfigError
 
     if faithfulness is None:
@@ -173,15 +193,7 @@ def compare(model: Any, dataset: Any, methods: str | Sequence[str] = "all", *, l
         tta = parse_tta(tta)
     if calibrate_with is not None and calibration_split is not None:
         raise ConfigError("give either --calibrate or --calibration-split, not both")
-    asked_all = any(str(m).strip().lower() == "all" for m in
-                    (methods.split(",") if isinstance(methods, str) else methods))
-    built = build_methods(model, names, layer, method_batch_size, skip_headless=asked_all)
-    if check_dataset:  # scoring maps of the wrong classes would be a silent wrong result
-        from camloc.evaluation.evaluate import check_classes
-
-        check_classes(model, dataset)
-        if hasattr(dataset, "check_sizes"):  # ... and so would boxes rescaled from a wrong size
-            dataset.check_sizes()
+    built = check_inputs(model, dataset, methods, layer, method_batch_size, check_dataset)
     skipped = [n for n in names if n not in built]
     names = list(built)
     cal = load_calibration(calibrate_with, names) if calibrate_with is not None else None

@@ -220,22 +220,13 @@ def render_html(report: dict[str, Any], cells: dict[str, dict[str, str]]) -> str
 def render_cells(report: dict[str, Any], dataset: Any, scoremap_for: Callable[[Any, str], np.ndarray],
                  folder: Path) -> dict[str, dict[str, str]]:
     """Write one PNG per gallery image and method under ``folder``; returns the relative names."""
-    from camloc.data.images import load_image
-    from camloc.errors import ImageError
+    from camloc.evaluation.gallery import readable_samples
     from camloc.io import atomic_open
     from camloc.metrics import rescale_gt_boxes
     from camloc.viz import overlay
 
-    by_id = {s.image_id: s for s in dataset.samples}
     cells: dict[str, dict[str, str]] = {}
-    for r, row in enumerate(report.get("gallery") or []):
-        sample = by_id.get(row["image_id"])
-        if sample is None:
-            continue
-        try:
-            image = load_image(sample.path)
-        except ImageError:
-            continue
+    for r, row, sample, image in readable_samples(report.get("gallery") or [], dataset):
         size = sample.size if sample.size is not None else image.size
         gt = rescale_gt_boxes(sample.boxes, size, (EVAL_SIZE, EVAL_SIZE))
         gt_boxes = [(b[0], b[1], b[2] + 1, b[3] + 1) for b in gt.tolist()]

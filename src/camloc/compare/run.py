@@ -28,7 +28,7 @@ from camloc.compare.calibration import Calibration
 from camloc.compare.options import resolve_methods
 from camloc.compare.tta import TTA, tta_maps
 from camloc.errors import ConfigError, UnsupportedHeadError
-from camloc.evaluation.batches import EVAL_SIZE
+from camloc.evaluation.batches import EVAL_SIZE, labelled_samples
 
 __all__ = ["FaithfulnessSettings", "MethodState", "CompareState", "resolve_methods",
            "build_methods", "compare_state", "EVAL_SIZE"]
@@ -167,8 +167,6 @@ def _check_grid(taus: dict[str, float | None], calibration: Calibration | None,
                 fixed_threshold: float, interval: float) -> None:
     """Every Loc threshold must be a point of the threshold grid; the error names where the
     threshold came from (``--calibrate 0.305``, a compare.json's method, ``--fixed-threshold``)."""
-    import numpy as np
-
     from camloc.errors import MetricError
     from camloc.metrics.localization import grid_index
 
@@ -209,12 +207,8 @@ def compare_state(model: Any, dataset: Any, methods: dict[str, Any], *, tta: TTA
         raise ConfigError(f"batch_size={batch_size}: must be >= 1")
     if workers < 0:
         raise ConfigError(f"workers={workers}: must be >= 0")
-    samples = list(dataset.samples)
-    if not samples:
-        raise ConfigError(f"dataset {getattr(dataset, 'name', '')!r} has no samples")
-    if any(s.label is None for s in samples):
-        raise ConfigError("compare needs a class label for every image (maps are of the "
-                          "ground-truth class)")
+    samples = labelled_samples(dataset, "compare needs a class label for every image (maps are "
+                                        "of the ground-truth class)")
     has_boxes = any(len(s.boxes) for s in samples)
     has_masks = any(s.mask_paths for s in samples)
     if not has_boxes and not faithfulness.enabled:

@@ -32,9 +32,9 @@ import numpy as np
 import torch
 
 from camloc.data.images import load_image, to_tensor
-from camloc.errors import ImageError
+from camloc.errors import ConfigError, ImageError
 
-__all__ = ["EVAL_SIZE", "EvalBatch", "eval_batches"]
+__all__ = ["EVAL_SIZE", "EvalBatch", "eval_batches", "labelled_samples"]
 
 #: side of the square grid the WSOL metrics are taken on (wsolevaluation's 224)
 EVAL_SIZE = 224
@@ -61,6 +61,17 @@ class EvalBatch:
 
     def __len__(self) -> int:
         return len(self.index)
+
+
+def labelled_samples(dataset: Any, why: str) -> list[Any]:
+    """``dataset``'s samples, refused with :class:`~camloc.errors.ConfigError` when there are none
+    or one has no class label (``why`` says what the label is needed for)."""
+    samples = list(dataset.samples)
+    if not samples:
+        raise ConfigError(f"dataset {getattr(dataset, 'name', '')!r} has no samples")
+    if any(s.label is None for s in samples):
+        raise ConfigError(why)
+    return samples
 
 
 class _Decode(torch.utils.data.Dataset):

@@ -35,13 +35,13 @@ import torch
 from camloc.data.images import load_image, to_tensor
 from camloc.errors import ConfigError
 from camloc.io import atomic_save_npy, versions
-from camloc.evaluation.batches import EVAL_SIZE, EvalBatch, eval_batches
+from camloc.evaluation.batches import EVAL_SIZE, EvalBatch, eval_batches, labelled_samples
 from camloc.evaluation.state import EvalState
 from camloc.models.heads import eval_mode
 from camloc.models.loader import CamModel
 from camloc.runtime import channels_last
 
-__all__ = ["EvalState", "build_report", "calibration_threshold", "check_classes",
+__all__ = ["EvalState", "build_report", "calibration_threshold", "check_classes", "check_fits_model",
            "check_eval_settings", "evaluate_model", "evaluate_state", "gt_class_maps", "make_engine",
            "method_block", "scoremap_of", "write_per_image", "PROTOCOLS", "EVAL_SIZE",
            "prepare_scoremap"]
@@ -99,6 +99,16 @@ def check_classes(model: CamModel, dataset: Any) -> None:
 
     check_model_classes(dataset, model.spec.num_classes, model.spec.class_names,
                         synsets=_model_synsets(model))
+
+
+def check_fits_model(model: CamModel, dataset: Any) -> None:
+    """Refuse a dataset that would give silently wrong figures with ``model``: class ids that do not
+    mean the model's classes (:func:`check_classes`), or metadata sizes that disagree with the image
+    headers (boxes would be rescaled from the wrong size; ``dataset.check_sizes()``). Raises
+    :class:`~camloc.errors.DatasetError` naming the file and line."""
+    check_classes(model, dataset)
+    if hasattr(dataset, "check_sizes"):
+        dataset.check_sizes()
 
 
 def check_eval_settings(interval: object, fixed_threshold: object, batch_size: object,
@@ -166,17 +176,11 @@ def evaluate_state(model: CamModel, dataset: Any, protocol: str = "wsol", interv
     if protocol not in PROTOCOLS:
         raise ConfigError(f"protocol={protocol!r}: expected one of {PROTOCOLS}")
     check_eval_settings(interval, fixed_threshold, batch_size, workers)
-    samples = list(dataset.samples)
-    if not samples:
-        raise ConfigError(f"dataset {getattr(dataset, 'name', '')!r} has no samples")
-    if any(s.label is None for s in samples):
-        raise ConfigError("evaluation needs a class label for every image (GT-known localization "
-                          "uses the ground-truth class's map)")
+    samples = labelled_samples(dataset, "evaluation needs a class label for every image "
+                                        "(GT-known localization uses the ground-truth class's map)")
     engine = make_engine(model, method, layer, method_options)
     if check_dataset:
-        check_classes(model, dataset)
-        if hasattr(dataset, "check_sizes"):
-            dataset.check_sizes()
+        check_fits_model(model, dataset)
     has_boxes = any(len(s.boxes) for s in samples)
     has_masks = any(s.mask_paths for s in samples)
     # The network sees the whole image at its own input size (224 for ImageNet models); maps

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -10,7 +10,24 @@ import numpy as np
 from camloc.data.images import load_image
 from camloc.errors import ImageError
 
-__all__ = ["pick_extremes", "render_gallery", "eval_box_to_pixels"]
+__all__ = ["pick_extremes", "render_gallery", "eval_box_to_pixels", "readable_samples"]
+
+
+def readable_samples(rows: Iterable[dict[str, Any]], dataset: Any
+                     ) -> Iterator[tuple[int, dict[str, Any], Any, Any]]:
+    """``(position, row, sample, image)`` for each row (a per-image record with an ``image_id``)
+    whose sample is in ``dataset`` and whose image can be read; the others are skipped (a gallery
+    shows what it can)."""
+    by_id = {s.image_id: s for s in dataset.samples}
+    for k, row in enumerate(rows):
+        sample = by_id.get(row.get("image_id"))
+        if sample is None:
+            continue
+        try:
+            image = load_image(sample.path)
+        except ImageError:
+            continue
+        yield k, row, sample, image
 
 
 def eval_box_to_pixels(box: Sequence[float], width: int, height: int, eval_size: float = 224
@@ -48,16 +65,9 @@ def render_gallery(picks: Sequence[tuple[str, dict[str, Any]]], dataset: Any,
     """
     from camloc.viz import BOX_GT, draw_boxes, overlay
 
-    by_id = {s.image_id: s for s in dataset.samples}
     out = []
-    for group, rec in picks:
-        sample = by_id.get(rec.get("image_id"))
-        if sample is None:
-            continue
-        try:
-            image = load_image(sample.path)
-        except ImageError:
-            continue
+    for k, rec, sample, image in readable_samples([rec for _, rec in picks], dataset):
+        group = picks[k][0]
         sm = scoremap_for(sample)
         if sm is None:
             continue

@@ -82,10 +82,9 @@ def run_evaluation(dataset: Any, out: str | os.PathLike[str], *, model: str = "e
         engine = make_engine(cam_model, method, layer, method_options)
         shard = dataset.shard(ctx.rank, ctx.world_size) if ctx.distributed else dataset
         if ctx.distributed:  # the whole dataset is checked once, on every rank alike
-            from camloc.evaluation.evaluate import check_classes
+            from camloc.evaluation.evaluate import check_fits_model
 
-            check_classes(cam_model, dataset)
-            dataset.check_sizes()
+            check_fits_model(cam_model, dataset)
         maps_dir = out / "scoremaps" if save_maps else None
         state = evaluate_state(cam_model, shard, protocol, interval, fixed_threshold, batch_size,
                                workers, maps_dir, progress if ctx.is_main else None,
