@@ -105,6 +105,9 @@
     if (file.type && !file.type.startsWith("image/")) { setStatus("not an image: " + file.name, true); return; }
     state.file = file;
     state.fileName = file.name || "pasted-image";
+    // busy from the moment a new picture is taken: until its result arrives, the page still shows
+    // the previous picture's classes (explain() clears the flag when its request is done)
+    document.body.dataset.busy = "1";
     const url = URL.createObjectURL(file);
     const img = new Image();
     img.onload = function () {
@@ -115,7 +118,10 @@
       $("compare-panel").hidden = true;
       explain(null, true);
     };
-    img.onerror = function () { setStatus("the browser cannot display this image", true); };
+    img.onerror = function () {
+      delete document.body.dataset.busy;
+      setStatus("the browser cannot display this image", true);
+    };
     img.src = url;
   }
 
