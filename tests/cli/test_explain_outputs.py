@@ -325,7 +325,7 @@ def test_a_shared_class_name_is_refused_with_both_ids(run, small_images, tmp_pat
 
 
 def test_parse_classes_on_imagenet_names():
-    from camloc.commands.common import parse_classes
+    from camloc.data.classes import parse_classes
     from camloc.errors import ConfigError
 
     names = ["tench, Tinca tinca"] * 0 + [f"c{i}" for i in range(134)] + ["crane"] + \

@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from camloc.errors import ConfigError
 
 
 def _console() -> Any:
@@ -26,14 +25,34 @@ def __getattr__(name: str) -> Any:  # ``from camloc.commands.common import conso
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-#: seconds between the plain progress lines printed when stderr is not a terminal
+#: seconds between the plain progress lines printed when stderr is not a terminal; the
+#: environment variable ``CAMLOC_PROGRESS_EVERY`` (seconds, >= 0) overrides it
 PLAIN_PROGRESS_EVERY = 30.0
+
+
+def _plain_interval() -> float:
+    """:data:`PLAIN_PROGRESS_EVERY`, or ``CAMLOC_PROGRESS_EVERY`` when that is a number >= 0."""
+    import math
+    import os
+
+    raw = os.environ.get("CAMLOC_PROGRESS_EVERY")
+    if raw:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if math.isfinite(value) and value >= 0:
+            return value
+    return PLAIN_PROGRESS_EVERY
 
 
 @contextmanager
 def progress_bar(description: str) -> Iterator[Any]:
     """A rich progress bar; yields ``update(done, total)``. The bar appears on the first update,
     so an error found before any work (a bad option, a locked folder) prints alone.
+
+    ``total`` may be ``None`` while the inputs are still being listed (a folder walk, a list read
+    from a pipe): the line then says ``done/?`` without a percentage or an estimate.
 
     When stderr is not a terminal (a log file, a pipe, a batch job) rich would draw nothing until
     the end; instead a plain line ``description: done/total (p%), elapsed, left`` is printed every
@@ -43,31 +62,36 @@ def progress_bar(description: str) -> Iterator[Any]:
 
     console = _console()
     if not console.is_terminal:
+        every = _plain_interval()
         t0 = time.monotonic()
         last = t0
         printed = False
-        state = [0, 0]
+        state: list[int | None] = [0, None]
 
-        def line(done: int, total: int) -> None:
+        def line(done: int, total: int | None) -> None:
             el = time.monotonic() - t0
-            left = f", about {_clock(el * (total - done) / done)} left" if 0 < done < total else ""
-            pct = f" ({100.0 * done / total:.0f}%)" if total else ""
-            console.print(f"{description}: {done}/{total}{pct}, {_clock(el)} elapsed{left}",
+            known = total is not None and total > 0
+            left = (f", about {_clock(el * (total - done) / done)} left"
+                    if known and 0 < done < total else "")  # type: ignore[operator]
+            pct = f" ({100.0 * done / total:.0f}%)" if known else ""  # type: ignore[operator]
+            shown = "?" if total is None else total
+            console.print(f"{description}: {done}/{shown}{pct}, {_clock(el)} elapsed{left}",
                           highlight=False, soft_wrap=True)
 
-        def plain(done: int, total: int) -> None:
+        def plain(done: int, total: int | None) -> None:
             nonlocal last, printed
             state[:] = [done, total]
             now = time.monotonic()
-            if now - last >= PLAIN_PROGRESS_EVERY:
+            if now - last >= every:
                 last, printed = now, True
                 line(done, total)
 
         try:
             yield plain
         finally:
-            if printed and state[1] and state[0] >= state[1]:
-                line(*state)
+            done, total = state
+            if printed and total and done is not None and done >= total:
+                line(done, total)
         return
 
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
@@ -78,7 +102,7 @@ def progress_bar(description: str) -> Iterator[Any]:
                     transient=False)
     task = None
 
-    def update(done: int, total: int) -> None:
+    def update(done: int, total: int | None) -> None:
         nonlocal task
         if task is None:
             prog.start()
@@ -98,48 +122,6 @@ def _clock(seconds: float) -> str:
     h, rest = divmod(s, 3600)
     m, sec = divmod(rest, 60)
     return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
-
-
-def parse_classes(value: str | None, class_names: list[str]) -> list[int] | None:
-    """``"285,281"`` or ``"Egyptian cat,tabby"`` -> class ids (names match a full name or its
-    first comma-separated synonym, case-insensitively; ``;`` separates names that contain commas).
-
-    A name that several classes share (ImageNet has two 'crane's: the bird, 134, and the machine,
-    517) is refused with every matching id, so the user picks one.
-
-    >>> parse_classes("b,0", ["a", "b"])
-    [1, 0]
-    """
-    if value is None or not value.strip():
-        return None
-    lookup: dict[str, list[int]] = {}
-    for i, name in enumerate(class_names):
-        for alias in {name.lower().strip(), name.split(",")[0].strip().lower()}:
-            if alias and i not in lookup.setdefault(alias, []):
-                lookup[alias].append(i)
-    ids = []
-    for item in value.split(";" if ";" in value else ","):
-        item = item.strip()
-        if not item:
-            continue
-        if item.isdigit():
-            idx = int(item)
-            if idx >= len(class_names):
-                raise ConfigError(f"--classes: id {idx} is out of range (the model has "
-                                  f"{len(class_names)} classes, ids 0..{len(class_names) - 1})")
-            ids.append(idx)
-            continue
-        found = lookup.get(item.lower(), [])
-        if not found:
-            raise ConfigError(f"--classes: unknown class {item!r} (give ids or names)")
-        if len(found) > 1:
-            which = ", ".join(f"{i} ({class_names[i]})" for i in found)
-            raise ConfigError(f"--classes: {item!r} names {len(found)} classes: {which}; give the "
-                              f"id of the one you mean")
-        ids.append(found[0])
-    if not ids:
-        raise ConfigError(f"--classes {value!r}: no class ids or names in it")
-    return ids
 
 
 def print_failures(failed: list[dict[str, str]], name_key: str = "path", reason_key: str = "error",

@@ -160,7 +160,8 @@ def register(app: typer.Typer) -> None:
         inputs = ExplainInputs(paths=paths or [], lists=list_files or [], dataset=ds)
         inputs.check()
 
-        from camloc.commands.common import console, parse_classes, print_failures, progress_bar
+        from camloc.commands.common import console, print_failures, progress_bar
+        from camloc.data.classes import parse_classes
         from camloc.distributed import DistContext
         from camloc.explain_run import run_explain
         from camloc.models import load_model

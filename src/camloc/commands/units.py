@@ -46,7 +46,8 @@ def register(app: typer.Typer) -> None:
 
         Exit code 1 if some images failed (listed in errors.jsonl), 2 on a fatal error.
         """
-        from camloc.commands.common import console, parse_classes, print_failures, progress_bar
+        from camloc.commands.common import console, print_failures, progress_bar
+        from camloc.data.classes import parse_classes
         from camloc.distributed import DistContext
         from camloc.errors import ConfigError
         from camloc.models import load_model

@@ -30,7 +30,7 @@ from camloc.data._parse import parse_count
 from camloc.data.sample import Dataset
 from camloc.errors import ConfigError, DatasetError
 
-__all__ = ["check_model_classes", "map_to_model_classes"]
+__all__ = ["check_model_classes", "map_to_model_classes", "parse_classes"]
 
 _PLACEHOLDER_RE = re.compile(r"class_\d+")
 
@@ -182,3 +182,48 @@ def map_to_model_classes(dataset: Dataset, class_names: Sequence[str] | None = N
     return replace(dataset, samples=samples, class_names=list(out_names),
                    synsets=list(syns) if syns is not None else None,
                    class_source="synsets" if syns is not None else "names")
+
+
+def parse_classes(value: str | None, class_names: Sequence[str],
+                  option: str = "--classes") -> list[int] | None:
+    """``"285,281"`` or ``"Egyptian cat,tabby"`` -> class ids (names match a full name or its
+    first comma-separated synonym, case-insensitively; ``;`` separates names that contain commas).
+    ``option`` names the setting in error messages (``--classes`` on the command line,
+    ``classes`` in the HTTP API).
+
+    A name that several classes share (ImageNet has two 'crane's: the bird, 134, and the machine,
+    517) is refused with every matching id, so the user picks one.
+
+    >>> parse_classes("b,0", ["a", "b"])
+    [1, 0]
+    """
+    if value is None or not value.strip():
+        return None
+    lookup: dict[str, list[int]] = {}
+    for i, name in enumerate(class_names):
+        for alias in {name.lower().strip(), name.split(",")[0].strip().lower()}:
+            if alias and i not in lookup.setdefault(alias, []):
+                lookup[alias].append(i)
+    ids = []
+    for item in value.split(";" if ";" in value else ","):
+        item = item.strip()
+        if not item:
+            continue
+        if item.isdigit():
+            idx = int(item)
+            if idx >= len(class_names):
+                raise ConfigError(f"{option}: id {idx} is out of range (the model has "
+                                  f"{len(class_names)} classes, ids 0..{len(class_names) - 1})")
+            ids.append(idx)
+            continue
+        found = lookup.get(item.lower(), [])
+        if not found:
+            raise ConfigError(f"{option}: unknown class {item!r} (give ids or names)")
+        if len(found) > 1:
+            which = ", ".join(f"{i} ({class_names[i]})" for i in found)
+            raise ConfigError(f"{option}: {item!r} names {len(found)} classes: {which}; give the "
+                              f"id of the one you mean")
+        ids.append(found[0])
+    if not ids:
+        raise ConfigError(f"{option} {value!r}: no class ids or names in it")
+    return ids

@@ -77,9 +77,9 @@ def _error(status: int, reason: str) -> JSONResponse:
 
 def _parse_classes(text: str, names: list[str]) -> list[int]:
     """``"285, 281"`` or ``"tabby;Egyptian cat"`` -> ids, as ``camloc explain --classes`` reads them."""
-    from camloc.commands.common import parse_classes
+    from camloc.data.classes import parse_classes
 
-    ids = parse_classes(text, names) or []
+    ids = parse_classes(text, names, option="classes") or []
     if not ids:
         raise ApiError(400, "classes: no class given")
     if len(ids) > MAX_CLASSES_PER_REQUEST:
