@@ -500,8 +500,8 @@ def _outcomes(u8, mx, lv, gt, dthr, exact, ws):
     any_holes = False
     for t in range(nn):
         hi = min(nodes[t, HI], nlive)
-        j = max(nodes[t, LO], 0)
-        if j >= hi:
+        lo = max(nodes[t, LO], 0)
+        if lo >= hi:
             continue
         # contour box: x1 = min(max x + 1, W - 1); padded coordinates are one more
         iou = _best_iou(nodes[t, X0] - 1, nodes[t, Y0] - 1, min(nodes[t, X1], w - 1),
@@ -511,7 +511,7 @@ def _outcomes(u8, mx, lv, gt, dthr, exact, ws):
         holed = nodes[t, E4] != 4
         if holed:
             any_holes = True
-        for j in range(j, hi):
+        for j in range(lo, hi):
             ncomp[j] += 1
             if a > amax[j]:
                 amax[j] = a
