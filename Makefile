@@ -24,6 +24,7 @@ demo: $(STAMP)
 # The rules held by tools: ruff's lint and the import contracts (both configured in pyproject.toml).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	PYTHONPATH=src $(VENV)/bin/lint-imports
 
 # The lint first; then two lanes: everything on two xdist workers, then the timing tests marked `serial` alone (their
 # goals are ratios that another worker sharing the 2 cores would distort).
