@@ -16,7 +16,8 @@ How a block runs
 * Placeholders: the work folder holds ``photo.jpg``, ``new-photo.jpg`` (sample photos),
   ``my-photos/`` (a folder-per-class set made from the samples), ``imagenet-val-dev`` and
   ``../shared/data/imagenet-val-dev`` (a 16-image subset of the dev set in its own wsol format,
-  written once per session, with an image of each class the docs name: DEV_SUBSET_CLASSES), and links to the repository's ``src``, ``benchmarks`` and
+  written once per session, with an image of each class the docs name: DEV_SUBSET_CLASSES), and
+  links to the repository's ``src``, ``benchmarks`` and
   ``.venv``. A block that names the dev set is skipped, with the reason, where it is absent.
 
 Annotations
@@ -269,7 +270,7 @@ def doc_files(repo: Path) -> list[Path]:
     return [f for f in files if f.is_file()]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def collect(repo: Path) -> list[Block]:
     """Every code block (shell or Python) of the docs; figures are left out. Read once per
     session, so the test items and the runners see the same blocks."""

@@ -39,7 +39,7 @@ from camloc.errors import ConfigError, ImageError
 if TYPE_CHECKING:  # torch and the model spec are imported where they are needed
     import torch
 
-    from camloc.models.spec import Geometry, Preprocess
+    from camloc.preprocess import Geometry, Preprocess
 
 __all__ = ["load_image", "load_image_for", "read_image_size", "original_size", "to_tensor",
            "batch_images", "find_images", "IMAGE_EXTENSIONS", "DEFAULT_MAX_PIXELS",

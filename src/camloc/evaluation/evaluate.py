@@ -114,9 +114,9 @@ def check_fits_model(model: CamModel, dataset: Any) -> None:
 def check_eval_settings(interval: object, fixed_threshold: object, batch_size: object,
                         workers: object, calibrate: float | None = None) -> None:
     """Raise :class:`ConfigError` naming the option unless the settings are usable (the grid
-    checks of :func:`camloc.evaluation.score.check_settings`; ``workers`` >= 0, ``batch_size``
+    checks of :func:`camloc.evaluation.options.check_settings`; ``workers`` >= 0, ``batch_size``
     >= 1)."""
-    from camloc.evaluation.score import check_settings
+    from camloc.evaluation.options import check_settings
 
     check_settings(interval, fixed_threshold, workers, 1, calibrate)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \

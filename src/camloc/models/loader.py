@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from camloc.devices import resolve_device
 from camloc.errors import CamlocError, CheckpointError, ConfigError, ModelError
 from camloc.models.heads import GapHead, discover_gap_head, eval_mode
 from camloc.models.layers import (LayerSpec, LayerTap, Reshape, declared_prefix, default_layer_names,
@@ -43,8 +44,6 @@ from camloc.models.zoo import (DEFAULT_MODEL, OFFLINE_ALIASES, build_zoo_model, 
 
 __all__ = ["CamModel", "DEFAULT_MODEL", "apply_head_dir", "imagenet_class_names", "load_model",
            "load_state_dict_file", "resolve_device", "resolve_zoo_name", "wrap"]
-
-_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
 
 
 @dataclass
@@ -103,36 +102,6 @@ class CamModel:
         head = f"channels={self.head.num_channels}" if self.head is not None else "head=None"
         return (f"CamModel(name={self.spec.name!r}, classes={self.spec.num_classes}, {head}, "
                 f"layers={self.layers}, device={self.device})")
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/``None`` -> CUDA when available, else CPU; otherwise ``torch.device(device)``.
-
-    Raises:
-        ConfigError: an unknown device type or index, or one this machine does not have.
-    """
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if isinstance(device, torch.device):
-        dev = device
-    else:
-        text = str(device).strip().lower()
-        kind, _, index = text.partition(":")
-        if kind not in _DEVICE_TYPES or (index and not index.isdigit()):
-            raise ConfigError(f"device={device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N' "
-                              f"(also 'mps' on Apple silicon)")
-        dev = torch.device(text)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device={device!r}: CUDA is not available on this machine")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA "
-                              f"device(s) (cuda:0..cuda:{torch.cuda.device_count() - 1})")
-    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError(f"device={device!r}: MPS is not available on this machine")
-    elif dev.type == "xpu" and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
-        raise ConfigError(f"device={device!r}: XPU is not available on this machine")
-    return dev
 
 
 def _spec_int(d: dict[str, Any], key: str, where: Path) -> int:

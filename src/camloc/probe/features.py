@@ -47,7 +47,7 @@ from camloc.data.images import load_image, to_tensor
 from camloc.errors import ConfigError, ImageError, ModelError
 from camloc.io import atomic_save_npy, atomic_write_json
 from camloc.models.heads import eval_mode
-from camloc.models.registry import CamModel
+from camloc.models.loader import CamModel
 from camloc.models.spec import Preprocess
 
 __all__ = ["Features", "FailedImage", "extract_features", "pooled_features", "model_key",

@@ -26,7 +26,7 @@ import numpy as np
 
 from camloc.errors import ConfigError, DatasetError
 from camloc.io import JsonlWriter, atomic_write_json, atomic_write_text, versions
-from camloc.models.registry import CamModel
+from camloc.models.loader import CamModel
 from camloc.probe.features import Features, extract_features
 from camloc.probe.fit import ProbeFit, fit_probe, save_head
 from camloc.probe.report import plot_confusion, render_markdown
@@ -128,10 +128,10 @@ def apply_head(model: CamModel, head_dir: str | Path) -> CamModel:
 
     Same as ``camloc.load_model(name, weights, head=head_dir)`` without reloading the backbone.
     """
-    from camloc.models.registry import _apply_head
+    from camloc.models.loader import apply_head_dir
 
     new = copy.deepcopy(model)
-    _apply_head(new.module, new.spec, new.head, Path(head_dir))
+    apply_head_dir(new.module, new.spec, new.head, Path(head_dir))
     return new
 
 
@@ -177,7 +177,7 @@ def centre_box_baseline(dataset: Any, eval_size: int = 224) -> dict[str, Any]:
 def _evaluate_localization(model: CamModel, dataset: Any, interval: float,
                            batch_size: int) -> dict[str, Any] | None:
     try:
-        from camloc.evaluate import evaluate_model
+        from camloc.evaluation.evaluate import evaluate_model
 
         return evaluate_model(model, dataset, interval=interval, batch_size=batch_size)
     except ImportError:  # an install without the evaluation module

@@ -4,7 +4,7 @@ The recipe is the CAM paper's: a backbone converted to ``features -> GAP -> line
 (:mod:`camloc.models.archs`), SGD with momentum 0.9 and weight decay, the new layers at 10x the
 backbone's learning rate when fine-tuning, RandomResizedCrop + horizontal flip for training and a
 plain resize (no crop) for validation. After every epoch the model is evaluated with
-:func:`camloc.evaluate.evaluate_model` (top-1, GT-known localization, MaxBoxAccV2) and the best
+:func:`camloc.evaluation.evaluate.evaluate_model` (top-1, GT-known localization, MaxBoxAccV2) and the best
 epoch by ``select`` is kept.
 
 Output folder (only rank 0 writes; every file atomically)::
@@ -668,8 +668,8 @@ def _evaluate(eval_model: nn.Module, head: Any, cfg: TrainConfig, ctx: DistConte
     shard of the validation set and the accumulators are merged exactly on rank 0."""
     import json
 
-    from camloc.evaluate import build_report, evaluate_state
-    from camloc.models.registry import CamModel
+    from camloc.evaluation.evaluate import build_report, evaluate_state
+    from camloc.models.loader import CamModel
     from camloc.models.spec import ModelSpec
 
     spec = ModelSpec(cfg.name or cfg.arch, train_ds.num_classes, list(train_ds.class_names),
