@@ -43,6 +43,7 @@ wsolevaluation's convention. Files are byte-identical for equal arguments.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -336,9 +337,15 @@ def make_synth(out: str | os.PathLike[str], classes: int = 4, images: int = 400,
             "splits": {"train": n_train, "test": n_test},
         }
         (tmp / "synth.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        if out.exists():
+        if overwrite and out.exists():
             shutil.rmtree(out)
-        os.replace(tmp, out)
+        try:  # renaming onto a folder that is not empty fails: never replace one unasked
+            os.replace(tmp, out)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            raise ConfigError(f"out={out} was filled by another run while this one wrote; "
+                              "nothing was replaced (pass --overwrite to replace it)") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

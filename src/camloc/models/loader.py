@@ -111,6 +111,26 @@ def _spec_int(d: dict[str, Any], key: str, where: Path) -> int:
     return value
 
 
+def _weights_file(folder: Path, name: object, spec_path: Path) -> Path:
+    """``folder/name`` for spec.json's ``weights_file``, refused (:class:`CheckpointError`) unless
+    it is a file name inside the model folder: an absolute path, ``..``, or a link leading out
+    of the folder would read a file the user did not name."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise CheckpointError(f"{spec_path}: weights_file must be a file name inside the model "
+                              f"folder, got {name!r}")
+    path = folder / name
+    root = folder.resolve()
+    try:
+        inside = not Path(name).is_absolute() and path.resolve().is_relative_to(root) \
+            and path.resolve() != root
+    except (OSError, RuntimeError):  # a link loop
+        inside = False
+    if not inside:
+        raise CheckpointError(f"{spec_path}: weights_file {name!r} is outside the model folder "
+                              f"{folder}; it must name a file inside it (e.g. model.safetensors)")
+    return path
+
+
 def _camloc_checkpoint(folder: Path, weights: Any) -> tuple[nn.Module, ModelSpec]:
     spec_path = folder / "spec.json"
     try:
@@ -124,6 +144,7 @@ def _camloc_checkpoint(folder: Path, weights: Any) -> tuple[nn.Module, ModelSpec
     for key in ("arch", "num_classes"):
         if key not in d:
             raise CheckpointError(f"{spec_path}: missing key {key!r}")
+    wfile_in_folder = _weights_file(folder, d.get("weights_file", "model.safetensors"), spec_path)
     nc = _spec_int(d, "num_classes", spec_path)
     kwargs = d.get("arch_kwargs", {})
     if not isinstance(kwargs, dict):
@@ -134,7 +155,7 @@ def _camloc_checkpoint(folder: Path, weights: Any) -> tuple[nn.Module, ModelSpec
     except ConfigError as exc:
         raise CheckpointError(f"{spec_path}: {exc}") from exc
     wfile = Path(weights) if isinstance(weights, (str, os.PathLike)) and weights not in ("DEFAULT",) \
-        else folder / d.get("weights_file", "model.safetensors")
+        else wfile_in_folder
     load_into(model, load_state_dict_file(wfile), str(wfile))
     check_finite(model, str(wfile), CheckpointError)
     try:

@@ -15,6 +15,7 @@ a finished pass, only rebuilds the report). ``overwrite=True`` starts over.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -158,14 +159,30 @@ def run_units(model: Any, data: UnitsData, out: str | os.PathLike[str],
         ConfigError: bad options, labels that are not the model's classes, a saved state from a
             different run.
     """
+    from camloc.io import folder_lock, refuse_symlink
+
+    settings, head, names, shape, data = _prepare(model, data, settings)
+    rank = int(getattr(ctx, "rank", 0))
+    out = Path(out)
+    with contextlib.ExitStack() as lock:
+        if rank == 0:  # out locked for the run (a second run into it is refused)
+            lock.enter_context(folder_lock(out))
+            if settings.sheets:  # a link to a folder elsewhere: refused before the pass
+                refuse_symlink(out / "sheets")
+        return _run_units(model, data, out, settings, head, names, shape, ctx, progress,
+                          stop_after)
+
+
+def _run_units(model: Any, data: UnitsData, out: Path, settings: UnitsSettings, head: Any,
+               names: list[str], shape: Any, ctx: Any,
+               progress: Callable[[int, int], None] | None,
+               stop_after: int | None) -> UnitsResult:
     from camloc.io import atomic_write_json, atomic_write_text
     from camloc.units.collect import collect_units, input_preprocess
     from camloc.units.render import render_html, render_sheets
 
-    settings, head, names, shape, data = _prepare(model, data, settings)
     rank = int(getattr(ctx, "rank", 0))
     world = int(getattr(ctx, "world_size", 1))
-    out = Path(out)
     state_path = out / "state" / f"units-rank{rank}-of{world}.pt"
     meta = _fingerprint(model, data, settings, names, shape, world, rank)
     state = _load_or_start(state_path, meta, settings, head)
