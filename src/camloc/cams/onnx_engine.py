@@ -97,7 +97,7 @@ def cached_export(model: CamModel, folder: str | os.PathLike[str] | None = None,
     if not (path.is_file() and spec_path_of(path).is_file()):
         try:
             to_onnx(model, path, top_k=min(5, model.spec.num_classes), input_size=hw,
-                    dynamic_batch=True, scoremaps=False)
+                    dynamic_batch=True, scoremaps=False, class_input=True)
         except OSError as exc:
             raise ConfigError(f"--runtime onnx: cannot write the exported graph to {root} "
                               f"({exc.strerror or exc}); set CAMLOC_CACHE to a writable folder "
@@ -141,6 +141,8 @@ class OnnxCAM(CAM):
         self.session = make_session(p, cuda=model.device.type == "cuda")
         shape = self.session.get_inputs()[0].shape
         self.batch_one = shape[0] == 1
+        self.class_input = "classes" in spec.get("inputs", {})
+        self.top_k = int(spec.get("top_k", 0))
         self._check(model)
 
     def __repr__(self) -> str:
@@ -184,15 +186,27 @@ class OnnxCAM(CAM):
                               f"size (camloc export --size HxW)")
         n = int(x.shape[0])
         feed_ids = self._classes_feed(n, classes)
+        keep = feed_ids.shape[1]
+        if not self.class_input:
+            if (feed_ids >= 0).any() or keep > self.top_k:
+                raise ConfigError(f"{self.path}: exported without the 'classes' input, it gives "
+                                  f"the top-{self.top_k} maps only; for maps of given classes "
+                                  f"export it with `camloc export --classes-input`")
         images = x.detach().float().cpu().contiguous().numpy()
         names = ["logits", "top_classes", "maps"]
+
+        def run(rows: slice) -> list[np.ndarray]:
+            feed = {"images": images[rows]}
+            if self.class_input:
+                feed["classes"] = feed_ids[rows] if len(feed_ids) > 1 else feed_ids
+            return self.session.run(names, feed)
+
         if self.batch_one and n != 1:
-            parts = [self.session.run(names, {"images": images[i:i + 1],
-                                              "classes": feed_ids[i:i + 1] if len(feed_ids) > 1
-                                              else feed_ids}) for i in range(n)]
+            parts = [run(slice(i, i + 1)) for i in range(n)]
             logits, ids, maps = (np.concatenate([p[j] for p in parts]) for j in range(3))
         else:
-            logits, ids, maps = self.session.run(names, {"images": images, "classes": feed_ids})
+            logits, ids, maps = run(slice(None))
+        ids, maps = ids[:, :keep], maps[:, :keep]
         dev = self.model.device
         lt = torch.from_numpy(logits).to(dev)
         it = torch.from_numpy(ids).to(dev)

@@ -29,6 +29,8 @@ def register(app: typer.Typer) -> None:
                                                   "maximum (0..1)."),
         scoremaps: bool = typer.Option(True, "--scoremaps/--no-scoremaps",
                                        help="Add input-size scoremaps and boxes to the outputs."),
+        classes_input: bool = typer.Option(False, "--classes-input", help="Add an optional "
+                                           "'classes' input (maps of given classes; -1 = top)."),
         out: Path = typer.Option(None, "--out", "-o", help="The .onnx file to write (default "
                                                            "<model>.onnx); its spec goes beside "
                                                            "it as .json."),
@@ -64,7 +66,8 @@ def register(app: typer.Typer) -> None:
             "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(name).name) + ".onnx")
         result = to_onnx(cam_model, dest, top_k=top_k, input_size=size, opset=opset,
                          dynamic_batch=dynamic_batch, scoremaps=scoremaps,
-                         normalization=normalization, threshold=threshold)
+                         normalization=normalization, threshold=threshold,
+                         class_input=classes_input)
         hw = result.spec["preprocess"]["input_size"]
         console.print(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB) and "
                       f"{result.spec_path}", highlight=False, soft_wrap=True)

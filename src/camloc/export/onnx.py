@@ -11,8 +11,9 @@ Graph (``N`` images, ``k`` classes per image, ``h x w`` the feature grid, ``H x 
 
 ==============  ================  ===========================================================
 ``images``      (N, 3, H, W) f32  input: RGB, resized and normalised as the JSON says
-``classes``     (1|N, k) int64    optional input (default ``-1`` x ``top_k``): a class id per
-                                  slot, ``-1`` = the next of the image's top-ranked classes
+``classes``     (1|N, k) int64    only with ``class_input=True``: an optional input (default
+                                  ``-1`` x ``top_k``) of class ids per slot; ``-1`` in slot
+                                  ``j`` takes the image's ``j``-th best class
 ``logits``      (N, C) f32        the classifier's logits
 ``top_classes`` (N, k) int64      the class of each map (the top-k unless ``classes`` is fed)
 ``top_probs``   (N, k) f32        their softmax probabilities
@@ -64,7 +65,8 @@ SPEC_FORMAT = "camloc-onnx"
 #: what each output of the CAM graph holds (written into the JSON spec)
 OUTPUTS = {
     "logits": "(N, C) float32: the classifier's logits",
-    "top_classes": "(N, k) int64: the class id of each map (top-k by logit unless 'classes' is fed)",
+    "top_classes": "(N, k) int64: the class id of each map (the top-k by logit, unless the "
+                   "optional 'classes' input is fed)",
     "top_probs": "(N, k) float32: softmax probability of each of those classes",
     "maps": "(N, k, h, w) float32: exact CAM at the feature grid, raw (mean(map) + bias = logit)",
     "scoremaps": "(N, k, H, W) float32: maps resized to the input size (bicubic, half-pixel "
@@ -137,8 +139,10 @@ class _CamGraph(nn.Module):
     """The traced module: the user's network with a tap on the head's layer, then exact CAM."""
 
     def __init__(self, model: Any, input_hw: tuple[int, int], grid: tuple[int, int],
-                 maps: bool, scoremaps: bool, normalization: str, threshold: float) -> None:
+                 maps: bool, scoremaps: bool, normalization: str, threshold: float,
+                 top_k: int) -> None:
         super().__init__()
+        self.top_k = top_k
         self.net = model.module
         self.model = model
         self.head = model.head
@@ -161,14 +165,18 @@ class _CamGraph(nn.Module):
 
             return (select_output(self.net(images), self.model.output),)
         head = self.head
-        if classes is None or head is None:  # pragma: no cover - to_onnx always passes them
-            raise ModelError("internal: the CAM graph needs the classes input and the head")
+        if head is None:  # pragma: no cover - refused in to_onnx
+            raise ModelError("internal: the CAM graph needs the head")
         logits, (raw,) = run_with_taps(self.net, images, [head.tap], output=self.model.output)
         f = head.features_from_output(raw, self.input_hw).float()
         fprime, _bias = head.folded(f)
-        k = classes.shape[1]
-        top = logits.topk(k, dim=1).indices
-        ids = torch.where(classes >= 0, classes, top)  # (1|N, k) broadcast against (N, k)
+        if classes is None:
+            k = self.top_k
+            ids = logits.topk(k, dim=1).indices
+        else:
+            k = classes.shape[1]  # traced as the input's shape: any k at run time
+            top = logits.topk(k, dim=1).indices
+            ids = torch.where(classes >= 0, classes, top)  # (1|N, k) broadcast against (N, k)
         weight = head.classifier.weight.to(fprime.dtype)
         n, c, h, w = fprime.shape
         rows = weight[ids]  # (N, k, K): a gather of classifier rows
@@ -236,7 +244,8 @@ def _parse_size(size: Any, default: tuple[int, int]) -> tuple[int, int]:
 def to_onnx(model: Any, out: str | os.PathLike[str], *, top_k: int = 5,
             input_size: tuple[int, int] | str | None = None, opset: int = DEFAULT_OPSET,
             dynamic_batch: bool = True, scoremaps: bool = True, normalization: str = "max",
-            threshold: float = 0.2, maps: bool = True, check: bool = True) -> OnnxExport:
+            threshold: float = 0.2, maps: bool = True, class_input: bool = False,
+            check: bool = True) -> OnnxExport:
     """Export ``model``'s exact CAM (logits, top-k classes, maps, scoremaps, boxes) as one graph.
 
     Args:
@@ -251,6 +260,9 @@ def to_onnx(model: Any, out: str | os.PathLike[str], *, top_k: int = 5,
         normalization: ``"max"`` or ``"minmax"``: how ``scoremaps`` are normalised.
         threshold: the box threshold, a fraction of each scoremap's maximum (0..1).
         maps: False exports the plain classifier (only ``logits``; for comparisons).
+        class_input: add the optional ``classes`` input (maps of any classes; what the runtime
+            engine of ``--runtime onnx`` uses). onnxruntime warns at load time that this
+            input's default is not a constant (set ``log_severity_level = 3`` to silence it).
         check: run the exported graph once with onnxruntime and compare it with torch.
 
     Raises:
@@ -295,7 +307,9 @@ def to_onnx(model: Any, out: str | os.PathLike[str], *, top_k: int = 5,
                 raise ModelError(f"{model.spec.name}: does not run on a {hw[0]}x{hw[1]} input "
                                  f"({type(exc).__name__}: {exc}); choose another --size") from exc
             grid = (int(f.shape[-2]), int(f.shape[-1]))
-        graph = _CamGraph(model, hw, grid, maps, maps and scoremaps, normalization, threshold)
+        graph = _CamGraph(model, hw, grid, maps, maps and scoremaps, normalization, threshold,
+                          top_k)
+        class_input = bool(class_input and maps)
         names = ["logits"] if not maps else ["logits", "top_classes", "top_probs", "maps"] + (
             ["scoremaps", "boxes"] if scoremaps else [])
         axes: dict[str, dict[int, str]] = {}
@@ -303,7 +317,7 @@ def to_onnx(model: Any, out: str | os.PathLike[str], *, top_k: int = 5,
             axes["images"] = {0: "batch"}
             for name in names:
                 axes[name] = {0: "batch"}
-        if maps:
+        if class_input:
             axes["classes"] = {0: "class_rows", 1: "k"}
             for name in names[1:]:
                 axes.setdefault(name, {})[1] = "k"
@@ -311,18 +325,19 @@ def to_onnx(model: Any, out: str | os.PathLike[str], *, top_k: int = 5,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the tracer's and the legacy exporter's notices
             try:
-                torch.onnx.export(graph, (x, classes) if maps else (x,), buf,
-                                  input_names=["images", "classes"] if maps else ["images"],
+                torch.onnx.export(graph, (x, classes) if class_input else (x,), buf,
+                                  input_names=["images", "classes"] if class_input
+                                  else ["images"],
                                   output_names=names, dynamic_axes=axes, opset_version=opset,
                                   do_constant_folding=True, dynamo=False)
             except Exception as exc:  # noqa: BLE001 - an operator the exporter cannot write
                 raise ModelError(f"{model.spec.name}: the ONNX export failed "
                                  f"({type(exc).__name__}: {exc})") from exc
-    data = _with_default_classes(buf.getvalue(), top_k) if maps else buf.getvalue()
+    data = _with_default_classes(buf.getvalue(), top_k) if class_input else buf.getvalue()
     spec = _spec(model, hw, grid, top_k, opset, dynamic_batch, names, normalization, threshold,
-                 maps, hashlib.sha256(data).hexdigest())
+                 maps, class_input, hashlib.sha256(data).hexdigest())
     if check:
-        _check_parity(model, data, hw, top_k, maps)
+        _check_parity(model, data, hw, maps, 2 if dynamic_batch else 1)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, data)
     sp = spec_path_of(out)
@@ -345,7 +360,7 @@ def _with_default_classes(data: bytes, top_k: int) -> bytes:
 
 def _spec(model: Any, hw: tuple[int, int], grid: tuple[int, int], top_k: int, opset: int,
           dynamic_batch: bool, names: list[str], normalization: str, threshold: float,
-          maps: bool, sha256: str) -> dict[str, Any]:
+          maps: bool, class_input: bool, sha256: str) -> dict[str, Any]:
     import camloc
 
     pre = model.spec.preprocess.with_(input_size=hw)
@@ -365,9 +380,10 @@ def _spec(model: Any, hw: tuple[int, int], grid: tuple[int, int], top_k: int, op
         "camloc_version": camloc.__version__, "torch_version": torch.__version__,
         "sha256": sha256,
     }
-    if maps:
+    if class_input:
         spec["inputs"]["classes"] = (f"optional (1 or N, k) int64, default -1 x {top_k}: class "
-                                     f"ids, -1 = the next top-ranked class")
+                                     f"ids; -1 in slot j = the image's j-th best class")
+    if maps:
         spec.update({"top_k": top_k, "layer": model.head.feature_name, "feature_grid": list(grid),
                      "normalization": normalization, "threshold": float(threshold),
                      "box_convention": "x0, y0, x1, y1 in input pixels, continuous edges; "
@@ -376,7 +392,7 @@ def _spec(model: Any, hw: tuple[int, int], grid: tuple[int, int], top_k: int, op
     return spec
 
 
-def _check_parity(model: Any, data: bytes, hw: tuple[int, int], top_k: int, maps: bool) -> None:
+def _check_parity(model: Any, data: bytes, hw: tuple[int, int], maps: bool, n: int) -> None:
     """Run the graph once on a random input and compare its logits (and maps) with torch's."""
     import importlib.util
 
@@ -386,7 +402,7 @@ def _check_parity(model: Any, data: bytes, hw: tuple[int, int], top_k: int, maps
 
     sess = make_session(data)
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 3, *hw, generator=g)
+    x = torch.randn(n, 3, *hw, generator=g)
     got = sess.run(None, {"images": x.numpy()})
     from camloc.models.heads import eval_mode
 
