@@ -35,6 +35,8 @@ def register(app: typer.Typer) -> None:
         gallery: int = typer.Option(6, help="Best and worst images shown in report.html."),
         calibrate: str = typer.Option(None, help="Threshold chosen on another split: a number, or "
                                                  "that split's report.json (its best V1 threshold)."),
+        runtime: str = typer.Option("torch", help="torch, onnx (exact CAM on onnxruntime, exported "
+                                                  "to a cache once), or an exported .onnx file."),
     ) -> None:
         """Evaluate WSOL metrics of a model on a dataset; write report.json, per_image.jsonl
         and report.html.
@@ -54,7 +56,7 @@ def register(app: typer.Typer) -> None:
                 layer=layers[0] if layers and len(layers) == 1 else layers, protocol=protocol,
                 interval=cam_curve_interval, fixed_threshold=fixed_threshold,
                 batch_size=batch_size, workers=workers, device=device, save_maps=save_maps,
-                gallery=gallery, calibrate=calibrate, progress=upd)
+                gallery=gallery, calibrate=calibrate, progress=upd, runtime=runtime)
         if result is None:  # a torchrun rank other than 0
             return
         from camloc.report import figure_rows

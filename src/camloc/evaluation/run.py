@@ -61,8 +61,12 @@ def run_evaluation(dataset: Any, out: str | os.PathLike[str], *, model: str = "e
                    protocol: str = "wsol", interval: float = 0.01, fixed_threshold: float = 0.2,
                    batch_size: int = 32, workers: int = 2, device: str = "auto",
                    save_maps: bool = False, gallery: int = 6, calibrate: str | float | None = None,
-                   progress: Callable[[int, int], None] | None = None) -> EvalResult | None:
+                   progress: Callable[[int, int], None] | None = None,
+                   runtime: str = "torch") -> EvalResult | None:
     """Evaluate a model (by name or folder) on ``dataset`` and write the run's files to ``out``.
+
+    ``runtime``: ``"torch"``, ``"onnx"`` (exact CAM run by onnxruntime, exported to a cache on
+    first use) or an exported ``.onnx`` file (:class:`camloc.cams.onnx_engine.OnnxCAM`).
 
     Under ``torchrun`` every rank scores its shard; rank 0 merges, writes and returns the result,
     the other ranks return ``None``.
@@ -97,7 +101,8 @@ def _run(dataset: Any, out: Path, lock: contextlib.ExitStack, model: str, weight
     try:
         w = None if weights is None or str(weights).lower() == "none" else weights
         cam_model = load_model(model, weights=w, device=ctx.device, head=head)
-        engine = make_engine(cam_model, method, layer, method_options)
+        engine = _runtime_engine(cam_model, runtime, method, layer, method_options) \
+            or make_engine(cam_model, method, layer, method_options)
         shard = dataset.shard(ctx.rank, ctx.world_size) if ctx.distributed else dataset
         # the whole dataset is checked once, on every rank alike, before --out is created
         labelled_samples(dataset, NEEDS_LABELS)
@@ -119,7 +124,7 @@ def _run(dataset: Any, out: Path, lock: contextlib.ExitStack, model: str, weight
     merged = merge_states(states)
     report = build_report(merged, cam_model, dataset, protocol, interval,
                           extra={"world_size": ctx.world_size}, calibrate=tau,
-                          method=method_block(engine, method_options))
+                          method=_method_block(engine, method_options, runtime))
     ious, picks = [], []
     if merged.localization is not None:
         recs = merged.localization.per_image
@@ -131,3 +136,27 @@ def _run(dataset: Any, out: Path, lock: contextlib.ExitStack, model: str, weight
     write_per_image(per_image_path, merged, dataset)
     return EvalResult(report, merged, Path(json_path), Path(html_path), per_image_path)
 
+
+
+def _runtime_engine(model: Any, runtime: str | None, method: str, layer: Any,
+                    options: dict[str, Any] | None) -> Any:
+    """``--runtime onnx`` (or a ``.onnx`` file): the onnxruntime engine; ``torch``: None."""
+    if runtime is None or str(runtime).strip().lower() == "torch":
+        return None
+    from camloc.cams.onnx_engine import make_runtime_engine
+    from camloc.errors import ConfigError
+
+    if layer is not None or any(v is not None for v in (options or {}).values()):
+        raise ConfigError(f"--runtime {runtime}: the exported graph reads the head's layer with "
+                          f"no method options; leave out --layer and the method's options")
+    return make_runtime_engine(model, runtime, method)
+
+
+def _method_block(engine: Any, options: dict[str, Any] | None, runtime: str | None) -> Any:
+    from camloc.evaluation.evaluate import method_block
+
+    block = method_block(engine, options)
+    path = getattr(engine, "path", None)
+    if path is not None:
+        block["runtime"] = {"name": "onnxruntime", "graph": str(path)}
+    return block

@@ -35,9 +35,17 @@ from camloc.export.names import output_name
 from camloc.export.records import Detection, detections, iter_records
 
 __all__ = ["FORMATS", "Detection", "check_export_targets", "detections", "export_results",
-           "iter_records", "output_name", "parse_formats"]
+           "iter_records", "output_name", "parse_formats", "to_onnx"]
 
 FORMATS = ("jsonl", "coco", "yolo", "voc")
+
+
+def __getattr__(name: str) -> Any:  # ``camloc.export.to_onnx``, imported lazily (onnx, torch)
+    if name == "to_onnx":
+        from camloc.export.onnx import to_onnx
+
+        return to_onnx
+    raise AttributeError(f"module 'camloc.export' has no attribute {name!r}")
 
 
 def parse_formats(value: str | Sequence[str] | None) -> list[str]:
