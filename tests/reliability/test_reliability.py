@@ -208,6 +208,7 @@ class Case:
     one_line: bool = False  # a usage error: exactly one line on stderr
     memory_gib: float = 8.0
     slow: bool = False
+    timeout: float = 180.0  # seconds before the run is killed and the case fails
 
     @property
     def verdict(self) -> str:
@@ -796,6 +797,45 @@ def k_no_half_maps(c: Ctx, r: Proc[str]) -> None:
         assert np.load(p).shape == (224, 224), f"{p} is half-written"
     assert "requested and" not in r.stderr
 
+# ---- round three: bounds and validation (H5) ------------------------------------------------
+
+
+def s_thin_png(c: Ctx) -> None:
+    """A good image, a 1 x 60000 PNG (a few hundred bytes) and a 4000 x 40 panorama (kept)."""
+    c.images(1)
+    Image.new("RGB", (1, 60000), (200, 30, 30)).save(c.work / "imgs" / "thin.png")
+    Image.new("RGB", (4000, 40), (30, 200, 30)).save(c.work / "imgs" / "wide.png")
+
+
+def k_thin_refused(c: Ctx, r: Proc[str]) -> None:
+    assert (c.work / "imgs" / "thin.png").stat().st_size < 1000
+    recs = _lines(c.work / "out" / "results.jsonl")
+    assert sorted(Path(x["path"]).name for x in recs) == ["img000.png", "wide.png"]
+    errs = {Path(e["path"]).name: e["error"] for e in _lines(c.work / "out" / "errors.jsonl")}
+    assert set(errs) == {"thin.png"} and "over the limit" in errs["thin.png"], errs
+
+
+def s_xml_bomb(c: Ctx) -> None:
+    """An ILSVRC XML dataset (two photos) whose second box file is an 800-byte entity bomb."""
+    d = c.work / "data"
+    (d / "val").mkdir(parents=True)
+    (d / "bbox").mkdir()
+    syns = ("n02124075", "n07920052")
+    for i, (photo, syn) in enumerate(zip(("chelsea.jpg", "coffee.jpg"), syns)):
+        stem = f"ILSVRC2012_val_{i + 1:08d}"
+        shutil.copy(c.samples / photo, d / "val" / f"{stem}.JPEG")
+        (d / "bbox" / f"{stem}.xml").write_text(
+            f"<annotation><filename>{stem}</filename><object><name>{syn}</name><bndbox>"
+            f"<xmin>1</xmin><ymin>1</ymin><xmax>20</xmax><ymax>20</ymax></bndbox></object>"
+            f"</annotation>\n")
+    (d / "LOC_synset_mapping.txt").write_text("".join(f"{s} {s}\n" for s in syns))
+    ents = ['<!ENTITY a0 "lol">'] + [f'<!ENTITY a{i} "{f"&a{i - 1};" * 10}">'
+                                     for i in range(1, 10)]
+    bomb = ('<?xml version="1.0"?>\n<!DOCTYPE annotation [' + "".join(ents) + "]>\n"
+            "<annotation><filename>&a9;</filename></annotation>\n")
+    assert len(bomb) < 1000
+    (d / "bbox" / "ILSVRC2012_val_00000002.xml").write_text(bomb)
+    (c.work / "maps").mkdir()
 
 
 CASES: list[Case] = [
@@ -1121,6 +1161,38 @@ CASES: list[Case] = [
          "`--save-maps` when writes fail for room (file-size limit: EFBIG, as a full disk)",
          A(*EVAL, "--save-maps"), 2, r"scoremaps.*(too large|full)", setup=s_data,
          runner=r_small_disk, check=k_no_half_maps, one_line=True),
+    # --- round three: bounds and validation (H5) ---
+    Case("explain-crop-thin-png", "explain",
+         "a 1 x 60000 PNG (321 bytes) with `--fit crop`; a 4000 x 40 panorama beside it",
+         A(*EXPLAIN, "--fit", "crop", "imgs"), 1, r"thin\.png.*over the limit.*--fit stretch",
+         setup=s_thin_png, check=k_thin_refused, memory_gib=4),
+    Case("units-tile-huge", "units", "`--tile 100000` (each sheet tile 100000 px square)",
+         A("units", "data", "-o", "out", "--tile", "100000"), 2, r"--tile=100000.*16 to 256",
+         setup=s_data, check=no_out, one_line=True, memory_gib=4),
+    Case("units-top-images-huge", "units", "`--top-images 1000000000`",
+         A("units", "data", "-o", "out", "--top-images", "1000000000"), 2,
+         r"--top-images=1000000000.*1 to 100", setup=s_data, check=no_out, one_line=True,
+         memory_gib=4),
+    Case("units-workers-neg", "units", "`--workers -1`",
+         A("units", "data", "-o", "out", "--workers", "-1"), 2, r"--workers=-1.*0 to 64",
+         setup=s_data, check=no_out, one_line=True, memory_gib=4),
+    Case("synth-size-huge", "synth", "`--size 20000` (each image rendered at full size)",
+         A("synth", "out", "--size", "20000"), 2, r"size must be <= 1024", check=no_out,
+         one_line=True, memory_gib=4),
+    Case("serve-batch-wait-huge", "serve", "`--batch-wait-ms 1e9` (no answer for 11 days)",
+         A("serve", "--port", "0", "--batch-wait-ms", "1e9"), 2,
+         r"--batch-wait-ms 1000000000.0: expected milliseconds from 0 to 1000", one_line=True),
+    Case("serve-upload-nan", "serve", "`--max-upload-mb nan`",
+         A("serve", "--port", "0", "--max-upload-mb", "nan"), 2, r"--max-upload-mb nan",
+         one_line=True),
+    Case("serve-upload-inf", "serve", "`--max-upload-mb inf`",
+         A("serve", "--port", "0", "--max-upload-mb", "inf"), 2, r"--max-upload-mb inf",
+         one_line=True),
+    Case("score-xml-entity-bomb", "score",
+         "an ILSVRC XML box file of 800 bytes with nested entities (\"billion laughs\")",
+         A("score", "data", "--maps", "maps", "-o", "out"), 2,
+         r"ILSVRC2012_val_00000002\.xml:2: refused: a document type declaration",
+         setup=s_xml_bomb, check=no_out, timeout=60),
 ]
 
 
@@ -1168,7 +1240,7 @@ def test_case(case: Case, shared: dict[str, Path], tmp_path: Path) -> None:
         before = {k: v for k, v in before.items() if k.startswith(str(shared["root"]))}
         allowed.append(work)  # the runner made its own inputs; only --out is checked below
     else:
-        r = c.run(args, memory_gib=case.memory_gib)
+        r = c.run(args, memory_gib=case.memory_gib, timeout=case.timeout)
     text = r.stdout + r.stderr
     assert r.returncode == case.rc, f"exit {r.returncode}, expected {case.rc}\n{text[-3000:]}"
     assert "Traceback" not in text, text[-3000:]

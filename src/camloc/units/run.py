@@ -52,15 +52,32 @@ class UnitsSettings:
     draws: int = 1000
 
     def check(self) -> None:
-        for name, low in (("top_units", 1), ("top_images", 1), ("purity_classes", 1),
-                          ("batch_size", 1), ("tile", 16), ("gallery_units", 1), ("draws", 1)):
+        """Raise :class:`ConfigError` naming the option unless every option is in its range
+        (:data:`LIMITS`: the options that size memory or time are bounded)."""
+        for name, (low, high) in LIMITS.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ConfigError(f"--{name.replace('_', '-')}={value!r}: expected an integer "
-                                  f">= {low}")
-        if not 0.0 < float(self.quantile) < 1.0:
+                                  f"from {low} to {high}")
+        try:
+            quantile, save_every = float(self.quantile), float(self.save_every)
+        except (TypeError, ValueError):
+            raise ConfigError(f"--quantile={self.quantile!r} / --save-every="
+                              f"{self.save_every!r}: expected numbers") from None
+        if not 0.0 < quantile < 1.0:
             raise ConfigError(f"--quantile={self.quantile}: expected a fraction in (0, 1), e.g. "
                               f"0.005 for the top 0.5% of activations")
+        if not 0.0 <= save_every <= 86400.0:
+            raise ConfigError(f"--save-every={self.save_every}: expected seconds from 0 to 86400")
+
+
+#: ``(lowest, highest)`` of each whole-number option of a units run. The upper bounds keep
+#: memory bounded: ``tile`` x ``top_images`` sizes each unit's sheet (at most 100 x 260 pixels
+#: wide), ``top_images`` x ``units`` the kept maps.
+LIMITS: dict[str, tuple[int, int]] = {
+    "top_units": (1, 256), "top_images": (1, 100), "purity_classes": (1, 1000),
+    "batch_size": (1, 4096), "workers": (0, 64), "tile": (16, 256), "gallery_units": (1, 1024),
+    "draws": (1, 100_000)}
 
 
 @dataclass
