@@ -797,6 +797,7 @@ def k_no_half_maps(c: Ctx, r: Proc[str]) -> None:
         assert np.load(p).shape == (224, 224), f"{p} is half-written"
     assert "requested and" not in r.stderr
 
+
 # ---- round three: bounds and validation (H5) ------------------------------------------------
 
 
