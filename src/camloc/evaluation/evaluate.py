@@ -40,6 +40,7 @@ from camloc.evaluation.state import EvalState
 from camloc.models.heads import eval_mode
 from camloc.models.loader import CamModel
 from camloc.runtime import channels_last
+from camloc.targets import ClassTarget, ScoreFn, Target
 
 __all__ = ["EvalState", "build_report", "calibration_threshold", "check_classes", "check_fits_model",
            "check_eval_settings", "evaluate_model", "evaluate_state", "gt_class_maps", "make_engine",
@@ -139,14 +140,19 @@ def method_block(engine: Any, method_options: dict[str, Any] | None = None) -> d
             "needs_grad": bool(engine.needs_grad)}
 
 
-def gt_class_maps(engine: Any, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
-    """Logits ``(N, C)`` and the raw ``(N, h, w)`` maps of each image's ground-truth class.
+def gt_class_maps(engine: Any, x: torch.Tensor, labels: torch.Tensor | Target | ScoreFn
+                  ) -> tuple[torch.Tensor, np.ndarray]:
+    """Logits ``(N, C)`` and the raw ``(N, h, w)`` maps of each image's ground-truth class
+    (``labels`` ``(N,)``), or of another target with one score per image (a
+    :class:`~camloc.targets.Target`, e.g. ``Margin(labels)``, or a callable on the logits; see
+    :mod:`camloc.targets`).
 
     Gradient methods run with autograd (outside inference mode, from the target layer up);
     the others in inference mode."""
+    target = labels if isinstance(labels, Target) or callable(labels) else ClassTarget(labels)
     ctx = contextlib.nullcontext() if engine.needs_grad else torch.inference_mode()
     with ctx:
-        out = engine(x, classes=labels[:, None].to(engine.model.device))
+        out = engine(x, classes=target)
     return out.logits.detach().float().cpu(), out.maps[:, 0].detach().cpu().numpy()
 
 
