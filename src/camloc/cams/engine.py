@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Union
+from typing import ClassVar
 
 import torch
 from torch.nn import functional as F
@@ -50,7 +50,7 @@ __all__ = ["CAMMethod", "CamContext", "CamOutput", "ClassSelection", "fuse_maps"
 #: on the CPU, the most input pixels one pass over perturbed or noisy inputs holds (16 x 224 x 224)
 CPU_PASS_PIXELS = 16 * 224 * 224
 
-ClassSelection = Union[int, str, Sequence[int], Sequence[Sequence[int]], torch.Tensor]
+ClassSelection = int | str | Sequence[int] | Sequence[Sequence[int]] | torch.Tensor
 
 
 @dataclass

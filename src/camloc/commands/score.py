@@ -78,7 +78,10 @@ def register(app: typer.Typer) -> None:
         report = build_score_report(state, ds, maps, cam_curve_interval, fixed_threshold, normalize,
                                     tau, sizes=filled)
         ious = [r["iou"] for r in state.localization.per_image] if state.localization else []
-        json_path, html_path = write_report(out, report, ious)
+        from camloc.io import out_lock
+
+        with out_lock(out):  # a second run writing into --out meanwhile is refused
+            json_path, html_path = write_report(out, report, ious)
         for name, value in figure_rows(report):
             console.print(f"  {name}: [bold]{value}[/bold]")
         print_failures(state.failed, name_key="image_id", where="report.json")

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from camloc.errors import ConfigError
+from camloc.errors import ConfigError, DatasetError, ImageError
 
 __all__ = ["Sample", "Dataset", "SizeFill", "EMPTY_BOXES", "CLASS_SOURCES"]
 
@@ -231,16 +231,45 @@ class Dataset:
         >>> ds.fill_sizes_from_headers(), ds[0].size
         (SizeFill(opened=['a.png'], failed=[]), (40, 30))
         """
-        from camloc.data.sizes import fill_sizes
+        from camloc.data.images import read_image_size
 
-        return fill_sizes(self)
+        opened: list[str] = []
+        failed: list[tuple[str, str]] = []
+        samples = self.samples
+        for i, s in enumerate(samples):
+            if s.size is not None:
+                continue
+            try:
+                size = read_image_size(s.path)
+            except ImageError as exc:
+                failed.append((s.image_id, exc.reason))
+                continue
+            samples[i] = replace(s, size=size, size_source=(str(s.path), 0))
+            opened.append(s.image_id)
+        return SizeFill(opened, failed)
 
     def check_sizes(self, raise_error: bool = True) -> list[tuple[str, int, str]]:
         """Compare every size the metadata gives (``image_sizes.txt``, CSV/JSON sizes, XML
         ``<size>``) with the image file's header; see :func:`camloc.data.sizes.check_sizes`."""
-        from camloc.data.sizes import check_sizes
+        from camloc.data.images import read_image_size
 
-        return check_sizes(self, raise_error=raise_error)
+        problems: list[tuple[str, int, str]] = []
+        for s in self.samples:
+            if s.size is None or (s.size_source is not None and s.size_source[0] == str(s.path)):
+                continue
+            try:
+                actual = read_image_size(s.path)
+            except ImageError:
+                continue
+            why = s.size_mismatch(actual)
+            if why is not None:
+                file, line = s.size_source if s.size_source is not None else (str(s.path), 0)
+                problems.append((file, line, f"{s.image_id}: {why}"))
+        if problems and raise_error:
+            raise DatasetError(
+                f"the image sizes in the metadata of {self.name!r} disagree with the images "
+                "(boxes would be rescaled wrongly); correct or delete the sizes", problems)
+        return problems
 
 
 class SizeFill(NamedTuple):

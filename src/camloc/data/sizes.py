@@ -9,36 +9,14 @@ pixels.
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import TYPE_CHECKING
-
-from camloc.errors import DatasetError, ImageError
-
-if TYPE_CHECKING:
-    from camloc.data.sample import Dataset, SizeFill
+from camloc.data.sample import Dataset, SizeFill
 
 __all__ = ["fill_sizes", "check_sizes"]
 
 
 def fill_sizes(dataset: Dataset) -> SizeFill:
     """See :meth:`camloc.data.sample.Dataset.fill_sizes_from_headers`."""
-    from camloc.data.images import read_image_size
-    from camloc.data.sample import SizeFill
-
-    opened: list[str] = []
-    failed: list[tuple[str, str]] = []
-    samples = dataset.samples
-    for i, s in enumerate(samples):
-        if s.size is not None:
-            continue
-        try:
-            size = read_image_size(s.path)
-        except ImageError as exc:
-            failed.append((s.image_id, exc.reason))
-            continue
-        samples[i] = replace(s, size=size, size_source=(str(s.path), 0))
-        opened.append(s.image_id)
-    return SizeFill(opened, failed)
+    return dataset.fill_sizes_from_headers()
 
 
 def check_sizes(dataset: Dataset, raise_error: bool = True) -> list[tuple[str, int, str]]:
@@ -62,22 +40,4 @@ def check_sizes(dataset: Dataset, raise_error: bool = True) -> list[tuple[str, i
     >>> check_sizes(Dataset("t", d, "wsol", None, [s], ["x"]), raise_error=False)
     [('image_sizes.txt', 1, 'a.png: the metadata gives 30x40 but the image is 40x30 (width x height)')]
     """
-    from camloc.data.images import read_image_size
-
-    problems: list[tuple[str, int, str]] = []
-    for s in dataset.samples:
-        if s.size is None or (s.size_source is not None and s.size_source[0] == str(s.path)):
-            continue
-        try:
-            actual = read_image_size(s.path)
-        except ImageError:
-            continue
-        why = s.size_mismatch(actual)
-        if why is not None:
-            file, line = s.size_source if s.size_source is not None else (str(s.path), 0)
-            problems.append((file, line, f"{s.image_id}: {why}"))
-    if problems and raise_error:
-        raise DatasetError(
-            f"the image sizes in the metadata of {dataset.name!r} disagree with the images "
-            "(boxes would be rescaled wrongly); correct or delete the sizes", problems)
-    return problems
+    return dataset.check_sizes(raise_error=raise_error)

@@ -252,7 +252,7 @@ def write_box_report(path: str | os.PathLike[str], dataset: Any, out: str | os.P
     Raises:
         ConfigError: no such box file, or what :func:`score_boxes` raises.
     """
-    from camloc.io import atomic_write_json, versions
+    from camloc.io import atomic_write_json, out_lock, versions
 
     p = Path(path)
     if not p.is_file():
@@ -261,7 +261,7 @@ def write_box_report(path: str | os.PathLike[str], dataset: Any, out: str | os.P
     report["protocol"] = {"name": "boxes", **report["protocol"]}
     report["versions"] = versions()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     json_path = out / "report.json"
-    atomic_write_json(json_path, report)
+    with out_lock(out):  # creates out; a second run writing into it meanwhile is refused
+        atomic_write_json(json_path, report)
     return report, json_path

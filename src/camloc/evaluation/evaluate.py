@@ -114,9 +114,9 @@ def check_fits_model(model: CamModel, dataset: Any) -> None:
 def check_eval_settings(interval: object, fixed_threshold: object, batch_size: object,
                         workers: object, calibrate: float | None = None) -> None:
     """Raise :class:`ConfigError` naming the option unless the settings are usable (the grid
-    checks of :func:`camloc.evaluation.score.check_settings`; ``workers`` >= 0, ``batch_size``
+    checks of :func:`camloc.evaluation.options.check_settings`; ``workers`` >= 0, ``batch_size``
     >= 1)."""
-    from camloc.evaluation.score import check_settings
+    from camloc.evaluation.options import check_settings
 
     check_settings(interval, fixed_threshold, workers, 1, calibrate)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
@@ -150,6 +150,10 @@ def gt_class_maps(engine: Any, x: torch.Tensor, labels: torch.Tensor) -> tuple[t
     return out.logits.detach().float().cpu(), out.maps[:, 0].detach().cpu().numpy()
 
 
+NEEDS_LABELS = ("evaluation needs a class label for every image (GT-known localization uses the "
+                "ground-truth class's map)")
+
+
 def evaluate_state(model: CamModel, dataset: Any, protocol: str = "wsol", interval: float = 0.01,
                    fixed_threshold: float = 0.2, batch_size: int = 32, workers: int = 0,
                    save_maps: str | os.PathLike[str] | None = None,
@@ -176,8 +180,7 @@ def evaluate_state(model: CamModel, dataset: Any, protocol: str = "wsol", interv
     if protocol not in PROTOCOLS:
         raise ConfigError(f"protocol={protocol!r}: expected one of {PROTOCOLS}")
     check_eval_settings(interval, fixed_threshold, batch_size, workers)
-    samples = labelled_samples(dataset, "evaluation needs a class label for every image "
-                                        "(GT-known localization uses the ground-truth class's map)")
+    samples = labelled_samples(dataset, NEEDS_LABELS)
     engine = make_engine(model, method, layer, method_options)
     if check_dataset:
         check_fits_model(model, dataset)

@@ -4,11 +4,14 @@
 
 Everything the user gives is checked before ``--out`` is created: the options, the dataset's
 metadata, its classes against the model's, and the metadata's image sizes against the image
-headers.
+headers. Then ``--out`` is locked (:func:`camloc.io.folder_lock`: a second run into it is
+refused) until the run's files are written; ``scoremaps/`` is never a link
+(:func:`camloc.io.make_out_dir`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,17 +71,32 @@ def run_evaluation(dataset: Any, out: str | os.PathLike[str], *, model: str = "e
     Under ``torchrun`` every rank scores its shard; rank 0 merges, writes and returns the result,
     the other ranks return ``None``.
     """
-    from camloc.distributed import DistContext
-    from camloc.evaluation.evaluate import (build_report, calibration_threshold,
-                                            check_eval_settings, evaluate_state, make_engine,
-                                            method_block, scoremap_of, write_per_image)
-    from camloc.evaluation.gallery import pick_extremes, render_gallery
-    from camloc.models import load_model
-    from camloc.report import write_report
+    from camloc.evaluation.evaluate import calibration_threshold, check_eval_settings
 
     tau = calibration_threshold(calibrate)
     check_eval_settings(interval, fixed_threshold, batch_size, workers, tau)
     out = Path(out)
+    with contextlib.ExitStack() as lock:
+        return _run(dataset, out, lock, model, weights, head, method, layer, method_options,
+                    protocol, interval, fixed_threshold, batch_size, workers, device, save_maps,
+                    gallery, tau, progress)
+
+
+def _run(dataset: Any, out: Path, lock: contextlib.ExitStack, model: str, weights: str | None,
+         head: str | None, method: str, layer: Any, method_options: dict[str, Any] | None,
+         protocol: str, interval: float, fixed_threshold: float, batch_size: int, workers: int,
+         device: str | None, save_maps: bool, gallery: int, tau: float | None,
+         progress: Callable[[int, int], None] | None) -> EvalResult | None:
+    from camloc.distributed import DistContext
+    from camloc.evaluation.batches import labelled_samples
+    from camloc.evaluation.evaluate import (NEEDS_LABELS, build_report, check_fits_model,
+                                            evaluate_state, make_engine, method_block,
+                                            scoremap_of, write_per_image)
+    from camloc.evaluation.gallery import pick_extremes, render_gallery
+    from camloc.io import folder_lock, make_out_dir
+    from camloc.models import load_model
+    from camloc.report import write_report
+
     ctx = DistContext.from_env(device)
     try:
         w = None if weights is None or str(weights).lower() == "none" else weights
@@ -86,14 +104,18 @@ def run_evaluation(dataset: Any, out: str | os.PathLike[str], *, model: str = "e
         engine = _runtime_engine(cam_model, runtime, method, layer, method_options) \
             or make_engine(cam_model, method, layer, method_options)
         shard = dataset.shard(ctx.rank, ctx.world_size) if ctx.distributed else dataset
-        if ctx.distributed:  # the whole dataset is checked once, on every rank alike
-            from camloc.evaluation.evaluate import check_fits_model
-
-            check_fits_model(cam_model, dataset)
-        maps_dir = out / "scoremaps" if save_maps else None
+        # the whole dataset is checked once, on every rank alike, before --out is created
+        labelled_samples(dataset, NEEDS_LABELS)
+        check_fits_model(cam_model, dataset)
+        if ctx.is_main:
+            lock.enter_context(folder_lock(out))
+        maps_dir = None
+        if save_maps:  # OUT/scoremaps a link to a folder elsewhere: refused, nothing written
+            maps_dir = make_out_dir(out, "scoremaps") if ctx.is_main else out / "scoremaps"
+        ctx.barrier()  # under torchrun: no rank writes a map before the check
         state = evaluate_state(cam_model, shard, protocol, interval, fixed_threshold, batch_size,
                                workers, maps_dir, progress if ctx.is_main else None,
-                               method=engine, check_dataset=not ctx.distributed)
+                               method=engine, check_dataset=False)
         states = ctx.gather_objects(state)
     finally:
         ctx.close()

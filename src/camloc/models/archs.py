@@ -72,13 +72,13 @@ class ArchInfo:
 
 
 _Builder = Callable[..., GapNet]
-_REGISTRY: dict[str, tuple[ArchInfo, _Builder]] = {}
+_ARCHS: dict[str, tuple[ArchInfo, _Builder]] = {}
 
 
 def _register(name: str, description: str, stride: int, options: tuple[str, ...] = ()
               ) -> Callable[[_Builder], _Builder]:
     def deco(fn: _Builder) -> _Builder:
-        _REGISTRY[name] = (ArchInfo(name, description, stride, options), fn)
+        _ARCHS[name] = (ArchInfo(name, description, stride, options), fn)
         return fn
 
     return deco
@@ -90,15 +90,15 @@ def list_archs() -> list[str]:
     >>> "vgg16-gap" in list_archs() and "tiny-cnn" in list_archs()
     True
     """
-    return sorted(_REGISTRY)
+    return sorted(_ARCHS)
 
 
 def arch_info(name: str) -> ArchInfo:
     """The :class:`ArchInfo` of a registered architecture (``ConfigError`` if unknown)."""
-    if name not in _REGISTRY:
+    if name not in _ARCHS:
         raise ConfigError(f"arch={name!r}: not a registered architecture; choose one of "
                           f"{', '.join(list_archs())} or 'any:NAME'")
-    return _REGISTRY[name][0]
+    return _ARCHS[name][0]
 
 
 def build_arch(arch: str, num_classes: int, pool: str = "avg", pretrained: bool = False,
@@ -129,9 +129,9 @@ def build_arch(arch: str, num_classes: int, pool: str = "avg", pretrained: bool 
         raise ConfigError(f"num_classes={num_classes!r}: expected a positive integer")
     pool = _normalize_pool(pool)
     name = str(arch).strip()
-    if name in _REGISTRY:
-        builder = _REGISTRY[name][1]
-        allowed = set(_REGISTRY[name][0].options) | {"dropout"}
+    if name in _ARCHS:
+        builder = _ARCHS[name][1]
+        allowed = set(_ARCHS[name][0].options) | {"dropout"}
         unknown = sorted(set(kwargs) - allowed)
         if unknown:
             raise ConfigError(f"arch={name!r}: unknown option(s) {', '.join(unknown)}; it accepts "

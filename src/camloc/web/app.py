@@ -34,6 +34,7 @@ from camloc.web.batcher import MicroBatcher, QueueFull
 from camloc.web.encode import MAP_ENCODINGS, boxes_on_sent_map, encode_maps, encode_raw_maps
 from camloc.web.engine import DEFAULT_LAYER, ExplainJob, WebEngine
 from camloc.web.guard import BodyLimit, LoopbackHosts
+from camloc.web.jobs import JOB_ID, Cancelled, Jobs
 from camloc.web.runs import PathRefused, RunsIndex, safe_join
 from camloc.web.uploads import UploadLimits, UploadRejected, decode_upload
 
@@ -41,6 +42,7 @@ __all__ = ["create_app", "ServerSettings", "ApiError"]
 
 log = logging.getLogger("camloc.web")
 MAX_CLASSES_PER_REQUEST = 50
+SLOW_QUEUE = 8  # slow requests waiting at most (503 beyond)
 # The pages load nothing from elsewhere and cannot be framed by another site.
 _PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
@@ -97,11 +99,34 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
     scratch: dict[str, str | None] = {"dir": None}  # where uploads are decoded, while serving
 
     def run_batch(key: tuple[str, str], jobs: list[ExplainJob]) -> list[Any]:
+        """One pass of a lane: results with the seconds the pass took (never the queueing)."""
         method, layer = key
-        return engine.explain(method, layer or None, jobs)
+        followed = jobs[0].progress if len(jobs) == 1 else None
+        if followed is not None:
+            followed.start()
+        t0 = time.perf_counter()
+        try:
+            results = engine.explain(method, layer or None, jobs)
+        except BaseException:
+            if followed is not None:
+                followed.finish("cancelled" if followed.cancel_event.is_set() else "failed")
+            raise
+        seconds = time.perf_counter() - t0
+        if followed is not None:
+            followed.finish("done")
+            sel = jobs[0].selection
+            engine.learn(method, layer, sel if isinstance(sel, int) else len(sel), seconds)
+        return [(r, seconds) for r in results]
 
+    # Two lanes, each with its own worker thread: CAM, the gradient family and Eigen-CAM (one pass
+    # and k backward) never wait behind the slow methods (a pass per channel or noise sample:
+    # Score-CAM, Ablation-CAM, Smooth Grad-CAM++), which run one request at a time, followed and
+    # cancellable (camloc.web.jobs).
     batcher = MicroBatcher(run_batch, max_batch=settings.max_batch,
                            max_wait=settings.max_wait_ms / 1000.0, max_queue=settings.max_queue)
+    slow_lane = MicroBatcher(run_batch, max_batch=1, max_wait=0.0, max_queue=SLOW_QUEUE)
+    jobs = Jobs()
+    slow_methods = {m["name"] for m in engine.methods() if m.get("slow")}
     started = time.time()
     # Requests holding a decoded image at once (decode -> forward -> answer): enough to fill two
     # batches, few enough that a burst of huge images cannot exhaust memory.
@@ -112,9 +137,13 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
         with tempfile.TemporaryDirectory(prefix="camloc-serve-") as tmp:
             scratch["dir"] = tmp
             await batcher.start()
+            await slow_lane.start()
             try:
                 yield
             finally:
+                for job_id in list(jobs.ids()):
+                    jobs.cancel(job_id)
+                await slow_lane.close()
                 await batcher.close()
                 scratch["dir"] = None
 
@@ -184,7 +213,7 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
         return {"status": "ok", "version": _version(), "model": engine.name, "device": engine.device,
                 "num_classes": len(names), "input_size": list(engine.input_size),
                 "all_class_maps": engine.has_exact_cam, "runs": runs is not None,
-                "uptime_s": round(time.time() - started, 1), "batching": batcher.stats(),
+                "uptime_s": round(time.time() - started, 1), "batching": batcher.stats(), "slow_lane": slow_lane.stats(),
                 "limits": {"max_bytes": settings.limits.max_bytes,
                            "max_pixels": settings.limits.max_pixels}}
 
@@ -219,6 +248,9 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
         maps: str = Form("f16", description="map payload: f16, f32, png or none"),
         all_maps: bool = Form(False, description="also send every class's raw low-resolution map "
                                                  "(float16), for the point lookup"),
+        job: str = Form("", max_length=64, description="a name for this request, to follow a slow "
+                                                        "method's progress (GET /api/jobs/{job}) "
+                                                        "and cancel it (DELETE)"),
     ) -> dict[str, Any]:
         if maps not in MAP_ENCODINGS:
             raise ApiError(400, f"maps={maps!r}: expected one of {', '.join(MAP_ENCODINGS)}")
@@ -227,16 +259,63 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
                                 "map cannot come from one forward pass")
         await run_in_threadpool(engine.check, method, layer)
         selection: int | list[int] = _parse_classes(classes, names) if classes.strip() else top_k
+        slow = method in slow_methods
+        tracked = None
+        if job:
+            if not JOB_ID.fullmatch(job):
+                raise ApiError(400, "job: 1 to 64 letters, digits, '-' or '_'")
+            if slow:
+                k = selection if isinstance(selection, int) else len(selection)
+                est = await run_in_threadpool(engine.estimate, method, layer, k)
+                try:
+                    tracked = jobs.create(job, method, est["seconds"], est["passes"])
+                except ValueError as exc:
+                    raise ApiError(409, str(exc)) from exc
         data = await image.read()
-        async with inflight:
-            pil = await run_in_threadpool(decode_upload, data, settings.limits, scratch["dir"])
-            del data
-            t0 = time.perf_counter()
-            result = await batcher.submit((method, layer), ExplainJob(pil, selection, all_maps))
-            seconds = time.perf_counter() - t0
-            del pil
-            return await run_in_threadpool(_response, engine, result, threshold, multi, maps,
-                                           seconds, layer)
+        try:
+            async with inflight:
+                pil = await run_in_threadpool(decode_upload, data, settings.limits, scratch["dir"])
+                del data
+                t0 = time.perf_counter()
+                lane = slow_lane if slow else batcher
+                result, seconds = await lane.submit(
+                    (method, layer), ExplainJob(pil, selection, all_maps, progress=tracked))
+                queued = time.perf_counter() - t0 - seconds
+                del pil
+                return await run_in_threadpool(_response, engine, result, threshold, multi, maps,
+                                               seconds, layer, queued)
+        except Cancelled as exc:
+            raise ApiError(409, f"{exc}") from exc
+        finally:
+            if tracked is not None and tracked.state in ("queued", "running"):
+                tracked.cancel_event.set()  # never started (a refused upload, the queue full)
+                tracked.finish("cancelled")
+
+    @app.get("/api/estimate", summary="Before explaining: which lane, expected passes, seconds")
+    async def estimate(method: str = Query("cam", max_length=100),
+                       layer: str = Query(DEFAULT_LAYER, max_length=300),
+                       top_k: int = Query(5, ge=1, le=MAX_CLASSES_PER_REQUEST)) -> dict[str, Any]:
+        await run_in_threadpool(engine.check, method, layer)
+        out = await run_in_threadpool(engine.estimate, method, layer, top_k)
+        out["waiting"] = slow_lane.stats()["waiting"] + (1 if jobs.running() else 0) \
+            if out["slow"] else 0
+        return out
+
+    @app.get("/api/jobs/{job}", summary="A slow request's state: queued, running (progress), done")
+    async def job_state(job: str = Path(..., max_length=64)) -> dict[str, Any]:
+        tracked = jobs.get(job)
+        if tracked is None:
+            raise ApiError(404, f"job={job!r}: no such request (only slow methods are followed)")
+        return tracked.to_dict()
+
+    @app.delete("/api/jobs/{job}", summary="Cancel a slow request (it answers 409)")
+    async def job_cancel(job: str = Path(..., max_length=64)) -> dict[str, Any]:
+        if not jobs.cancel(job):
+            tracked = jobs.get(job)
+            if tracked is None:
+                raise ApiError(404, f"job={job!r}: no such request")
+            return tracked.to_dict()
+        return jobs.get(job).to_dict()  # type: ignore[union-attr]
 
     # ------------------------------------------------------------------ runs browser
     def need_runs() -> RunsIndex:
@@ -298,7 +377,7 @@ def _version() -> str:
 
 
 def _response(engine: WebEngine, r: Any, threshold: float, multi: bool, encoding: str,
-              seconds: float, layer: str) -> dict[str, Any]:
+              seconds: float, layer: str, queued: float = 0.0) -> dict[str, Any]:
     payload, decoded = encode_maps(r.maps, encoding)
     out_classes = []
     for j, cid in enumerate(r.class_ids):
@@ -319,6 +398,7 @@ def _response(engine: WebEngine, r: Any, threshold: float, multi: bool, encoding
                      "scale_x": g.scale_x, "scale_y": g.scale_y,
                      "offset_x": g.offset_x, "offset_y": g.offset_y},
         "classes": out_classes, "maps": payload, "seconds": round(seconds, 4),
+        "queued_seconds": round(max(queued, 0.0), 4),
     }
     if r.all_maps is not None:
         resp["all_maps"] = encode_raw_maps(r.all_maps)

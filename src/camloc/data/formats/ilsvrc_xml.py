@@ -14,12 +14,17 @@ from camloc.data.sample import Dataset, Sample
 from camloc.errors import ConfigError
 
 
+#: The largest annotation file read (an ILSVRC/PASCAL-VOC box file is about 1 KB).
+MAX_XML_BYTES = 1 << 20
+
+
 class _XmlNode:
-    __slots__ = ("tag", "line", "children", "text")
+    __slots__ = ("tag", "line", "children", "parts", "text")
 
     def __init__(self, tag: str, line: int) -> None:
         self.tag, self.line = tag, line
         self.children: list[_XmlNode] = []
+        self.parts: list[str] = []  # character data, joined once at the end tag (linear time)
         self.text = ""
 
     def find(self, tag: str) -> _XmlNode | None:
@@ -32,11 +37,30 @@ class _XmlNode:
         return [c for c in self.children if c.tag == tag]
 
 
+class _Refused(Exception):
+    """A construct the hardened parser does not read (a DTD, an entity declaration)."""
+
+
 def _parse_xml(file: Path, problems: Problems) -> _XmlNode | None:
-    """A minimal XML tree that keeps each element's line number."""
+    """A minimal XML tree that keeps each element's line number.
+
+    Hardened: a document type declaration (DTD) or an entity declaration is refused before
+    anything is expanded (no "billion laughs", no external entities), files over
+    :data:`MAX_XML_BYTES` are refused unread, and text is collected in linear time.
+    """
     from xml.parsers import expat
 
+    try:
+        with open(file, "rb") as fh:
+            data = fh.read(MAX_XML_BYTES + 1)
+    except OSError as exc:
+        problems.add(file, 0, f"cannot read file: {exc.strerror or exc}")
+        return None
+    if len(data) > MAX_XML_BYTES:
+        problems.add(file, 0, f"larger than {MAX_XML_BYTES} bytes; not an ILSVRC box file")
+        return None
     parser = expat.ParserCreate()
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
     stack: list[_XmlNode] = []
     root: list[_XmlNode] = []
 
@@ -50,22 +74,32 @@ def _parse_xml(file: Path, problems: Problems) -> _XmlNode | None:
 
     def end(tag: str) -> None:
         node = stack.pop()
-        node.text = node.text.strip()
+        node.text = "".join(node.parts).strip()
+        node.parts = []
 
     def chars(data: str) -> None:
         if stack:
-            stack[-1].text += data
+            stack[-1].parts.append(data)
+
+    def doctype(*_: Any) -> None:
+        raise _Refused("a document type declaration (<!DOCTYPE>): DTDs and entities are not "
+                       "read")
+
+    def entity(*_: Any) -> None:
+        raise _Refused("an entity declaration (<!ENTITY>): entities are not expanded")
 
     parser.StartElementHandler = start
     parser.EndElementHandler = end
     parser.CharacterDataHandler = chars
+    parser.StartDoctypeDeclHandler = doctype
+    parser.EntityDeclHandler = entity
     try:
-        parser.Parse(file.read_bytes(), True)
+        parser.Parse(data, True)
+    except _Refused as exc:
+        problems.add(file, parser.CurrentLineNumber, f"refused: {exc}")
+        return None
     except expat.ExpatError as exc:
         problems.add(file, exc.lineno, f"malformed XML: {expat.ErrorString(exc.code)}")
-        return None
-    except OSError as exc:
-        problems.add(file, 0, f"cannot read file: {exc.strerror or exc}")
         return None
     return root[0] if root else None
 

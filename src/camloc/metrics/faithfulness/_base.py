@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from camloc.errors import ConfigError, MetricError, ModelError
-from camloc.models.spec import Preprocess
+from camloc.preprocess import Preprocess
 
 # the statistics of camloc's default preprocessing (ImageNet), from their one definition
 IMAGENET_MEAN: tuple[float, ...] = Preprocess.mean
@@ -77,7 +77,7 @@ def resolve_forward(forward: Any) -> tuple[Forward, torch.nn.Module | None]:
 @contextlib.contextmanager
 def model_context(module: torch.nn.Module | None) -> Iterator[None]:
     """Eval mode (flags restored afterwards) and inference mode for the block."""
-    from camloc.models.heads import eval_mode
+    from camloc.devices import eval_mode
 
     with contextlib.ExitStack() as stack:
         if module is not None:
