@@ -57,7 +57,7 @@ def main() -> None:
 
     import camloc
     from camloc.cams import CAM
-    from camloc.cams.onnx_engine import OnnxCAM, make_session
+    from camloc.runtime_onnx import OnnxCAM, make_session
     from camloc.export import to_onnx
     from camloc.runtime import channels_last
 
