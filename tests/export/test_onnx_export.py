@@ -185,7 +185,7 @@ def test_missing_onnx_says_how_to_install(models, tmp_path, monkeypatch):
                         lambda name, *a: None if name in ("onnx", "onnxruntime") else real(name, *a))
     with pytest.raises(ConfigError, match=r"pip install 'camloc\[onnx\]'"):
         to_onnx(models["gap"], tmp_path / "m.onnx")
-    from camloc.cams.onnx_engine import OnnxCAM
+    from camloc.runtime_onnx import OnnxCAM
 
     with pytest.raises(ConfigError, match=r"--runtime onnx.*pip install"):
         OnnxCAM(models["gap"], tmp_path / "m.onnx")

@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -21,7 +20,7 @@ from camloc.errors import ConfigError
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is a dev extra (camloc[onnx])")
 
-from camloc.cams.onnx_engine import OnnxCAM, cached_export, make_runtime_engine  # noqa: E402
+from camloc.runtime_onnx import OnnxCAM, make_runtime_engine  # noqa: E402
 from camloc.export import to_onnx  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]

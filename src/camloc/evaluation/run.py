@@ -66,7 +66,7 @@ def run_evaluation(dataset: Any, out: str | os.PathLike[str], *, model: str = "e
     """Evaluate a model (by name or folder) on ``dataset`` and write the run's files to ``out``.
 
     ``runtime``: ``"torch"``, ``"onnx"`` (exact CAM run by onnxruntime, exported to a cache on
-    first use) or an exported ``.onnx`` file (:class:`camloc.cams.onnx_engine.OnnxCAM`).
+    first use) or an exported ``.onnx`` file (:class:`camloc.runtime_onnx.OnnxCAM`).
 
     Under ``torchrun`` every rank scores its shard; rank 0 merges, writes and returns the result,
     the other ranks return ``None``.
@@ -79,19 +79,19 @@ def run_evaluation(dataset: Any, out: str | os.PathLike[str], *, model: str = "e
     with contextlib.ExitStack() as lock:
         return _run(dataset, out, lock, model, weights, head, method, layer, method_options,
                     protocol, interval, fixed_threshold, batch_size, workers, device, save_maps,
-                    gallery, tau, progress)
+                    gallery, tau, progress, runtime)
 
 
 def _run(dataset: Any, out: Path, lock: contextlib.ExitStack, model: str, weights: str | None,
          head: str | None, method: str, layer: Any, method_options: dict[str, Any] | None,
          protocol: str, interval: float, fixed_threshold: float, batch_size: int, workers: int,
          device: str | None, save_maps: bool, gallery: int, tau: float | None,
-         progress: Callable[[int, int], None] | None) -> EvalResult | None:
+         progress: Callable[[int, int], None] | None, runtime: str = "torch"
+         ) -> EvalResult | None:
     from camloc.distributed import DistContext
     from camloc.evaluation.batches import labelled_samples
     from camloc.evaluation.evaluate import (NEEDS_LABELS, build_report, check_fits_model,
-                                            evaluate_state, make_engine, method_block,
-                                            scoremap_of, write_per_image)
+                                            evaluate_state, make_engine, scoremap_of, write_per_image)
     from camloc.evaluation.gallery import pick_extremes, render_gallery
     from camloc.io import folder_lock, make_out_dir
     from camloc.models import load_model
@@ -143,7 +143,7 @@ def _runtime_engine(model: Any, runtime: str | None, method: str, layer: Any,
     """``--runtime onnx`` (or a ``.onnx`` file): the onnxruntime engine; ``torch``: None."""
     if runtime is None or str(runtime).strip().lower() == "torch":
         return None
-    from camloc.cams.onnx_engine import make_runtime_engine
+    from camloc.runtime_onnx import make_runtime_engine
     from camloc.errors import ConfigError
 
     if layer is not None or any(v is not None for v in (options or {}).values()):

@@ -149,7 +149,7 @@ class OnnxCAM(CAM):
         return f"OnnxCAM(path={str(self.path)!r}, layers={self.layers})"
 
     def _check(self, model: CamModel) -> None:
-        from camloc.models.heads import eval_mode
+        from camloc.devices import eval_mode
 
         g = torch.Generator().manual_seed(0)
         x = torch.randn(1, 3, *self.input_hw, generator=g)
