@@ -58,28 +58,46 @@ def run_evaluation(dataset: Any, out: str | os.PathLike[str], *, model: str = "e
                    protocol: str = "wsol", interval: float = 0.01, fixed_threshold: float = 0.2,
                    batch_size: int = 32, workers: int = 2, device: str = "auto",
                    save_maps: bool = False, gallery: int = 6, calibrate: str | float | None = None,
-                   progress: Callable[[int, int], None] | None = None) -> EvalResult | None:
+                   progress: Callable[[int, int], None] | None = None, tta: Any = None,
+                   localizer: Any = None) -> EvalResult | None:
     """Evaluate a model (by name or folder) on ``dataset`` and write the run's files to ``out``.
+
+    ``tta``: a ``--tta`` text (:mod:`camloc.cams.tta`); ``localizer``: a folder from ``camloc
+    localizer fit``, whose recommended TTA and threshold apply unless ``tta`` / ``calibrate`` are
+    given (``tta="none"`` turns its TTA off). Both are recorded in the report.
 
     Under ``torchrun`` every rank scores its shard; rank 0 merges, writes and returns the result,
     the other ranks return ``None``.
     """
     from camloc.distributed import DistContext
+    from camloc.cams.tta import parse_tta
     from camloc.evaluation.evaluate import (build_report, calibration_threshold,
-                                            check_eval_settings, evaluate_state, make_engine,
+                                            check_calibration_report, check_eval_settings,
+                                            evaluate_state, map_engine, map_settings,
                                             method_block, scoremap_of, write_per_image)
     from camloc.evaluation.gallery import pick_extremes, render_gallery
     from camloc.models import load_model
     from camloc.report import write_report
 
     tau = calibration_threshold(calibrate)
+    parse_tta(tta)  # a bad --tta is refused before any work
+    if localizer is not None:
+        from camloc.localizer.model import load_localizer
+
+        localizer = load_localizer(localizer)
+        if tau is None and localizer.threshold is not None:
+            tau = localizer.threshold
+    cal_source = None if tau is None else (
+        str(calibrate) if calibrate is not None and calibrate != "" else "localizer")
     check_eval_settings(interval, fixed_threshold, batch_size, workers, tau)
     out = Path(out)
     ctx = DistContext.from_env(device)
     try:
         w = None if weights is None or str(weights).lower() == "none" else weights
         cam_model = load_model(model, weights=w, device=ctx.device, head=head)
-        engine = make_engine(cam_model, method, layer, method_options)
+        engine, loc, tta_spec = map_engine(cam_model, method, layer, method_options, tta,
+                                           localizer)
+        check_calibration_report(calibrate, tta_spec, loc)
         shard = dataset.shard(ctx.rank, ctx.world_size) if ctx.distributed else dataset
         if ctx.distributed:  # the whole dataset is checked once, on every rank alike
             from camloc.evaluation.evaluate import check_fits_model
@@ -96,7 +114,9 @@ def run_evaluation(dataset: Any, out: str | os.PathLike[str], *, model: str = "e
         return None
     merged = merge_states(states)
     report = build_report(merged, cam_model, dataset, protocol, interval,
-                          extra={"world_size": ctx.world_size}, calibrate=tau,
+                          extra={"world_size": ctx.world_size,
+                                 **map_settings(tta_spec, loc, dataset, tau, cal_source)},
+                          calibrate=tau,
                           method=method_block(engine, method_options))
     ious, picks = [], []
     if merged.localization is not None:
