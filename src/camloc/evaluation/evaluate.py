@@ -43,7 +43,8 @@ from camloc.runtime import channels_last
 from camloc.targets import ClassTarget, ScoreFn, Target
 
 __all__ = ["EvalState", "build_report", "check_calibration_report", "map_engine", "map_settings",
-           "calibration_threshold", "check_classes", "check_fits_model", "check_eval_settings", "evaluate_model", "evaluate_state", "gt_class_maps", "make_engine",
+           "calibration_threshold", "check_classes", "check_fits_model", "check_eval_settings",
+           "evaluate_model", "evaluate_state", "gt_class_maps", "make_engine",
            "method_block", "scoremap_of", "write_per_image", "PROTOCOLS", "EVAL_SIZE",
            "prepare_scoremap"]
 
@@ -144,8 +145,9 @@ def map_engine(model: CamModel, method: str | Any = "cam", layer: Any = None,
                localizer: Any = None, base: Any = None) -> tuple[Any, Any, Any]:
     """``(engine, localizer, tta)``: the map method (``base`` when given, e.g. an onnxruntime
     engine) with the localizer's foreground combined in and wrapped in TTA. ``localizer``: a
-    folder or a :class:`~camloc.localizer.Localizer` (checked against the model); ``tta``: a ``--tta`` text or :class:`~camloc.cams.tta.TTA`; ``None``
-    takes the localizer's recommended TTA (``"none"``: no TTA)."""
+    folder or a :class:`~camloc.localizer.Localizer` (checked against the model); ``tta``: a
+    ``--tta`` text or :class:`~camloc.cams.tta.TTA`; ``None`` takes the localizer's recommended
+    TTA (``"none"``: no TTA)."""
     from camloc.cams.tta import parse_tta, with_tta
 
     loc = None

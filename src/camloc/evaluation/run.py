@@ -5,8 +5,8 @@
 Everything the user gives is checked before ``--out`` is created: the options, the dataset's
 metadata, its classes against the model's, and the metadata's image sizes against the image
 headers, and the ``--tta`` / ``--localizer`` / ``--runtime`` choices. Then ``--out`` is
-locked (:func:`camloc.io.folder_lock`: a second run into it is refused) until the run's files are written; ``scoremaps/`` is never a link
-(:func:`camloc.io.make_out_dir`).
+locked (:func:`camloc.io.folder_lock`: a second run into it is refused) until the run's files
+are written; ``scoremaps/`` is never a link (:func:`camloc.io.make_out_dir`).
 """
 
 from __future__ import annotations
