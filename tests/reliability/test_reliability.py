@@ -673,6 +673,65 @@ def s_xml_bomb(c: Ctx) -> None:
     (c.work / "maps").mkdir()
 
 
+def s_spec(edit: Callable[[dict[str, Any]], None]) -> Callable[[Ctx], None]:
+    """A copy of the tiny model whose spec.json is edited."""
+    def setup(c: Ctx) -> None:
+        c.images(1)
+        d = c.model_copy()
+        spec = json.loads((d / "spec.json").read_text())
+        edit(spec)
+        (d / "spec.json").write_text(json.dumps(spec))
+    return setup
+
+
+WNIDS = (("chelsea.jpg", "n02124075", 285), ("coffee.jpg", "n07920052", 967))  # ImageNet ids
+
+
+def s_wnid_csv(c: Ctx) -> None:
+    """An ImageNet subset in camloc's CSV layout, its labels WordNet ids."""
+    d = c.work / "data"
+    d.mkdir()
+    rows = ["path,label,x0,y0,x1,y1"]
+    for photo, wnid, _ in WNIDS:
+        shutil.copy(c.samples / photo, d / photo)
+        rows.append(f"{photo},{wnid},40,20,400,280")
+    (d / "annotations.csv").write_text("\n".join(rows) + "\n")
+
+
+def s_wnid_cub(c: Ctx) -> None:
+    """The same photos in the CUB layout, classes named CUB-style (``0001.n02124075``)."""
+    d = c.work / "data"
+    lines: dict[str, list[str]] = {k: [] for k in ("classes", "images", "image_class_labels",
+                                                   "bounding_boxes", "train_test_split")}
+    for i, (photo, wnid, _) in enumerate(WNIDS, 1):
+        folder = f"{i:04d}.{wnid}"
+        (d / "images" / folder).mkdir(parents=True)
+        shutil.copy(c.samples / photo, d / "images" / folder / photo)
+        lines["classes"].append(f"{i} {folder}")
+        lines["images"].append(f"{i} {folder}/{photo}")
+        lines["image_class_labels"].append(f"{i} {i}")
+        lines["bounding_boxes"].append(f"{i} 40 20 300 260")
+        lines["train_test_split"].append(f"{i} 0")
+    for name, rows in lines.items():
+        (d / f"{name}.txt").write_text("\n".join(rows) + "\n")
+
+
+def k_wnid_labels(c: Ctx, r: Proc[str]) -> None:
+    """Scored against the model's classes: Egyptian cat (285) and espresso (967)."""
+    recs = _lines(c.work / "out" / "per_image.jsonl")
+    got = {Path(x["image_id"]).name: x["label"] for x in recs}
+    assert got == {photo: label for photo, _, label in WNIDS}, got
+    assert all(x["top1_correct"] for x in recs)
+
+
+def s_box_no_sizes(c: Ctx) -> None:
+    """No image_sizes.txt; the first box of localization.txt 0,0,5000,5000 on a 32 x 32 image."""
+    meta = c.data() / "metadata" / "test"
+    (meta / "image_sizes.txt").unlink()
+    _replace_line(meta / "localization.txt", 1, "images/test/00036.png,0,0,5000,5000")
+    c.maps()
+
+
 CASES: list[Case] = [
     # ---- usage errors (every verb; no model, no torch) -----------------------------------------
     Case("no-args", "cli", "no arguments at all", A(), 2, r"no command given", one_line=True),
@@ -971,6 +1030,42 @@ CASES: list[Case] = [
          A("score", "data", "--maps", "maps", "-o", "out"), 2,
          r"ILSVRC2012_val_00000002\.xml:2: refused: a document type declaration",
          setup=s_xml_bomb, check=no_out, timeout=60),
+    Case("explain-spec-num-classes-huge", "explain", "a model's spec.json with `num_classes` 10**12",
+         A("explain", "imgs", "-m", "mymodel", "-k", "1", "-o", "out"), 2,
+         r"mymodel/spec\.json: num_classes must be a positive integer no larger than 100000",
+         setup=s_spec(lambda d: d.update(num_classes=10**12)), check=no_out, memory_gib=4),
+    Case("explain-spec-input-size-huge", "explain",
+         "a model's spec.json with `input_size` [100000, 100000]",
+         A("explain", "imgs", "-m", "mymodel", "-k", "1", "-o", "out"), 2,
+         r"mymodel/spec\.json: preprocess: input_size=\(100000, 100000\).*1 to 2048",
+         setup=s_spec(lambda d: d["preprocess"].update(input_size=[100000, 100000])),
+         check=no_out, memory_gib=4),
+    Case("explain-spec-width-huge", "explain",
+         "a model's spec.json with `arch_kwargs` width 10**9",
+         A("explain", "imgs", "-m", "mymodel", "-k", "1", "-o", "out"), 2,
+         r"mymodel/spec\.json: arch_kwargs\.width: width=1000000000.*1 to 512",
+         setup=s_spec(lambda d: d["arch_kwargs"].update(width=10**9)), check=no_out,
+         memory_gib=4),
+    Case("evaluate-csv-wordnet-ids", "evaluate",
+         "an ImageNet subset in the CSV layout, labels WordNet ids (`n02124075`)",
+         A("evaluate", "data/annotations.csv", "--workers", "0", "-o", "out"), 0,
+         r"scored / failed: 2 / 0", setup=s_wnid_csv, check=k_wnid_labels),
+    Case("evaluate-cub-wordnet-ids", "evaluate",
+         "an ImageNet subset in the CUB layout, classes `0001.n02124075`",
+         A("evaluate", "data", "--split", "test", "--workers", "0", "-o", "out"), 0,
+         r"scored / failed: 2 / 0", setup=s_wnid_cub, check=k_wnid_labels),
+    Case("evaluate-synsets-imagenet", "evaluate",
+         "`--synsets imagenet` (the 1000 ImageNet classes; no such file)",
+         A("evaluate", "data/annotations.csv", "--synsets", "imagenet", "--workers", "0", "-o",
+           "out"), 0, r"scored / failed: 2 / 0", setup=s_wnid_csv, check=k_wnid_labels),
+    Case("evaluate-box-outside-no-sizes", "evaluate",
+         "no image_sizes.txt; a box 0,0,5000,5000 on a 32 x 32 image", A(*EVAL), 2,
+         r"localization\.txt:1: images/test/00036\.png: box .* lies outside the 32x32 image",
+         setup=s_box_no_sizes, check=no_out),
+    Case("score-box-outside-no-sizes", "score",
+         "no image_sizes.txt; a box 0,0,5000,5000 on a 32 x 32 image", A(*SCORE), 2,
+         r"localization\.txt:1: images/test/00036\.png: box .* lies outside the 32x32 image",
+         setup=s_box_no_sizes, check=no_out),
 ]
 
 

@@ -51,6 +51,9 @@ class Sample:
     mask_paths: tuple[Path, ...] = ()
     ignore_path: Path | None = None
     size_source: tuple[str, int] | None = None
+    #: where each box is written, ``(metadata file, line)`` in the order of ``boxes``; empty
+    #: where the reader does not say
+    box_lines: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         boxes = np.asarray(self.boxes, dtype=np.float64)
@@ -69,6 +72,7 @@ class Sample:
         if self.size_source is not None:
             object.__setattr__(self, "size_source",
                                (str(self.size_source[0]), int(self.size_source[1])))
+        object.__setattr__(self, "box_lines", tuple((str(f), int(n)) for f, n in self.box_lines))
 
     @property
     def has_boxes(self) -> bool:

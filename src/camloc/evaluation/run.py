@@ -80,15 +80,16 @@ def run_evaluation(dataset: Any, out: str | os.PathLike[str], *, model: str = "e
         w = None if weights is None or str(weights).lower() == "none" else weights
         cam_model = load_model(model, weights=w, device=ctx.device, head=head)
         engine = make_engine(cam_model, method, layer, method_options)
-        shard = dataset.shard(ctx.rank, ctx.world_size) if ctx.distributed else dataset
-        if ctx.distributed:  # the whole dataset is checked once, on every rank alike
-            from camloc.evaluation.evaluate import check_fits_model
+        # the whole dataset is checked (and numbered as the model's classes) once, on every
+        # rank alike; the report, per-image records and gallery use the same numbering
+        from camloc.evaluation.evaluate import check_fits_model
 
-            check_fits_model(cam_model, dataset)
+        dataset = check_fits_model(cam_model, dataset)
+        shard = dataset.shard(ctx.rank, ctx.world_size) if ctx.distributed else dataset
         maps_dir = out / "scoremaps" if save_maps else None
         state = evaluate_state(cam_model, shard, protocol, interval, fixed_threshold, batch_size,
                                workers, maps_dir, progress if ctx.is_main else None,
-                               method=engine, check_dataset=not ctx.distributed)
+                               method=engine, check_dataset=False)
         states = ctx.gather_objects(state)
     finally:
         ctx.close()

@@ -135,10 +135,11 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def _spec_int(d: dict[str, Any], key: str, where: Path) -> int:
+def _spec_int(d: dict[str, Any], key: str, where: Path, high: int) -> int:
     value = d.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise CheckpointError(f"{where}: {key} must be a positive integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+        raise CheckpointError(f"{where}: {key} must be a positive integer no larger than "
+                              f"{high}, got {value!r}")
     return value
 
 
@@ -155,7 +156,9 @@ def _camloc_checkpoint(folder: Path, weights: Any) -> tuple[nn.Module, ModelSpec
     for key in ("arch", "num_classes"):
         if key not in d:
             raise CheckpointError(f"{spec_path}: missing key {key!r}")
-    nc = _spec_int(d, "num_classes", spec_path)
+    from camloc.models.archs import MAX_NUM_CLASSES
+
+    nc = _spec_int(d, "num_classes", spec_path, MAX_NUM_CLASSES)
     kwargs = d.get("arch_kwargs", {})
     if not isinstance(kwargs, dict):
         raise CheckpointError(f"{spec_path}: arch_kwargs must be an object")
@@ -163,7 +166,8 @@ def _camloc_checkpoint(folder: Path, weights: Any) -> tuple[nn.Module, ModelSpec
         model = build_arch(d["arch"], num_classes=nc, pool=d.get("pool", "avg"), pretrained=False,
                            **kwargs)
     except ConfigError as exc:
-        raise CheckpointError(f"{spec_path}: {exc}") from exc
+        field = next((f"arch_kwargs.{k}: " for k in kwargs if str(exc).startswith(f"{k}=")), "")
+        raise CheckpointError(f"{spec_path}: {field}{exc}") from exc
     wfile = Path(weights) if isinstance(weights, (str, os.PathLike)) and weights not in ("DEFAULT",) \
         else folder / d.get("weights_file", "model.safetensors")
     load_into(model, load_state_dict_file(wfile), str(wfile))
