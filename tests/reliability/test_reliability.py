@@ -732,6 +732,36 @@ def s_box_no_sizes(c: Ctx) -> None:
     c.maps()
 
 
+def _coco(**changes: Any) -> str:
+    """A COCO instances file for the dataset copy's first test image, with ``changes`` applied:
+    ``key=value`` at the top, ``images__0__key`` / ``annotations__0__key`` /
+    ``categories__0__key`` inside the first record."""
+    doc: dict[str, Any] = {
+        "images": [{"id": 1, "file_name": "images/test/00036.png", "width": 32, "height": 32}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 20, 20],
+                         "score": 0.9}],
+        "categories": [{"id": 1, "name": "red-disk", "camloc_class_id": 0}]}
+    for key, value in changes.items():
+        parts = key.split("__")
+        if len(parts) == 1:
+            doc[key] = value
+        else:
+            doc[parts[0]][int(parts[1])][parts[2]] = value
+    return json.dumps(doc)
+
+
+def s_box_file(text: str) -> Callable[[Ctx], None]:
+    def setup(c: Ctx) -> None:
+        c.data()
+        (c.work / "boxes.json").write_text(text)
+    return setup
+
+
+SCORE_BOXES = ("score", "data", "--split", "test", "--boxes", "boxes.json", "-o", "out")
+_RESULT = {"path": "data/images/test/00036.png", "class_ids": [0], "probs": [0.9],
+           "boxes": [[2, 2, 20, 20]]}
+
+
 CASES: list[Case] = [
     # ---- usage errors (every verb; no model, no torch) -----------------------------------------
     Case("no-args", "cli", "no arguments at all", A(), 2, r"no command given", one_line=True),
@@ -1066,6 +1096,51 @@ CASES: list[Case] = [
          "no image_sizes.txt; a box 0,0,5000,5000 on a 32 x 32 image", A(*SCORE), 2,
          r"localization\.txt:1: images/test/00036\.png: box .* lies outside the 32x32 image",
          setup=s_box_no_sizes, check=no_out),
+    Case("score-boxes-images-5", "score", "`--boxes` COCO file with `\"images\": 5`",
+         A(*SCORE_BOXES), 2, r"boxes\.json: images: expected a list, got 5",
+         setup=s_box_file(_coco(images=5)), check=no_out, one_line=True),
+    Case("score-boxes-annotations-7", "score", "`--boxes` COCO file with `\"annotations\": 7`",
+         A(*SCORE_BOXES), 2, r"boxes\.json: annotations: expected a list, got 7",
+         setup=s_box_file(_coco(annotations=7)), check=no_out, one_line=True),
+    Case("score-boxes-score-high", "score", "`--boxes` COCO file with `\"score\": \"high\"`",
+         A(*SCORE_BOXES), 2, r"boxes\.json: annotations\[0\]\.score: expected a finite number",
+         setup=s_box_file(_coco(annotations__0__score="high")), check=no_out, one_line=True),
+    Case("score-boxes-score-null", "score", "`--boxes` COCO file with `\"score\": null`",
+         A(*SCORE_BOXES), 2, r"annotations\[0\]\.score: expected a finite number, got null",
+         setup=s_box_file(_coco(annotations__0__score=None)), check=no_out, one_line=True),
+    Case("score-boxes-camloc-path-5", "score", "`--boxes` COCO file with `\"camloc_path\": 5`",
+         A(*SCORE_BOXES), 2, r"images\[0\]\.camloc_path: expected a file path",
+         setup=s_box_file(_coco(images__0__camloc_path=5)), check=no_out, one_line=True),
+    Case("score-boxes-image-id-1e400", "score", "`--boxes` COCO file with `image_id: 1e400`",
+         A(*SCORE_BOXES), 2, r"annotations\[0\]\.image_id: expected a whole number, got inf",
+         setup=s_box_file(_coco().replace('"image_id": 1,', '"image_id": 1e400,')),
+         check=no_out, one_line=True),
+    Case("score-boxes-class-id-1e999", "score",
+         "`--boxes` COCO file with `camloc_class_id: 1e999`", A(*SCORE_BOXES), 2,
+         r"categories\[0\]\.camloc_class_id: expected a whole number, got inf",
+         setup=s_box_file(_coco().replace('"camloc_class_id": 0', '"camloc_class_id": 1e999')),
+         check=no_out, one_line=True),
+    Case("score-boxes-nul-path", "score", "`--boxes` COCO file with a NUL in `camloc_path`",
+         A(*SCORE_BOXES), 2, r"images\[0\]\.camloc_path: .*got a NUL character",
+         setup=s_box_file(_coco(images__0__camloc_path="/tmp/a\x00.png")), check=no_out,
+         one_line=True),
+    Case("score-boxes-jsonl-class-ids", "score",
+         "`--boxes` results.jsonl with non-numeric `class_ids`", A(*SCORE_BOXES), 2,
+         r"boxes\.json: record 1 .*class_ids\[0\]: expected a whole number, got \"red\"",
+         setup=s_box_file(json.dumps({**_RESULT, "class_ids": ["red"]}) + "\n"),
+         check=no_out, one_line=True),
+    Case("score-boxes-jsonl-probs", "score", "`--boxes` results.jsonl with non-numeric `probs`",
+         A(*SCORE_BOXES), 2, r"record 1 .*probs\[0\]: expected a finite number, got \"high\"",
+         setup=s_box_file(json.dumps({**_RESULT, "probs": ["high"]}) + "\n"), check=no_out,
+         one_line=True),
+    Case("score-boxes-jsonl-nul-path", "score", "`--boxes` results.jsonl with a NUL in `path`",
+         A(*SCORE_BOXES), 2, r"record 1 .*path: .*got a NUL character",
+         setup=s_box_file(json.dumps({**_RESULT, "path": "data/images/test/\x00.png"}) + "\n"),
+         check=no_out, one_line=True),
+    Case("score-boxes-good", "score", "`--boxes` a well-formed COCO file (one image of 12)",
+         A(*SCORE_BOXES), 0, r"", setup=s_box_file(_coco()),
+         check=lambda c, r: json.loads((c.work / "out" / "report.json").read_text())
+         ["counts"]["matched"] == 1),
 ]
 
 
