@@ -25,7 +25,9 @@ def register(app: typer.Typer) -> None:
         image_root: str = typer.Option(None, "--image-root", help="Folder the metadata's image "
                                                                   "paths are relative to."),
         synsets: str = typer.Option(None, "--synsets", help="LOC_synset_mapping.txt (class ids in "
-                                                            "the model's synset order)."),
+                                                            "the model's synset order), or "
+                                                            "'imagenet' (the 1000 ImageNet-1k "
+                                                            "classes)."),
         num_classes: int = typer.Option(None, "--num-classes", help="The dataset's class count."),
         out: Path = typer.Option(Path("camloc-eval"), "--out", "-o", help="Output folder."),
         save_maps: bool = typer.Option(False, help="Write scoremaps/<image_id>.npy (wsolevaluation layout)."),

@@ -44,7 +44,7 @@ from camloc.targets import ClassTarget, ScoreFn, Target
 
 __all__ = ["EvalState", "build_report", "check_calibration_report", "map_engine", "map_settings",
            "calibration_threshold", "check_classes", "check_fits_model", "check_eval_settings",
-           "evaluate_model", "evaluate_state", "gt_class_maps", "make_engine",
+           "evaluate_model", "evaluate_state", "gt_class_maps", "make_engine", "fit_classes",
            "method_block", "scoremap_of", "write_per_image", "PROTOCOLS", "EVAL_SIZE",
            "prepare_scoremap"]
 
@@ -103,14 +103,27 @@ def check_classes(model: CamModel, dataset: Any) -> None:
                         synsets=_model_synsets(model))
 
 
-def check_fits_model(model: CamModel, dataset: Any) -> None:
+def fit_classes(model: CamModel, dataset: Any) -> Any:
+    """``dataset`` numbered as ``model`` numbers its classes: renumbered by WordNet id where both
+    have them (an ImageNet subset whose classes are ``n01440764``-style ids, in any layout,
+    onto an ImageNet model), else unchanged; raises :class:`~camloc.errors.DatasetError` where
+    the classes do not match (:func:`camloc.data.classes.fit_to_model_classes`)."""
+    from camloc.data.classes import fit_to_model_classes
+
+    return fit_to_model_classes(dataset, model.spec.num_classes, model.spec.class_names,
+                                synsets=_model_synsets(model))
+
+
+def check_fits_model(model: CamModel, dataset: Any) -> Any:
     """Refuse a dataset that would give silently wrong figures with ``model``: class ids that do not
-    mean the model's classes (:func:`check_classes`), or metadata sizes that disagree with the image
+    mean the model's classes (:func:`fit_classes`), or metadata sizes that disagree with the image
     headers (boxes would be rescaled from the wrong size; ``dataset.check_sizes()``). Raises
-    :class:`~camloc.errors.DatasetError` naming the file and line."""
-    check_classes(model, dataset)
+    :class:`~camloc.errors.DatasetError` naming the file and line. Returns the dataset to score:
+    renumbered into the model's classes where its classes are WordNet ids (:func:`fit_classes`)."""
+    dataset = fit_classes(model, dataset)
     if hasattr(dataset, "check_sizes"):
         dataset.check_sizes()
+    return dataset
 
 
 def check_eval_settings(interval: object, fixed_threshold: object, batch_size: object,
@@ -285,10 +298,10 @@ def evaluate_state(model: CamModel, dataset: Any, protocol: str = "wsol", interv
     if protocol not in PROTOCOLS:
         raise ConfigError(f"protocol={protocol!r}: expected one of {PROTOCOLS}")
     check_eval_settings(interval, fixed_threshold, batch_size, workers)
+    if check_dataset:
+        dataset = check_fits_model(model, dataset)
     samples = labelled_samples(dataset, NEEDS_LABELS)
     engine = make_engine(model, method, layer, method_options)
-    if check_dataset:
-        check_fits_model(model, dataset)
     has_boxes = any(len(s.boxes) for s in samples)
     has_masks = any(s.mask_paths for s in samples)
     # The network sees the whole image at its own input size (224 for ImageNet models); maps
@@ -439,8 +452,10 @@ def evaluate_model(model: CamModel, dataset: Any, protocol: str = "wsol", interv
         tau = loc.threshold
     source = None if tau is None else (str(calibrate) if calibrate not in (None, "") else
                                        "localizer")
+    if check_dataset:  # the report names the classes the images were scored against
+        dataset = check_fits_model(model, dataset)
     state = evaluate_state(model, dataset, protocol, interval, fixed_threshold, batch_size, workers,
-                           save_maps, progress, tf32, method=engine, check_dataset=check_dataset)
+                           save_maps, progress, tf32, method=engine, check_dataset=False)
     return build_report(state, model, dataset, protocol, interval, calibrate=tau,
                         method=method_block(engine, method_options),
                         extra=map_settings(spec, loc, dataset, tau, source))

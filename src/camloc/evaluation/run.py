@@ -147,10 +147,12 @@ def _run(dataset: Any, out: Path, lock: contextlib.ExitStack, job: _Job) -> Eval
         engine, loc, tta_spec = map_engine(cam_model, job.method, job.layer, job.method_options,
                                            job.tta, job.localizer, base=base)
         check_calibration_report(job.calibrate, tta_spec, loc)
-        shard = dataset.shard(ctx.rank, ctx.world_size) if ctx.distributed else dataset
-        # the whole dataset is checked once, on every rank alike, before --out is created
+        # the whole dataset is checked (and numbered as the model's classes) once, on every
+        # rank alike, before --out is created; the report, per-image records and gallery use the
+        # same numbering
+        dataset = check_fits_model(cam_model, dataset)
         labelled_samples(dataset, NEEDS_LABELS)
-        check_fits_model(cam_model, dataset)
+        shard = dataset.shard(ctx.rank, ctx.world_size) if ctx.distributed else dataset
         if ctx.is_main:
             lock.enter_context(folder_lock(out))
         maps_dir = None
