@@ -41,7 +41,7 @@ from camloc.models.heads import eval_mode
 from camloc.models.loader import CamModel
 from camloc.runtime import channels_last
 
-__all__ = ["EvalState", "build_report", "calibration_threshold", "check_classes", "check_fits_model",
+__all__ = ["EvalState", "build_report", "check_classes", "check_fits_model",
            "check_eval_settings", "evaluate_model", "evaluate_state", "gt_class_maps", "make_engine",
            "method_block", "scoremap_of", "write_per_image", "PROTOCOLS", "EVAL_SIZE",
            "prepare_scoremap"]
@@ -236,26 +236,6 @@ def scoremap_of(engine: Any, sample: Any, protocol: str = "wsol") -> np.ndarray:
     x, _ = to_tensor(load_image(sample.path), pre)
     _, cams = gt_class_maps(engine, x[None], torch.tensor([int(sample.label)]))
     return prepare_scoremap(cams[0], EVAL_SIZE, protocol)
-
-
-def calibration_threshold(value: str | float | None) -> float | None:
-    """``--calibrate``: a threshold, or a ``report.json`` from another split whose best
-    largest-contour threshold (MaxBoxAcc V1's, i.e. GT-known Loc's) is applied here."""
-    if value is None or value == "":
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        pass
-    import json
-
-    path = Path(str(value))
-    try:
-        rep = json.loads(path.read_text())
-        return float(rep["localization"]["maxboxacc_v1"]["threshold"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"--calibrate {value}: neither a threshold nor a camloc report.json with "
-                          f"localization.maxboxacc_v1.threshold ({exc})") from exc
 
 
 def build_report(state: EvalState, model: CamModel | None, dataset: Any, protocol: str,

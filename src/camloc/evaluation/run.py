@@ -65,9 +65,10 @@ def run_evaluation(dataset: Any, out: str | os.PathLike[str], *, model: str = "e
     the other ranks return ``None``.
     """
     from camloc.distributed import DistContext
-    from camloc.evaluation.evaluate import (build_report, calibration_threshold,
-                                            check_eval_settings, evaluate_state, make_engine,
-                                            method_block, scoremap_of, write_per_image)
+    from camloc.evaluation.calibration import calibration_threshold
+    from camloc.evaluation.evaluate import (build_report, check_eval_settings, evaluate_state,
+                                            make_engine, method_block, scoremap_of,
+                                            write_per_image)
     from camloc.evaluation.gallery import pick_extremes, render_gallery
     from camloc.models import load_model
     from camloc.report import write_report
