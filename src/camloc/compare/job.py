@@ -1,9 +1,10 @@
 """The whole ``camloc compare`` job from the user's options: one function, :func:`run_compare_job`.
 
 It opens the dataset, loads the model, checks what :func:`camloc.compare.compare` would refuse
-before the output folder is created, and runs the comparison on this process or on every rank of
-``torchrun`` (rank 0 merges, writes ``compare.json`` / ``compare.md`` / ``compare.html`` under
-the output folder's lock, and returns the report; the other ranks return ``None``).
+(and numbers the dataset as the model's classes) before the output folder is created, and runs
+the comparison on this process or on every rank of ``torchrun`` (rank 0 merges, writes
+``compare.json`` / ``compare.md`` / ``compare.html`` under the output folder's lock, and returns
+the report; the other ranks return ``None``).
 
 >>> from camloc.compare.job import run_compare_job                           # doctest: +SKIP
 >>> report = run_compare_job("data/cub", "cmp", methods="cam,gradcam", limit=64)  # doctest: +SKIP
@@ -83,8 +84,10 @@ def run_compare_job(
     if workers < 0:
         raise ConfigError(f"--workers {workers}: expected 0 or more")
     faith = _faithfulness(faithfulness, steps, road, faith_limit, faith_batch_size)
+    from camloc.compare import check_inputs
     from camloc.data.datasets import open_dataset
     from camloc.distributed import DistContext
+    from camloc.evaluation.evaluate import check_fits_model
     from camloc.models import load_model
 
     ds = open_dataset(dataset, format=fmt, split=split)
@@ -96,6 +99,11 @@ def run_compare_job(
     try:
         w = None if weights is None or str(weights).lower() == "none" else weights
         cam_model = load_model(model, weights=w, device=ctx.device)
+        # what compare() refuses, refused on every rank before --out is created; the dataset
+        # numbered as the model's classes (WordNet ids) once, for every stage
+        check_inputs(cam_model, ds, methods, layer, check_dataset=False)
+        ds = check_fits_model(cam_model, ds)
+        kw["check_dataset"] = False
         if not ctx.is_main:  # a torchrun worker: scores its shard; rank 0 merges and writes
             compare(cam_model, ds, methods, dist=ctx, **kw)
             return None
@@ -106,13 +114,13 @@ def run_compare_job(
 
 def _on_main(model: Any, ds: Any, methods: Any, out: Path, ctx: Any,
              progress: ProgressFactory | None, kw: dict[str, Any]) -> dict[str, Any]:
-    """Rank 0 (or the only process): what compare refuses is refused before ``out`` is created;
-    then the pass, with one progress display per stage, under ``out``'s lock."""
-    from camloc.compare import check_inputs, compare
-    from camloc.io import folder_lock
+    """Rank 0 (or the only process): the pass, with one progress display per stage, under
+    ``out``'s lock."""
+    from camloc.compare import compare
+    from camloc.io import folder_lock, refuse_symlink
 
-    check_inputs(model, ds, methods, kw["layer"])
     with folder_lock(out), contextlib.ExitStack() as stack:
+        refuse_symlink(out / "gallery")  # a link to a folder elsewhere: refused before the pass
         current: dict[str, Any] = {}
 
         def update(stage: str, done: int, total: int) -> None:
@@ -123,8 +131,7 @@ def _on_main(model: Any, ds: Any, methods: Any, out: Path, ctx: Any,
             if current[stage] is not None:
                 current[stage](done, total)
 
-        report = compare(model, ds, methods, out=out, progress=update, dist=ctx,
-                         check_dataset=False, **kw)
+        report = compare(model, ds, methods, out=out, progress=update, dist=ctx, **kw)
         stack.close()
     if report is None:  # cannot happen on rank 0, which always gets the merged report
         raise RuntimeError("compare returned no report on rank 0")
