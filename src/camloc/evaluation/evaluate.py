@@ -85,7 +85,7 @@ def _model_synsets(model: CamModel) -> list[str] | None:
     if model.spec.num_classes != 1000:
         return None
     try:
-        from camloc.models.zoo import imagenet_class_names, imagenet_synsets
+        from camloc.data.imagenet import imagenet_class_names, imagenet_synsets
 
         if list(model.spec.class_names) != list(imagenet_class_names()):
             return None
