@@ -254,8 +254,8 @@ def test_server_findings_of_issue_22_and_23(client, engine):
     assert "finite" in _error(_post(client, threshold="nan"), 422)
     assert "classes: unknown class 'kat'" in _error(_post(client, classes="kat"), 400)
     assert "--" not in _error(_post(client, classes="kat"), 400)
-    broken = b"--zzz\r\nContent-Disposition: form-data; name=\"picture\"; filename=\"a.png\"\r\n\r\n" \
-             + _png() + b"\r\n--zzz--\r\n"
+    broken = (b"--zzz\r\nContent-Disposition: form-data; name=\"picture\"; "
+              b"filename=\"a.png\"\r\n\r\n" + _png() + b"\r\n--zzz--\r\n")
     reason = _error(client.post("/api/explain", content=broken,
                                 headers={"content-type": "multipart/form-data; boundary=zzz"}), 422)
     assert "no file part named 'image'" in reason and "Field required" not in reason

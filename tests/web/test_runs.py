@@ -222,7 +222,8 @@ def test_odd_runs_never_block_or_break_the_browser(runs_client, eval_run):
         odd = run_dir("latin1")
         (odd / "report.json").write_text(json.dumps({"dataset": {"name": "x"}}))
         good = json.dumps({"image_id": "a", "iou": 0.75}).encode()
-        (odd / "per_image.jsonl").write_bytes(b'{"image_id": "caf\xe9", "iou": 0.5}\n' + good + b"\n")
+        latin1 = b'{"image_id": "caf\xe9", "iou": 0.5}\n'
+        (odd / "per_image.jsonl").write_bytes(latin1 + good + b"\n")
         (run_dir("broken") / "report.json").write_text("{not json")
 
         listed = _within(30, lambda: c.get("/api/runs"))

@@ -212,7 +212,8 @@ class RunsIndex:
         try:
             data = read_regular(path, MAX_PER_IMAGE_BYTES)
         except OSError as exc:
-            raise PathRefused(422, f"run {run_id!r}: {PER_IMAGE_NAME} cannot be read: {exc}") from None
+            raise PathRefused(422, f"run {run_id!r}: {PER_IMAGE_NAME} cannot be read: "
+                                   f"{exc}") from None
         out = []
         for line in data.splitlines():
             try:
