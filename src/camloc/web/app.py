@@ -314,8 +314,12 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
                 del data
                 t0 = time.perf_counter()
                 lane = slow_lane if slow else batcher
-                result, seconds = await lane.submit(
+                submitted = lane.submit(
                     (method, layer), ExplainJob(pil, selection, all_maps, progress=tracked))
+                if tracked is None:
+                    result, seconds = await submitted
+                else:
+                    result, seconds = await _unless_cancelled_while_queued(submitted, tracked)
                 queued = time.perf_counter() - t0 - seconds
                 del pil
                 return await run_in_threadpool(_response, engine, result, threshold, multi, maps,
@@ -413,6 +417,19 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
     if settings.allowed_hosts is not None:
         app.add_middleware(LoopbackHosts, allowed=settings.allowed_hosts)
     return app
+
+
+async def _unless_cancelled_while_queued(submitted: Any, tracked: Any) -> Any:
+    """Await a slow lane's answer; a request cancelled while still queued answers at once (it
+    leaves the queue) instead of when the request ahead of it is done."""
+    task = asyncio.ensure_future(submitted)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=0.2)
+        if done:
+            return task.result()
+        if tracked.cancel_event.is_set() and tracked.state == "queued":
+            task.cancel()
+            raise Cancelled(f"request {tracked.id!r} was cancelled")
 
 
 def _query(**params: str) -> str:
