@@ -144,6 +144,15 @@ def test_cam_latency_while_scorecam_runs(start_server, samples_dir):
         assert c.get("/api/jobs/load-1").json()["state"] == "cancelled"
         # the slow lane is free again: the next slow request starts at once
         assert c.get("/api/estimate", params={"method": "scorecam"}).json()["waiting"] == 0
+        # a client that hangs up (a closed tab) cancels its slow request
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(srv.url + "/api/explain", files={"image": ("s.jpg", blob)},
+                       data={"method": "scorecam", "job": "load-2", "maps": "none"},
+                       timeout=httpx.Timeout(60, read=4))
+        deadline = time.monotonic() + 60
+        while c.get("/api/jobs/load-2").json()["state"] != "cancelled":
+            assert time.monotonic() < deadline, c.get("/api/jobs/load-2").text
+            time.sleep(0.2)
     p95 = _p95(latencies)
     print(f"\nCAM while Score-CAM runs: {n} requests, p50 {sorted(latencies)[n // 2]:.3f} s, "
           f"p95 {p95:.3f} s, max {max(latencies):.3f} s; Score-CAM cancelled in {stopped:.2f} s "
