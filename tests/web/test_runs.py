@@ -133,6 +133,10 @@ def test_runs_http(runs_client, eval_run):
     assert len(run["per_image"]) == len(eval_run["records"])
     rec = eval_run["records"][0]
     info = c.get("/api/runs/image", params={"run": "synth-eval", "image_id": rec["image_id"]}).json()
+    # the runs browser's extras: the method of each run, the image's class named
+    assert {r["id"]: r["method"] for r in listed["runs"]}["synth-eval"] == "cam"
+    ds = eval_run["dataset"]
+    assert info["class_name"] == ds.class_names[info["label"]]
     img = c.get(info["url"])
     assert img.status_code == 200 and img.headers["content-type"] == "image/jpeg"
     html = c.get("/runs/files/synth-eval/report.html")

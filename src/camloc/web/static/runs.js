@@ -34,8 +34,8 @@
         const tr = document.createElement("tr");
         tr.dataset.run = r.id;
         cell(tr, r.id === "." || r.id === "" ? "(top folder)" : r.id);
-        if (r.error) { cell(tr, r.error, "error").colSpan = 5; } else {
-          cell(tr, r.model); cell(tr, r.dataset + (r.split ? " / " + r.split : ""));
+        if (r.error) { cell(tr, r.error, "error").colSpan = 6; } else {
+          cell(tr, r.model); cell(tr, r.method || ""); cell(tr, r.dataset + (r.split ? " / " + r.split : ""));
           cell(tr, r.images === null ? "" : String(r.images), "num");
           cell(tr, fmt(r.maxboxacc_v2, 2), "num"); cell(tr, fmt(r.gt_known_loc, 2), "num");
           operable(tr, function () { openRun(r.id); });
@@ -142,7 +142,7 @@
         ctx.strokeStyle = "#00e05a";
         ctx.strokeRect(scale * b[0], scale * b[1], scale * (b[2] - b[0]), scale * (b[3] - b[1]));
       }
-      cap.textContent = imageId + ": IoU " + fmt(info.iou, 3) + (info.correct === null ? "" : info.correct ? " (correct)" : " (wrong)") +
+      cap.textContent = imageId + (info.class_name ? " (" + info.class_name + ")" : "") + ": IoU " + fmt(info.iou, 3) + (info.correct === null ? "" : info.correct ? " (correct)" : " (wrong)") +
         "; ground truth red, prediction green";
       panel.dataset.imageId = imageId;
     };
