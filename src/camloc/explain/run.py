@@ -446,6 +446,10 @@ def run_explain(model: Any, inputs: Sequence[str | os.PathLike[str]] | ExplainIn
     with contextlib.ExitStack() as stack:
         def setup() -> None:
             _prepare_out(out)
+            # a user's own yolo/ or voc/ (or a link) is refused before any image is explained
+            from camloc.export import check_export_targets
+
+            check_export_targets(out, s.formats)
             stack.enter_context(folder_lock(out))
             for folder in (out, out / "overlays", out / "maps", out / "parts", out / "coco"):
                 remove_stale_temps(folder)
