@@ -17,7 +17,10 @@ once, in turn, so machine noise hits them alike), through the library entry poin
   top-5, no overlays   ``camloc explain --no-overlays`` (results.jsonl only: the bulk localizer)
 
 Reported: median images/s of each case and its ratio to the baseline's median (issue #19's goals:
-top-1 + overlays >= 1.1, top-5 + overlays >= 0.9, top-5 --no-overlays >= 1.4). Also, each in a fresh ``python -m camloc explain`` process (interpreter start,
+top-1 + overlays >= 1.1, top-5 + overlays >= 0.9, top-5 --no-overlays >= 1.4); also the CPU time
+of this process (all its threads) per image and its ratio to the baseline's: on a machine shared
+with other jobs the wall-clock ratios favour the side with more threads (it gets a larger share
+of the cores), so there compare the CPU figures too. Also, each in a fresh ``python -m camloc explain`` process (interpreter start,
 imports and model load included), its wall time and peak resident memory (``ru_maxrss`` of that
 process): a first explain of one dev photo, and one 8,000 x 8,000 JPEG with its overlay (goal:
 peak < 1.5 GB; the photo is decoded reduced, JPEG draft mode, for the network).
@@ -257,11 +260,13 @@ def main() -> None:
         for fn in cases.values():
             fn()
         times: dict[str, list[float]] = {k: [] for k in cases}
+        cpu: dict[str, list[float]] = {k: [] for k in cases}
         for _ in range(args.rounds):
             for name, fn in cases.items():
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 fn()
                 times[name].append(time.perf_counter() - t0)
+                cpu[name].append(time.process_time() - c0)
         base = len(paths) / statistics.median(times["plain forward (baseline)"]) if cases else 1.0
         rows = []
         print(f"{len(paths)} images, batch {args.batch}, {args.rounds} rounds, torch threads "
@@ -271,17 +276,22 @@ def main() -> None:
               "included); ratio: to the plain forward (contiguous layout; explain runs "
               "channels-last)")
         if cases:
-            print(f"{'case':32s} {'images/s':>9s} {'ratio':>6s}  (median of rounds)")
+            print(f"{'case':32s} {'images/s':>9s} {'ratio':>6s} {'cpu ms/img':>10s} "
+                  f"{'cpu ratio':>9s}  (medians of rounds)")
+        base_cpu = statistics.median(cpu["plain forward (baseline)"]) if cases else 1.0
         goals = {"explain top-1 + overlays": 1.1, "explain top-5 + overlays": 0.9,
                  "explain top-5 --no-overlays": 1.4}
         for name, ts in times.items():
             rate = len(paths) / statistics.median(ts)
             goal = goals.get(name)
+            c = statistics.median(cpu[name])
             rows.append({"case": name, "images_per_s": round(rate, 2),
                          "ratio": round(rate / base, 3), "goal": goal,
-                         "seconds": [round(t, 3) for t in ts]})
-            print(f"{name:32s} {rate:9.1f} {rate / base:6.2f}"
-                  + (f"  (goal >= {goal})" if goal else ""))
+                         "seconds": [round(t, 3) for t in ts],
+                         "cpu_ms_per_image": round(1000 * c / len(paths), 2),
+                         "cpu_ratio": round(c / base_cpu, 3)})
+            print(f"{name:32s} {rate:9.1f} {rate / base:6.2f} {1000 * c / len(paths):10.1f} "
+                  f"{c / base_cpu:9.2f}" + (f"  (goal >= {goal})" if goal else ""))
         result = {"images": len(paths), "batch": args.batch, "rounds": args.rounds,
                   "threads": torch.get_num_threads(), "cases": rows}
         if not args.no_first:
