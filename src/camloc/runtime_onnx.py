@@ -114,6 +114,7 @@ class OnnxCAM(CAM):
         path: an ``.onnx`` file written by ``camloc export`` / :func:`camloc.export.to_onnx`;
             default: export ``model`` into the cache (:func:`cached_export`).
         cache: the cache folder (default :func:`cache_dir`).
+        input_size: ``(H, W)`` of the graph exported into the cache (default: the model's).
 
     Raises:
         UnsupportedHeadError: the model has no verified GAP -> linear head.
@@ -121,12 +122,13 @@ class OnnxCAM(CAM):
     """
 
     def __init__(self, model: CamModel, path: str | os.PathLike[str] | None = None, *,
-                 cache: str | os.PathLike[str] | None = None) -> None:
+                 cache: str | os.PathLike[str] | None = None,
+                 input_size: tuple[int, int] | None = None) -> None:
         super().__init__(model)
         from camloc.export.onnx import read_onnx_spec, require_onnx
 
         require_onnx("--runtime onnx")
-        p = Path(path) if path is not None else cached_export(model, cache)
+        p = Path(path) if path is not None else cached_export(model, cache, input_size)
         if not p.is_file():
             raise ConfigError(f"--runtime {p}: no such file")
         spec = read_onnx_spec(p)
@@ -138,6 +140,10 @@ class OnnxCAM(CAM):
         self.path = p
         self.spec = spec
         self.input_hw = tuple(int(v) for v in spec["preprocess"]["input_size"])
+        if path is not None and input_size is not None and tuple(input_size) != self.input_hw:
+            raise ConfigError(f"{p}: exported for {self.input_hw[0]}x{self.input_hw[1]} inputs, "
+                              f"not {input_size[0]}x{input_size[1]}; export it at that size "
+                              f"(camloc export --size HxW)")
         self.session = make_session(p, cuda=model.device.type == "cuda")
         shape = self.session.get_inputs()[0].shape
         self.batch_one = shape[0] == 1
@@ -217,7 +223,8 @@ class OnnxCAM(CAM):
         return CamOutput(lt, it, mt, bias, self.name, self.layers)
 
 
-def make_runtime_engine(model: CamModel, runtime: str | None, method: str = "cam") -> OnnxCAM | None:
+def make_runtime_engine(model: CamModel, runtime: str | None, method: str = "cam",
+                        input_size: tuple[int, int] | None = None) -> OnnxCAM | None:
     """``--runtime``: ``None``/``"torch"`` -> None (the torch method); ``"onnx"`` -> an
     :class:`OnnxCAM` on the cached export; a path to a ``.onnx`` file -> one on that file."""
     if runtime is None or str(runtime).strip().lower() == "torch":
@@ -227,9 +234,9 @@ def make_runtime_engine(model: CamModel, runtime: str | None, method: str = "cam
                           f"), not {method!r}; gradient methods need a backward pass")
     text = str(runtime).strip()
     if text.lower() == "onnx":
-        return OnnxCAM(model)
+        return OnnxCAM(model, input_size=input_size)
     if text.lower().endswith(".onnx"):
-        return OnnxCAM(model, text)
+        return OnnxCAM(model, text, input_size=input_size)
     raise ConfigError(f"--runtime {runtime!r}: expected torch, onnx, or an exported .onnx file")
 
 
