@@ -81,6 +81,8 @@ def test_exported_file_checks(model, tmp_path, cache):
         engine(x, classes=[1])
     with pytest.raises(ConfigError, match=r"exported for \(N, 3, 32, 48\)"):
         engine(torch.randn(1, 3, 40, 40))
+    with pytest.raises(ConfigError, match="exported for 32x48 inputs, not 40x40"):
+        OnnxCAM(model, plain.path, input_size=(40, 40))
     other = camloc.wrap(_net(seed=1), input_size=(32, 48))
     with pytest.raises(ConfigError, match="another model or weights"):
         OnnxCAM(other, plain.path)
