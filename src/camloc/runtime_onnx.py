@@ -45,6 +45,7 @@ def make_session(model: str | os.PathLike[str] | bytes, cuda: bool = False) -> A
     require_onnx("--runtime onnx", ("onnxruntime",))
     import onnxruntime as ort
 
+    ort.set_default_logger_severity(3)  # the 'classes' default is meant to be overridable
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(1, torch.get_num_threads())
     opts.log_severity_level = 3  # no warnings about the 'classes' default on stderr
