@@ -33,7 +33,7 @@ app = typer.Typer(
 # writing camloc/commands/<name>.py with a register(app)). A missing module is skipped so that a
 # partial install still offers the verbs it has.
 VERBS = ("explain", "evaluate", "score", "compare", "synth", "train", "probe", "methods", "units", "serve",
-         "export")
+         "export", "localizer")
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1

@@ -26,6 +26,11 @@ __all__ = ["Preprocess", "Geometry", "FIT_MODES", "INTERPOLATIONS"]
 
 FIT_MODES = ("stretch", "crop")
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+#: The largest side of a network input (pixels); larger inputs are refused (a model's spec.json
+#: naming 100,000 x 100,000 would allocate 120 GB for one image).
+MAX_INPUT_SIDE = 2048
+#: The smallest ``crop_pct`` (``fit="crop"`` resizes the short side to input / crop_pct).
+MIN_CROP_PCT = 0.25
 
 
 @dataclass(frozen=True)
@@ -94,11 +99,14 @@ class Preprocess:
             raise ConfigError(f"fit={self.fit!r}: expected one of {FIT_MODES}")
         if self.interpolation not in INTERPOLATIONS:
             raise ConfigError(f"interpolation={self.interpolation!r}: expected one of {INTERPOLATIONS}")
-        if not (0.0 < self.crop_pct <= 1.0):
-            raise ConfigError(f"crop_pct={self.crop_pct}: expected 0 < crop_pct <= 1")
+        if not (MIN_CROP_PCT <= self.crop_pct <= 1.0):
+            raise ConfigError(f"crop_pct={self.crop_pct}: expected {MIN_CROP_PCT} <= crop_pct "
+                              f"<= 1")
         h, w = self.input_size
-        if h < 1 or w < 1:
-            raise ConfigError(f"input_size={self.input_size}: must be positive")
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                   and 1 <= v <= MAX_INPUT_SIDE for v in (h, w)):
+            raise ConfigError(f"input_size={self.input_size}: expected (height, width), each a "
+                              f"whole number from 1 to {MAX_INPUT_SIDE}")
         for key in ("mean", "std"):
             vals = getattr(self, key)
             try:

@@ -108,3 +108,87 @@ def test_panoramas_within_the_cap_are_kept(tmp_path: Path) -> None:
     x, geom = to_tensor(load_image_for(p, CROP), CROP)
     assert tuple(x.shape) == (3, 224, 224) and geom.width == 6000
     assert check_resized_size(p, (65536, 256), CROP)[0] * 256 <= MAX_RESIZED_PIXELS
+
+
+# ---- boxes checked against the image's own size when the metadata gives none ---------------
+
+
+def test_box_outside_header_size_is_refused_with_file_and_line(tmp_path: Path, files) -> None:
+    root = tmp_path / "set"
+    img = root / "images"
+    img.mkdir(parents=True)
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (227, 227)).save(img / name)
+    files.write(root / "metadata" / "image_ids.txt", "images/a.png\nimages/b.png\n")
+    files.write(root / "metadata" / "class_labels.txt", "images/a.png,0\nimages/b.png,1\n")
+    files.write(root / "metadata" / "localization.txt",
+                "images/a.png,10,10,200,200\nimages/b.png,0,0,5000,5000\n")
+    ds = open_dataset(root)
+    assert ds[1].size is None and ds[1].box_lines[0][1] == 2
+    with pytest.raises(DatasetError) as exc:
+        ds.check_sizes()
+    [(file, line, why)] = exc.value.problems
+    assert file.endswith("localization.txt") and line == 2
+    assert "images/b.png: box (0, 0, 5000, 5000) lies outside the 227x227 image" in why
+    assert "outside their images" in str(exc.value)
+    # the same boxes with a size in the metadata were already refused when read
+    files.write(root / "metadata" / "localization.txt", "images/a.png,10,10,200,200\n"
+                "images/b.png,0,0,227,227\n")
+    assert open_dataset(root).check_sizes() == []
+
+
+# ---- WordNet ids map onto an ImageNet model's classes --------------------------------------
+
+
+def test_wordnet_ids() -> None:
+    from camloc.data.classes import wordnet_ids
+
+    assert wordnet_ids(["n01440764", "0002.n01443537", "3 n01484850"]) == [
+        "n01440764", "n01443537", "n01484850"]
+    assert wordnet_ids(["n01440764", "n01440764"]) is None  # not distinct
+    assert wordnet_ids(["n0144076", "tench"]) is None
+    assert wordnet_ids([]) is None
+
+
+@pytest.mark.parametrize("names", [["n01484850", "n01440764"],
+                                   ["0001.n01484850", "0002.n01440764"]])
+def test_wordnet_classes_map_by_synset(tmp_path: Path, names: list[str]) -> None:
+    from camloc.data.classes import fit_to_model_classes
+    from camloc.data.sample import Dataset, Sample
+
+    model_syns = ["n01440764", "n01443537", "n01484850"]
+    model_names = ["tench", "goldfish", "great white shark"]
+    ds = Dataset("sub", tmp_path, "cub", None,
+                 [Sample("a.jpg", tmp_path / "a.jpg", 0, [], None),
+                  Sample("b.jpg", tmp_path / "b.jpg", 1, [], None)], names)
+    out = fit_to_model_classes(ds, 3, model_names, synsets=model_syns)
+    assert [s.label for s in out.samples] == [2, 0]
+    assert out.class_names == model_names and out.synsets == model_syns
+    # a model whose own class names are WordNet ids maps the same way
+    out2 = fit_to_model_classes(ds, 3, model_syns)
+    assert [s.label for s in out2.samples] == [2, 0]
+
+
+def test_unknown_synset_and_plain_names_say_what_to_pass(tmp_path: Path) -> None:
+    from camloc.data.classes import fit_to_model_classes
+    from camloc.data.sample import Dataset, Sample
+
+    syns = ["n01440764", "n01443537", "n01484850"]
+    ds = Dataset("sub", tmp_path, "csv", None, [Sample("a.jpg", tmp_path / "a.jpg", 0, [], None)],
+                 ["n09999999"])
+    with pytest.raises(DatasetError, match=r"'n09999999': no model class has this synset"):
+        fit_to_model_classes(ds, 3, ["a", "b", "c"], synsets=syns)
+    plain = Dataset("sub", tmp_path, "csv", None,
+                    [Sample("a.jpg", tmp_path / "a.jpg", 0, [], None)], ["zebra", "okapi"])
+    with pytest.raises(DatasetError) as exc:
+        fit_to_model_classes(plain, 3, ["a", "b", "c"], synsets=syns)
+    assert "--synsets" in str(exc.value) and "WordNet id" in str(exc.value)
+
+
+def test_synsets_imagenet_names_the_1000_classes(tmp_path: Path, files) -> None:
+    pytest.importorskip("timm")
+    files.touch(tmp_path / "a.jpg")
+    files.write(tmp_path / "annotations.csv", "path,label\na.jpg,n02124075\n")
+    ds = open_dataset(tmp_path / "annotations.csv", synsets="imagenet")
+    assert ds.num_classes == 1000 and ds[0].label == 285
+    assert ds.class_names[285] == "Egyptian cat" and ds.synsets[285] == "n02124075"

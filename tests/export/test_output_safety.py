@@ -140,3 +140,24 @@ def test_voc_xml_is_well_formed_for_any_name():
            "class_ids": [0], "class_names": ["\ufffe"], "probs": [0.5], "boxes": [[1, 1, 5, 5]]}
     root = ET.fromstring(voc_xml(rec, detections(rec)))
     assert root.find("object/name").text == "0"  # nothing left of the name: the class id
+
+
+def test_synth_never_replaces_a_folder_filled_meanwhile(tmp_path, monkeypatch):
+    """Two synth runs into one folder: the one that finishes second is refused (its rename
+    onto the other's dataset fails), instead of silently replacing it."""
+    import camloc.data.synth as synth
+
+    out = tmp_path / "ds"
+    real = synth.render_sample
+
+    def render(label, size, rng):  # another run finishes while this one renders
+        if not out.exists():
+            monkeypatch.setattr(synth, "render_sample", real)
+            synth.make_synth(out, classes=2, images=4, size=32)
+        return real(label, size, rng)
+
+    monkeypatch.setattr(synth, "render_sample", render)
+    with pytest.raises(ConfigError, match="filled by another run"):
+        synth.make_synth(out, classes=3, images=6, size=32)
+    assert json.loads((out / "synth.json").read_text())["classes"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # no staging left

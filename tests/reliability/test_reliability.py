@@ -839,6 +839,95 @@ def s_xml_bomb(c: Ctx) -> None:
     (c.work / "maps").mkdir()
 
 
+def s_spec(edit: Callable[[dict[str, Any]], None]) -> Callable[[Ctx], None]:
+    """A copy of the tiny model whose spec.json is edited."""
+    def setup(c: Ctx) -> None:
+        c.images(1)
+        d = c.model_copy()
+        spec = json.loads((d / "spec.json").read_text())
+        edit(spec)
+        (d / "spec.json").write_text(json.dumps(spec))
+    return setup
+
+
+WNIDS = (("chelsea.jpg", "n02124075", 285), ("coffee.jpg", "n07920052", 967))  # ImageNet ids
+
+
+def s_wnid_csv(c: Ctx) -> None:
+    """An ImageNet subset in camloc's CSV layout, its labels WordNet ids."""
+    d = c.work / "data"
+    d.mkdir()
+    rows = ["path,label,x0,y0,x1,y1"]
+    for photo, wnid, _ in WNIDS:
+        shutil.copy(c.samples / photo, d / photo)
+        rows.append(f"{photo},{wnid},40,20,400,280")
+    (d / "annotations.csv").write_text("\n".join(rows) + "\n")
+
+
+def s_wnid_cub(c: Ctx) -> None:
+    """The same photos in the CUB layout, classes named CUB-style (``0001.n02124075``)."""
+    d = c.work / "data"
+    lines: dict[str, list[str]] = {k: [] for k in ("classes", "images", "image_class_labels",
+                                                   "bounding_boxes", "train_test_split")}
+    for i, (photo, wnid, _) in enumerate(WNIDS, 1):
+        folder = f"{i:04d}.{wnid}"
+        (d / "images" / folder).mkdir(parents=True)
+        shutil.copy(c.samples / photo, d / "images" / folder / photo)
+        lines["classes"].append(f"{i} {folder}")
+        lines["images"].append(f"{i} {folder}/{photo}")
+        lines["image_class_labels"].append(f"{i} {i}")
+        lines["bounding_boxes"].append(f"{i} 40 20 300 260")
+        lines["train_test_split"].append(f"{i} 0")
+    for name, rows in lines.items():
+        (d / f"{name}.txt").write_text("\n".join(rows) + "\n")
+
+
+def k_wnid_labels(c: Ctx, r: Proc[str]) -> None:
+    """Scored against the model's classes: Egyptian cat (285) and espresso (967)."""
+    recs = _lines(c.work / "out" / "per_image.jsonl")
+    got = {Path(x["image_id"]).name: x["label"] for x in recs}
+    assert got == {photo: label for photo, _, label in WNIDS}, got
+    assert all(x["top1_correct"] for x in recs)
+
+
+def s_box_no_sizes(c: Ctx) -> None:
+    """No image_sizes.txt; the first box of localization.txt 0,0,5000,5000 on a 32 x 32 image."""
+    meta = c.data() / "metadata" / "test"
+    (meta / "image_sizes.txt").unlink()
+    _replace_line(meta / "localization.txt", 1, "images/test/00036.png,0,0,5000,5000")
+    c.maps()
+
+
+def _coco(**changes: Any) -> str:
+    """A COCO instances file for the dataset copy's first test image, with ``changes`` applied:
+    ``key=value`` at the top, ``images__0__key`` / ``annotations__0__key`` /
+    ``categories__0__key`` inside the first record."""
+    doc: dict[str, Any] = {
+        "images": [{"id": 1, "file_name": "images/test/00036.png", "width": 32, "height": 32}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 20, 20],
+                         "score": 0.9}],
+        "categories": [{"id": 1, "name": "red-disk", "camloc_class_id": 0}]}
+    for key, value in changes.items():
+        parts = key.split("__")
+        if len(parts) == 1:
+            doc[key] = value
+        else:
+            doc[parts[0]][int(parts[1])][parts[2]] = value
+    return json.dumps(doc)
+
+
+def s_box_file(text: str) -> Callable[[Ctx], None]:
+    def setup(c: Ctx) -> None:
+        c.data()
+        (c.work / "boxes.json").write_text(text)
+    return setup
+
+
+SCORE_BOXES = ("score", "data", "--split", "test", "--boxes", "boxes.json", "-o", "out")
+_RESULT = {"path": "data/images/test/00036.png", "class_ids": [0], "probs": [0.9],
+           "boxes": [[2, 2, 20, 20]]}
+
+
 CASES: list[Case] = [
     # ---- usage errors (every verb; no model, no torch) -----------------------------------------
     Case("no-args", "cli", "no arguments at all", A(), 2, r"no command given", one_line=True),
@@ -1194,6 +1283,87 @@ CASES: list[Case] = [
          A("score", "data", "--maps", "maps", "-o", "out"), 2,
          r"ILSVRC2012_val_00000002\.xml:2: refused: a document type declaration",
          setup=s_xml_bomb, check=no_out, timeout=60),
+    Case("explain-spec-num-classes-huge", "explain", "a model's spec.json with `num_classes` 10**12",
+         A("explain", "imgs", "-m", "mymodel", "-k", "1", "-o", "out"), 2,
+         r"mymodel/spec\.json: num_classes must be a positive integer no larger than 100000",
+         setup=s_spec(lambda d: d.update(num_classes=10**12)), check=no_out, memory_gib=4),
+    Case("explain-spec-input-size-huge", "explain",
+         "a model's spec.json with `input_size` [100000, 100000]",
+         A("explain", "imgs", "-m", "mymodel", "-k", "1", "-o", "out"), 2,
+         r"mymodel/spec\.json: preprocess: input_size=\(100000, 100000\).*1 to 2048",
+         setup=s_spec(lambda d: d["preprocess"].update(input_size=[100000, 100000])),
+         check=no_out, memory_gib=4),
+    Case("explain-spec-width-huge", "explain",
+         "a model's spec.json with `arch_kwargs` width 10**9",
+         A("explain", "imgs", "-m", "mymodel", "-k", "1", "-o", "out"), 2,
+         r"mymodel/spec\.json: arch_kwargs\.width: width=1000000000.*1 to 512",
+         setup=s_spec(lambda d: d["arch_kwargs"].update(width=10**9)), check=no_out,
+         memory_gib=4),
+    Case("evaluate-csv-wordnet-ids", "evaluate",
+         "an ImageNet subset in the CSV layout, labels WordNet ids (`n02124075`)",
+         A("evaluate", "data/annotations.csv", "--workers", "0", "-o", "out"), 0,
+         r"scored / failed: 2 / 0", setup=s_wnid_csv, check=k_wnid_labels),
+    Case("evaluate-cub-wordnet-ids", "evaluate",
+         "an ImageNet subset in the CUB layout, classes `0001.n02124075`",
+         A("evaluate", "data", "--split", "test", "--workers", "0", "-o", "out"), 0,
+         r"scored / failed: 2 / 0", setup=s_wnid_cub, check=k_wnid_labels),
+    Case("evaluate-synsets-imagenet", "evaluate",
+         "`--synsets imagenet` (the 1000 ImageNet classes; no such file)",
+         A("evaluate", "data/annotations.csv", "--synsets", "imagenet", "--workers", "0", "-o",
+           "out"), 0, r"scored / failed: 2 / 0", setup=s_wnid_csv, check=k_wnid_labels),
+    Case("evaluate-box-outside-no-sizes", "evaluate",
+         "no image_sizes.txt; a box 0,0,5000,5000 on a 32 x 32 image", A(*EVAL), 2,
+         r"localization\.txt:1: images/test/00036\.png: box .* lies outside the 32x32 image",
+         setup=s_box_no_sizes, check=no_out),
+    Case("score-box-outside-no-sizes", "score",
+         "no image_sizes.txt; a box 0,0,5000,5000 on a 32 x 32 image", A(*SCORE), 2,
+         r"localization\.txt:1: images/test/00036\.png: box .* lies outside the 32x32 image",
+         setup=s_box_no_sizes, check=no_out),
+    Case("score-boxes-images-5", "score", "`--boxes` COCO file with `\"images\": 5`",
+         A(*SCORE_BOXES), 2, r"boxes\.json: images: expected a list, got 5",
+         setup=s_box_file(_coco(images=5)), check=no_out, one_line=True),
+    Case("score-boxes-annotations-7", "score", "`--boxes` COCO file with `\"annotations\": 7`",
+         A(*SCORE_BOXES), 2, r"boxes\.json: annotations: expected a list, got 7",
+         setup=s_box_file(_coco(annotations=7)), check=no_out, one_line=True),
+    Case("score-boxes-score-high", "score", "`--boxes` COCO file with `\"score\": \"high\"`",
+         A(*SCORE_BOXES), 2, r"boxes\.json: annotations\[0\]\.score: expected a finite number",
+         setup=s_box_file(_coco(annotations__0__score="high")), check=no_out, one_line=True),
+    Case("score-boxes-score-null", "score", "`--boxes` COCO file with `\"score\": null`",
+         A(*SCORE_BOXES), 2, r"annotations\[0\]\.score: expected a finite number, got null",
+         setup=s_box_file(_coco(annotations__0__score=None)), check=no_out, one_line=True),
+    Case("score-boxes-camloc-path-5", "score", "`--boxes` COCO file with `\"camloc_path\": 5`",
+         A(*SCORE_BOXES), 2, r"images\[0\]\.camloc_path: expected a file path",
+         setup=s_box_file(_coco(images__0__camloc_path=5)), check=no_out, one_line=True),
+    Case("score-boxes-image-id-1e400", "score", "`--boxes` COCO file with `image_id: 1e400`",
+         A(*SCORE_BOXES), 2, r"annotations\[0\]\.image_id: expected a whole number, got inf",
+         setup=s_box_file(_coco().replace('"image_id": 1,', '"image_id": 1e400,')),
+         check=no_out, one_line=True),
+    Case("score-boxes-class-id-1e999", "score",
+         "`--boxes` COCO file with `camloc_class_id: 1e999`", A(*SCORE_BOXES), 2,
+         r"categories\[0\]\.camloc_class_id: expected a whole number, got inf",
+         setup=s_box_file(_coco().replace('"camloc_class_id": 0', '"camloc_class_id": 1e999')),
+         check=no_out, one_line=True),
+    Case("score-boxes-nul-path", "score", "`--boxes` COCO file with a NUL in `camloc_path`",
+         A(*SCORE_BOXES), 2, r"images\[0\]\.camloc_path: .*got a NUL character",
+         setup=s_box_file(_coco(images__0__camloc_path="/tmp/a\x00.png")), check=no_out,
+         one_line=True),
+    Case("score-boxes-jsonl-class-ids", "score",
+         "`--boxes` results.jsonl with non-numeric `class_ids`", A(*SCORE_BOXES), 2,
+         r"boxes\.json: record 1 .*class_ids\[0\]: expected a whole number, got \"red\"",
+         setup=s_box_file(json.dumps({**_RESULT, "class_ids": ["red"]}) + "\n"),
+         check=no_out, one_line=True),
+    Case("score-boxes-jsonl-probs", "score", "`--boxes` results.jsonl with non-numeric `probs`",
+         A(*SCORE_BOXES), 2, r"record 1 .*probs\[0\]: expected a finite number, got \"high\"",
+         setup=s_box_file(json.dumps({**_RESULT, "probs": ["high"]}) + "\n"), check=no_out,
+         one_line=True),
+    Case("score-boxes-jsonl-nul-path", "score", "`--boxes` results.jsonl with a NUL in `path`",
+         A(*SCORE_BOXES), 2, r"record 1 .*path: .*got a NUL character",
+         setup=s_box_file(json.dumps({**_RESULT, "path": "data/images/test/\x00.png"}) + "\n"),
+         check=no_out, one_line=True),
+    Case("score-boxes-good", "score", "`--boxes` a well-formed COCO file (one image of 12)",
+         A(*SCORE_BOXES), 0, r"", setup=s_box_file(_coco()),
+         check=lambda c, r: json.loads((c.work / "out" / "report.json").read_text())
+         ["counts"]["matched"] == 1),
 ]
 
 
@@ -1314,13 +1484,19 @@ def render_doc() -> str:
         "Decisions the cases pin down:",
         "",
         "- Usage errors (any verb): exit 2, one line `error: ...; see 'camloc VERB --help'`.",
-        "- `camloc explain --out` is locked while a run writes (`OUT/.camloc.lock`, `flock`); a",
-        "  second run into it is refused at once (exit 2), naming the process holding it.",
+        "- Every verb's `--out` (explain, evaluate, compare, units, train, probe, score) is locked",
+        "  while a run writes (`OUT/.camloc.lock`, `flock`); a second run into it is refused at",
+        "  once (exit 2), naming the process holding it.",
         "- Resume is keyed on the resolved absolute path; the settings that determine the results",
         "  are stored in `manifest.json`, and a re-run with other settings is refused (pass",
         "  `--overwrite` to redo everything with the new settings, or choose another `--out`).",
         "  Everything (the model included) is validated before anything is written.",
-        "- camloc never writes through a symbolic link: outputs that are links are refused.",
+        "- camloc never writes through a symbolic link: outputs, and folders under `--out`, that",
+        "  are links are refused (`camloc.io.make_out_dir`, every verb); a model folder's",
+        "  `weights_file` must lie inside it.",
+        "- camloc deletes or replaces only what it made: its temporary files carry `.camloc-` in",
+        "  their names, its export folders (`yolo/`, `voc/`) a `.camloc-export` marker; a user's",
+        "  own files in `--out` are kept, or the run is refused.",
         "- `errors.jsonl` is replaced atomically at the end of each run: this run's failures plus",
         "  earlier ones for inputs this run did not look at.",
         "",

@@ -183,3 +183,22 @@ def test_small_things(page, samples_dir):
     assert dl.value.suggested_filename == "camloc-chelsea-cam.json"
     assert json.loads(open(dl.value.path(), encoding="utf-8").read())["classes"][0]["name"] == first
     assert before.size[0] > 0 and page.errors == []
+
+
+def test_viewer_height_scale_and_raw_map(page):
+    """Issue #23.4: a 40x2000 PNG became a 734 x 36,700 px canvas; no colour scale; no raw view."""
+    tall = io.BytesIO()
+    Image.new("RGB", (40, 2000), (250, 250, 250)).save(tall, "PNG")
+    page.set_input_files("#file", files=[{"name": "tall.png", "mimeType": "image/png",
+                                          "buffer": tall.getvalue()}])
+    _until(page, "document.querySelector('#classes li') && !document.body.dataset.busy")
+    bb = page.locator("#view").bounding_box()
+    assert bb["height"] <= 0.75 * 860 + 1 and bb["width"] < 100, bb
+    scale = page.eval_on_selector("#scale", "c => Array.from(c.getContext('2d')"
+                                            ".getImageData(0, 0, c.width, 1).data)")
+    assert scale[3] == 0 and scale[-1] == 255  # from transparent to opaque
+    shown = page.locator("#view").screenshot()
+    page.check("#raw-map")
+    assert page.locator("#view").screenshot() != shown
+    page.uncheck("#raw-map")
+    assert page.errors == []

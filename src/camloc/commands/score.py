@@ -21,7 +21,8 @@ def register(app: typer.Typer) -> None:
         fmt: str = typer.Option("auto", "--format"),
         image_root: str = typer.Option(None, "--image-root", help="Folder the metadata's image "
                                                                   "paths are relative to."),
-        synsets: str = typer.Option(None, "--synsets", help="LOC_synset_mapping.txt."),
+        synsets: str = typer.Option(None, "--synsets", help="LOC_synset_mapping.txt, or "
+                                                            "'imagenet'."),
         num_classes: int = typer.Option(None, "--num-classes", help="The dataset's class count."),
         out: Path = typer.Option(Path("camloc-score"), "--out", "-o"),
         workers: int = typer.Option(0, help="Processes scoring shards (0: every CPU, up to 16)."),

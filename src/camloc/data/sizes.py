@@ -9,9 +9,9 @@ pixels.
 
 from __future__ import annotations
 
-from camloc.data.sample import Dataset, SizeFill
+from camloc.data.sample import Dataset, SizeFill, box_problems
 
-__all__ = ["fill_sizes", "check_sizes"]
+__all__ = ["fill_sizes", "check_sizes", "box_problems"]
 
 
 def fill_sizes(dataset: Dataset) -> SizeFill:
@@ -23,13 +23,16 @@ def check_sizes(dataset: Dataset, raise_error: bool = True) -> list[tuple[str, i
     """Compare every size the metadata gives with the image file's header (upright: EXIF
     orientations 5-8 swap width and height, as decoding does).
 
+    Where the metadata gives no size (or it was read from the header), the boxes are checked
+    against the header's size instead (:func:`box_problems`): a box of 0,0,5000,5000 on a
+    227 x 227 image would otherwise be scored as if it fitted.
+
     Returns the disagreements as ``(metadata file, line, reason)``; with ``raise_error`` (the
     default) they are raised as one :class:`DatasetError` instead. Images that cannot be opened
-    are not size problems: the evaluation reports them as failed images. Samples without a
-    metadata size, or whose size was read from the header, are skipped.
+    are not size problems: the evaluation reports them as failed images.
 
-    Cost: one header read per sample with a metadata size (about as much as listing the files;
-    no pixel is decoded). A loader that decodes every image anyway can compare for free with
+    Cost: one header read per sample with a metadata size or with boxes (about as much as
+    listing the files; no pixel is decoded). A loader that decodes every image anyway can compare for free with
     :meth:`camloc.data.sample.Sample.size_mismatch`.
 
     >>> import tempfile, pathlib

@@ -40,9 +40,11 @@ from camloc.evaluation.state import EvalState
 from camloc.models.heads import eval_mode
 from camloc.models.loader import CamModel
 from camloc.runtime import channels_last
+from camloc.targets import ClassTarget, ScoreFn, Target
 
-__all__ = ["EvalState", "build_report", "calibration_threshold", "check_classes", "check_fits_model",
-           "check_eval_settings", "evaluate_model", "evaluate_state", "gt_class_maps", "make_engine",
+__all__ = ["EvalState", "build_report", "check_calibration_report", "map_engine", "map_settings",
+           "calibration_threshold", "check_classes", "check_fits_model", "check_eval_settings",
+           "evaluate_model", "evaluate_state", "gt_class_maps", "make_engine", "fit_classes",
            "method_block", "scoremap_of", "write_per_image", "PROTOCOLS", "EVAL_SIZE",
            "prepare_scoremap"]
 
@@ -101,14 +103,27 @@ def check_classes(model: CamModel, dataset: Any) -> None:
                         synsets=_model_synsets(model))
 
 
-def check_fits_model(model: CamModel, dataset: Any) -> None:
+def fit_classes(model: CamModel, dataset: Any) -> Any:
+    """``dataset`` numbered as ``model`` numbers its classes: renumbered by WordNet id where both
+    have them (an ImageNet subset whose classes are ``n01440764``-style ids, in any layout,
+    onto an ImageNet model), else unchanged; raises :class:`~camloc.errors.DatasetError` where
+    the classes do not match (:func:`camloc.data.classes.fit_to_model_classes`)."""
+    from camloc.data.classes import fit_to_model_classes
+
+    return fit_to_model_classes(dataset, model.spec.num_classes, model.spec.class_names,
+                                synsets=_model_synsets(model))
+
+
+def check_fits_model(model: CamModel, dataset: Any) -> Any:
     """Refuse a dataset that would give silently wrong figures with ``model``: class ids that do not
-    mean the model's classes (:func:`check_classes`), or metadata sizes that disagree with the image
+    mean the model's classes (:func:`fit_classes`), or metadata sizes that disagree with the image
     headers (boxes would be rescaled from the wrong size; ``dataset.check_sizes()``). Raises
-    :class:`~camloc.errors.DatasetError` naming the file and line."""
-    check_classes(model, dataset)
+    :class:`~camloc.errors.DatasetError` naming the file and line. Returns the dataset to score:
+    renumbered into the model's classes where its classes are WordNet ids (:func:`fit_classes`)."""
+    dataset = fit_classes(model, dataset)
     if hasattr(dataset, "check_sizes"):
         dataset.check_sizes()
+    return dataset
 
 
 def check_eval_settings(interval: object, fixed_threshold: object, batch_size: object,
@@ -126,10 +141,108 @@ def check_eval_settings(interval: object, fixed_threshold: object, batch_size: o
 
 def make_engine(model: CamModel, method: str = "cam", layer: Any = None,
                 method_options: dict[str, Any] | None = None) -> Any:
-    """The map method evaluate runs (:func:`camloc.cams.make_method`)."""
+    """The map method evaluate runs (:func:`camloc.cams.make_method`); a wrapper such as
+    :class:`camloc.cams.tta.TTAMethod` or :class:`camloc.localizer.LocalizedMethod` as it is."""
     from camloc.cams import make_method
 
+    if _is_wrapper(method):
+        if layer is not None or any(v is not None for v in (method_options or {}).values()):
+            raise ConfigError("layer/options: give them when constructing the method instance")
+        return method
+
     return make_method(model, method, layer, **(method_options or {}))
+
+
+def map_engine(model: CamModel, method: str | Any = "cam", layer: Any = None,
+               method_options: dict[str, Any] | None = None, tta: Any = None,
+               localizer: Any = None, base: Any = None) -> tuple[Any, Any, Any]:
+    """``(engine, localizer, tta)``: the map method (``base`` when given, e.g. an onnxruntime
+    engine) with the localizer's foreground combined in and wrapped in TTA. ``localizer``: a
+    folder or a :class:`~camloc.localizer.Localizer` (checked against the model); ``tta``: a
+    ``--tta`` text or :class:`~camloc.cams.tta.TTA`; ``None`` takes the localizer's recommended
+    TTA (``"none"``: no TTA)."""
+    from camloc.cams.tta import parse_tta, with_tta
+
+    loc = None
+    if localizer is not None:
+        from camloc.localizer.model import Localizer, load_localizer, with_localizer
+
+        loc = localizer if isinstance(localizer, Localizer) else load_localizer(localizer)
+        loc.check_model(model)
+    spec = parse_tta(tta if tta is not None else (loc.tta if loc is not None else None))
+    engine = base if base is not None else make_engine(model, method, layer, method_options)
+    if loc is not None:
+        engine = with_localizer(engine, loc)
+    return with_tta(engine, spec), loc, spec
+
+
+def map_settings(tta: Any, localizer: Any, dataset: Any, calibrate: float | None,
+                 calibrate_source: str | None) -> dict[str, Any]:
+    """The report's ``tta``, ``localizer`` and ``calibration`` blocks. ``localizer.scored_fit_images``
+    counts the scored images the localizer was fitted on (the figures are not held-out then)."""
+    out: dict[str, Any] = {"tta": tta.describe() if tta is not None else "none"}
+    if localizer is not None:
+        block = localizer.settings()
+        fitted = set(localizer.fit.get("fit_ids", []))
+        ids = {s.image_id for s in dataset.samples}
+        overlap = len(fitted & ids)
+        block["scored_fit_images"] = overlap
+        block["heldout"] = overlap == 0
+        if overlap:
+            block["note"] = (f"{overlap} of the {len(ids)} scored images were used to fit the "
+                             f"localizer or choose its settings: these figures are not held-out")
+        out["localizer"] = block
+    if calibrate is not None:
+        out["calibration"] = {"threshold": calibrate, "source": calibrate_source}
+    return out
+
+
+def check_calibration_report(value: str | float | None, tta: Any, localizer: Any) -> None:
+    """Refuse a ``--calibrate`` report made with another TTA or another localizer (its threshold
+    belongs to other maps). A number, or a report without these keys (``"none"``), passes
+    when this run has neither."""
+    import json
+
+    if value is None or value == "":
+        return
+    try:
+        float(value)
+        return
+    except (TypeError, ValueError):
+        pass
+    try:
+        rep = json.loads(Path(str(value)).read_text())
+    except (OSError, ValueError):
+        return  # calibration_threshold names the problem
+    if not isinstance(rep, dict):
+        return
+    theirs = str(rep.get("tta", "none"))
+    ours = tta.describe() if tta is not None else "none"
+    if theirs != ours:
+        raise ConfigError(f"--calibrate {value}: that report was made with --tta {theirs}, this run "
+                          f"uses --tta {ours}; its threshold is for other maps (calibrate with the "
+                          f"same --tta)")
+    their_key = _loc_key(rep.get("localizer"))
+    our_key = None if localizer is None else _loc_key(localizer.settings())
+    if their_key != our_key:
+        raise ConfigError(f"--calibrate {value}: that report was made "
+                          f"{'without a localizer' if their_key is None else 'with localizer ' + str(their_key)}"
+                          f", this run uses "
+                          f"{'none' if our_key is None else 'localizer ' + str(our_key)}; its "
+                          f"threshold is for other maps")
+
+
+def _loc_key(block: Any) -> str | None:
+    if not isinstance(block, dict):
+        return None
+    return block.get("key")
+
+
+def _is_wrapper(method: Any) -> bool:
+    from camloc.cams import CAMMethod
+
+    return not isinstance(method, (str, CAMMethod)) and callable(method) \
+        and hasattr(method, "model") and hasattr(method, "needs_grad")
 
 
 def method_block(engine: Any, method_options: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -139,14 +252,19 @@ def method_block(engine: Any, method_options: dict[str, Any] | None = None) -> d
             "needs_grad": bool(engine.needs_grad)}
 
 
-def gt_class_maps(engine: Any, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
-    """Logits ``(N, C)`` and the raw ``(N, h, w)`` maps of each image's ground-truth class.
+def gt_class_maps(engine: Any, x: torch.Tensor, labels: torch.Tensor | Target | ScoreFn
+                  ) -> tuple[torch.Tensor, np.ndarray]:
+    """Logits ``(N, C)`` and the raw ``(N, h, w)`` maps of each image's ground-truth class
+    (``labels`` ``(N,)``), or of another target with one score per image (a
+    :class:`~camloc.targets.Target`, e.g. ``Margin(labels)``, or a callable on the logits; see
+    :mod:`camloc.targets`).
 
     Gradient methods run with autograd (outside inference mode, from the target layer up);
     the others in inference mode."""
+    target = labels if isinstance(labels, Target) or callable(labels) else ClassTarget(labels)
     ctx = contextlib.nullcontext() if engine.needs_grad else torch.inference_mode()
     with ctx:
-        out = engine(x, classes=labels[:, None].to(engine.model.device))
+        out = engine(x, classes=target)
     return out.logits.detach().float().cpu(), out.maps[:, 0].detach().cpu().numpy()
 
 
@@ -180,10 +298,10 @@ def evaluate_state(model: CamModel, dataset: Any, protocol: str = "wsol", interv
     if protocol not in PROTOCOLS:
         raise ConfigError(f"protocol={protocol!r}: expected one of {PROTOCOLS}")
     check_eval_settings(interval, fixed_threshold, batch_size, workers)
+    if check_dataset:
+        dataset = check_fits_model(model, dataset)
     samples = labelled_samples(dataset, NEEDS_LABELS)
     engine = make_engine(model, method, layer, method_options)
-    if check_dataset:
-        check_fits_model(model, dataset)
     has_boxes = any(len(s.boxes) for s in samples)
     has_masks = any(s.mask_paths for s in samples)
     # The network sees the whole image at its own input size (224 for ImageNet models); maps
@@ -312,20 +430,35 @@ def evaluate_model(model: CamModel, dataset: Any, protocol: str = "wsol", interv
                    progress: Callable[[int, int], None] | None = None,
                    tf32: bool = False, *, method: str = "cam", layer: Any = None,
                    method_options: dict[str, Any] | None = None,
-                   check_dataset: bool = True) -> dict[str, Any]:
+                   check_dataset: bool = True, tta: Any = None, localizer: Any = None,
+                   calibrate: str | float | None = None) -> dict[str, Any]:
     """Evaluate ``model`` on ``dataset`` and return the report dict (see :func:`build_report`).
 
     ``method``/``layer``/``method_options``: the map method, as :func:`evaluate_state` takes them.
+    ``tta``/``localizer``/``calibrate``: as ``camloc evaluate`` takes them (:func:`map_engine`;
+    the localizer's TTA and threshold apply unless given).
 
     Keys: ``classification`` {top1, top5}, ``localization`` (MaxBoxAcc V1/V2, GT-known/Top-1/Top-5
     Loc at the fixed and best thresholds, curves) when the dataset has boxes, ``pxap`` when it has
     masks, plus counts, protocol, model and versions.
     """
-    engine = make_engine(model, method, layer, method_options)
+    from camloc.cams.tta import parse_tta
+
+    tau = calibration_threshold(calibrate)
+    parse_tta(tta)
+    engine, loc, spec = map_engine(model, method, layer, method_options, tta, localizer)
+    check_calibration_report(calibrate, spec, loc)
+    if tau is None and loc is not None:
+        tau = loc.threshold
+    source = None if tau is None else (str(calibrate) if calibrate not in (None, "") else
+                                       "localizer")
+    if check_dataset:  # the report names the classes the images were scored against
+        dataset = check_fits_model(model, dataset)
     state = evaluate_state(model, dataset, protocol, interval, fixed_threshold, batch_size, workers,
-                           save_maps, progress, tf32, method=engine, check_dataset=check_dataset)
-    return build_report(state, model, dataset, protocol, interval,
-                        method=method_block(engine, method_options))
+                           save_maps, progress, tf32, method=engine, check_dataset=False)
+    return build_report(state, model, dataset, protocol, interval, calibrate=tau,
+                        method=method_block(engine, method_options),
+                        extra=map_settings(spec, loc, dataset, tau, source))
 
 
 def write_per_image(path: str | os.PathLike[str], state: EvalState, dataset: Any) -> int:

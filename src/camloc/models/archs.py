@@ -73,6 +73,11 @@ class ArchInfo:
 
 _Builder = Callable[..., GapNet]
 _ARCHS: dict[str, tuple[ArchInfo, _Builder]] = {}
+#: The most classes a classifier may have (ImageNet-21k has 21,841; 100,000 x 2,048 features
+#: is an 800 MB classifier).
+MAX_NUM_CLASSES = 100_000
+#: The largest ``width`` of tiny-cnn (its last blocks have 4 x width channels).
+MAX_TINY_WIDTH = 512
 
 
 def _register(name: str, description: str, stride: int, options: tuple[str, ...] = ()
@@ -125,8 +130,14 @@ def build_arch(arch: str, num_classes: int, pool: str = "avg", pretrained: bool 
     >>> net.forward_features(torch.zeros(1, 3, 224, 224)).shape
     torch.Size([1, 512, 14, 14])
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ConfigError(f"num_classes={num_classes!r}: expected a positive integer")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) \
+            or not 1 <= num_classes <= MAX_NUM_CLASSES:
+        raise ConfigError(f"num_classes={num_classes!r}: expected an integer from 1 to "
+                          f"{MAX_NUM_CLASSES}")
+    dropout = kwargs.get("dropout", 0.0)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
+            or not 0.0 <= float(dropout) < 1.0:
+        raise ConfigError(f"dropout={dropout!r}: expected a probability in [0, 1)")
     pool = _normalize_pool(pool)
     name = str(arch).strip()
     if name in _ARCHS:
@@ -355,8 +366,8 @@ def _tiny_cnn(num_classes: int, pool: str, pretrained: bool, width: int = 32,
               dropout: float = 0.0) -> GapNet:
     if pretrained:
         raise WeightsError("tiny-cnn has no pretrained weights; train it without --pretrained")
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-        raise ConfigError(f"width={width!r}: expected a positive integer")
+    if isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= MAX_TINY_WIDTH:
+        raise ConfigError(f"width={width!r}: expected an integer from 1 to {MAX_TINY_WIDTH}")
     chans = [3, width, 2 * width, 4 * width, 4 * width]
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     for i in range(4):

@@ -104,10 +104,11 @@ class CamModel:
                 f"layers={self.layers}, device={self.device})")
 
 
-def _spec_int(d: dict[str, Any], key: str, where: Path) -> int:
+def _spec_int(d: dict[str, Any], key: str, where: Path, high: int) -> int:
     value = d.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise CheckpointError(f"{where}: {key} must be a positive integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+        raise CheckpointError(f"{where}: {key} must be a positive integer no larger than "
+                              f"{high}, got {value!r}")
     return value
 
 
@@ -145,7 +146,9 @@ def _camloc_checkpoint(folder: Path, weights: Any) -> tuple[nn.Module, ModelSpec
         if key not in d:
             raise CheckpointError(f"{spec_path}: missing key {key!r}")
     wfile_in_folder = _weights_file(folder, d.get("weights_file", "model.safetensors"), spec_path)
-    nc = _spec_int(d, "num_classes", spec_path)
+    from camloc.models.archs import MAX_NUM_CLASSES
+
+    nc = _spec_int(d, "num_classes", spec_path, MAX_NUM_CLASSES)
     kwargs = d.get("arch_kwargs", {})
     if not isinstance(kwargs, dict):
         raise CheckpointError(f"{spec_path}: arch_kwargs must be an object")
@@ -153,7 +156,8 @@ def _camloc_checkpoint(folder: Path, weights: Any) -> tuple[nn.Module, ModelSpec
         model = build_arch(d["arch"], num_classes=nc, pool=d.get("pool", "avg"), pretrained=False,
                            **kwargs)
     except ConfigError as exc:
-        raise CheckpointError(f"{spec_path}: {exc}") from exc
+        field = next((f"arch_kwargs.{k}: " for k in kwargs if str(exc).startswith(f"{k}=")), "")
+        raise CheckpointError(f"{spec_path}: {field}{exc}") from exc
     wfile = Path(weights) if isinstance(weights, (str, os.PathLike)) and weights not in ("DEFAULT",) \
         else wfile_in_folder
     load_into(model, load_state_dict_file(wfile), str(wfile))

@@ -17,6 +17,7 @@ import logging
 import tempfile
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -36,13 +37,16 @@ from camloc.web.engine import DEFAULT_LAYER, ExplainJob, WebEngine
 from camloc.web.guard import BodyLimit, LoopbackHosts
 from camloc.web.jobs import JOB_ID, Cancelled, Jobs
 from camloc.web.runs import PathRefused, RunsIndex, safe_join
-from camloc.web.uploads import UploadLimits, UploadRejected, decode_upload
+from camloc.web.uploads import (
+    PixelBudget, UploadLimits, UploadRejected, check_resize, decode_upload, peek_size)
 
 __all__ = ["create_app", "ServerSettings", "ApiError"]
 
 log = logging.getLogger("camloc.web")
 MAX_CLASSES_PER_REQUEST = 50
 SLOW_QUEUE = 8  # slow requests waiting at most (503 beyond)
+RUNS_THREADS = 4  # threads reading runs (never the pool that decodes uploads)
+RUNS_TIMEOUT_S = 20.0
 # The pages load nothing from elsewhere and cannot be framed by another site.
 _PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
@@ -51,6 +55,18 @@ _PAGE_HEADERS = {
 }
 _RUN = "a run's folder, relative to --runs DIR (as /api/runs lists it)"
 _IMAGE_ID = "an image id of the dataset the run's report names"
+
+
+_ERROR_BODY = {"content": {"application/json": {"schema": {
+    "type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}}}}
+_EXPLAIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": text, **_ERROR_BODY} for code, text in (
+        (400, "a bad value (unknown method, layer or class; an undecodable image; a broken form)"),
+        (409, "the request was cancelled (DELETE /api/jobs/{job})"),
+        (413, "the upload is larger than the server accepts (bytes or pixels)"),
+        (415, "not an image (JPEG, PNG, GIF, BMP, WebP or TIFF content)"),
+        (422, "a missing or out-of-range field"),
+        (503, "the server is busy (too many requests waiting); retry shortly"))}
 
 
 class ApiError(Exception):
@@ -70,7 +86,9 @@ class ServerSettings:
     max_batch: int = 16
     max_wait_ms: float = 5.0
     max_queue: int = 256
-    allowed_hosts: tuple[str, ...] | None = ("127.0.0.1", "localhost", "[::1]", "testserver")
+    allowed_hosts: tuple[str, ...] | None = ("127.0.0.1", "localhost", "[::1]")
+    #: decoded pixels held at once by all requests (0: twice ``limits.max_pixels``)
+    max_decoded_pixels: int = 0
 
 
 def _error(status: int, reason: str) -> JSONResponse:
@@ -131,6 +149,8 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
     # Requests holding a decoded image at once (decode -> forward -> answer): enough to fill two
     # batches, few enough that a burst of huge images cannot exhaust memory.
     inflight = asyncio.Semaphore(max(4, 2 * settings.max_batch))
+    # ... and at most this many decoded pixels among them (the memory ceiling of docs/ui.md)
+    pixels = PixelBudget(settings.max_decoded_pixels or 2 * settings.limits.max_pixels)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -145,6 +165,7 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
                     jobs.cancel(job_id)
                 await slow_lane.close()
                 await batcher.close()
+                runs_pool.shutdown(wait=False, cancel_futures=True)
                 scratch["dir"] = None
 
     app = FastAPI(title="camloc", version=_version(), lifespan=lifespan, docs_url=None,
@@ -174,11 +195,18 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
         return _error(503, f"server busy: {exc}; retry shortly")
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_r: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         parts = []
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ())[1:]) or "request"
-            parts.append(f"{where}: {err.get('msg', 'invalid')}")
+            msg = err.get("msg", "invalid")
+            if where == "image" and err.get("type") == "missing":
+                kind = request.headers.get("content-type", "")
+                msg = ("no file part named 'image' in the multipart form (send the picture as "
+                       "image=@photo.jpg)" if kind.startswith("multipart/form-data") else
+                       f"send a multipart/form-data body with the picture as its 'image' part "
+                       f"(got {kind.split(';')[0] or 'no content type'})")
+            parts.append(f"{where}: {msg}")
         return _error(422, "; ".join(parts) or "invalid request")
 
     @app.exception_handler(StarletteHTTPException)
@@ -215,7 +243,9 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
                 "all_class_maps": engine.has_exact_cam, "runs": runs is not None,
                 "uptime_s": round(time.time() - started, 1), "batching": batcher.stats(), "slow_lane": slow_lane.stats(),
                 "limits": {"max_bytes": settings.limits.max_bytes,
-                           "max_pixels": settings.limits.max_pixels}}
+                           "max_pixels": settings.limits.max_pixels,
+                           "max_decoded_pixels": pixels.cap},
+                "decoded_pixels": {"held": pixels.used, "peak": pixels.peak}}
 
     @app.get("/api/classes", summary="The model's classes (id, name); q filters by name")
     async def classes(q: str = Query("", max_length=200, description="case-insensitive substring"),
@@ -232,7 +262,8 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
         return {"methods": methods_, "layers": layers, "default_method": "cam",
                 "default_layer": DEFAULT_LAYER, "map_encodings": list(MAP_ENCODINGS)}
 
-    @app.post("/api/explain", summary="Explain one image: classes, probabilities, maps and boxes")
+    @app.post("/api/explain", summary="Explain one image: classes, probabilities, maps and boxes",
+              responses=_EXPLAIN_ERRORS)
     async def explain(
         image: UploadFile = File(..., description="the image (JPEG, PNG, GIF, BMP, WebP, TIFF)"),
         method: str = Form("cam", description="a method from /api/methods"),
@@ -242,7 +273,7 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
                           description="explain the k most likely classes"),
         classes: str = Form("", description="ids or names instead of top-k: '285,281' or "
                                             "'tabby;tiger cat'"),
-        threshold: float = Form(0.2, ge=0.0, le=1.0,
+        threshold: float = Form(0.2, ge=0.0, le=1.0, allow_inf_nan=False,
                                 description="box threshold, a fraction of the map maximum"),
         multi: bool = Form(False, description="also box every connected component"),
         maps: str = Form("f16", description="map payload: f16, f32, png or none"),
@@ -272,8 +303,12 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
                 except ValueError as exc:
                     raise ApiError(409, str(exc)) from exc
         data = await image.read()
+        held = 0
         try:
             async with inflight:
+                w, h = await run_in_threadpool(peek_size, data, settings.limits)
+                need = check_resize(w, h, engine.preprocess, settings.limits.max_pixels)
+                held = await pixels.acquire(need)
                 pil = await run_in_threadpool(decode_upload, data, settings.limits, scratch["dir"])
                 del data
                 t0 = time.perf_counter()
@@ -287,6 +322,8 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
         except Cancelled as exc:
             raise ApiError(409, f"{exc}") from exc
         finally:
+            if held:
+                await pixels.release(held)
             if tracked is not None and tracked.state in ("queued", "running"):
                 tracked.cancel_event.set()  # never started (a refused upload, the queue full)
                 tracked.finish("cancelled")
@@ -318,6 +355,18 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
         return jobs.get(job).to_dict()  # type: ignore[union-attr]
 
     # ------------------------------------------------------------------ runs browser
+    # Reading runs happens in its own few threads, each read bounded in time: a file that blocks
+    # (a FIFO is refused before that, a hung network disk is not) never takes the threads that
+    # decode uploads.
+    runs_pool = ThreadPoolExecutor(max_workers=RUNS_THREADS, thread_name_prefix="camloc-runs")
+
+    async def in_runs_pool(fn: Any, *args: Any) -> Any:
+        fut = asyncio.get_running_loop().run_in_executor(runs_pool, fn, *args)
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), RUNS_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise ApiError(504, f"reading the run took more than {RUNS_TIMEOUT_S:g} s") from None
+
     def need_runs() -> RunsIndex:
         if runs is None:
             raise ApiError(404, "no runs folder: start the server with --runs DIR")
@@ -326,17 +375,17 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
     @app.get("/api/runs", summary="Evaluation runs found under --runs DIR")
     async def list_runs() -> dict[str, Any]:
         idx = need_runs()
-        return {"root": idx.root.name, "runs": await run_in_threadpool(idx.list_runs)}
+        return {"root": idx.root.name, "runs": await in_runs_pool(idx.list_runs)}
 
     @app.get("/api/runs/report", summary="One run: report, figures, per-image records")
     async def run_report(run: str = Query(..., max_length=1000, description=_RUN)) -> dict[str, Any]:
-        return await run_in_threadpool(need_runs().run, run)
+        return await in_runs_pool(need_runs().run, run)
 
     @app.get("/api/runs/image", summary="One image of a run: ground-truth and predicted boxes")
     async def run_image(run: str = Query(..., max_length=1000, description=_RUN),
                         image_id: str = Query(..., max_length=1000, description=_IMAGE_ID)
                         ) -> dict[str, Any]:
-        info = await run_in_threadpool(need_runs().image_info, run, image_id)
+        info = await in_runs_pool(need_runs().image_info, run, image_id)
         info["url"] = app.url_path_for("run_image_jpeg") + "?" + _query(run=run, image_id=image_id)
         return info
 
@@ -344,7 +393,7 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
     async def run_image_jpeg(run: str = Query(..., max_length=1000, description=_RUN),
                              image_id: str = Query(..., max_length=1000, description=_IMAGE_ID)
                              ) -> Response:
-        data = await run_in_threadpool(need_runs().image_jpeg, run, image_id)
+        data = await in_runs_pool(need_runs().image_jpeg, run, image_id)
         return Response(data, media_type="image/jpeg",
                         headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "max-age=300"})
 
@@ -358,7 +407,8 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
                                               "style-src 'unsafe-inline'"}
         return FileResponse(str(target), headers=headers)
 
-    app.add_middleware(BodyLimit, max_bytes=settings.limits.max_bytes + 64 * 1024)
+    app.add_middleware(BodyLimit, max_bytes=settings.limits.max_bytes + 64 * 1024,
+                       upload_bytes=settings.limits.max_bytes)
     if settings.allowed_hosts is not None:
         app.add_middleware(LoopbackHosts, allowed=settings.allowed_hosts)
     return app

@@ -160,6 +160,7 @@ def read_ilsvrc_xml(p: Path, split: str | None, *, annotations: Any = None, imag
                 size = (w, h)
                 size_at = (str(xml), size_node.line)
         syns, boxes = [], []
+        box_at: list[tuple[str, int]] = []
         objects = tree.findall("object")
         if not objects:
             problems.add(xml, tree.line, "no <object> in the annotation")
@@ -185,19 +186,20 @@ def read_ilsvrc_xml(p: Path, split: str | None, *, annotations: Any = None, imag
                 continue
             syns.append((name_node.text, name_node.line))
             boxes.append(box)
+            box_at.append((str(xml), bb.line))
         if len({s for s, _ in syns}) > 1:
             problems.add(xml, syns[1][1] if len(syns) > 1 else tree.line,
                          f"objects of several classes ({', '.join(sorted({s for s, _ in syns}))}); "
                          "an ILSVRC image has one label")
         seen_syn.extend(s for s, _ in syns)
-        records.append((xml, img, syns[0] if syns else None, boxes, size, size_at))
+        records.append((xml, img, syns[0] if syns else None, boxes, size, size_at, box_at))
     for f in sorted(set(by_stem.values()) - used):
         problems.add(f, 0, f"image has no XML annotation in {xml_dir}")
     syn_list, names, class_source = ilsvrc_classes(synsets, [p, p.parent, xml_dir], seen_syn,
                                                    classes, num_classes, p, problems)
     index = {s: i for i, s in enumerate(syn_list)}
     samples = []
-    for xml, img, syn, boxes, size, size_at in records:
+    for xml, img, syn, boxes, size, size_at, box_at in records:
         label = None
         if syn is not None:
             if syn[0] not in index:
@@ -206,7 +208,7 @@ def read_ilsvrc_xml(p: Path, split: str | None, *, annotations: Any = None, imag
             label = index[syn[0]]
         samples.append(Sample(image_id=img.relative_to(img_dir).as_posix(), path=img, label=label,
                               boxes=np.asarray(boxes, dtype=np.float64), size=size,
-                              size_source=size_at))
+                              size_source=size_at, box_lines=tuple(box_at)))
     problems.raise_if_any(f"ILSVRC XML dataset {p}")
     return Dataset(name=name or dataset_name(p), root=img_dir, format="ilsvrc-xml", split=split,
                    samples=samples, class_names=names, synsets=syn_list,

@@ -374,7 +374,7 @@
     const W = r.geometry.input_width, H = r.geometry.input_height;
     const c = document.createElement("canvas");
     c.width = W; c.height = H;
-    c.getContext("2d").putImageData(new ImageData(M.heatmapPixels(e.map, W, H), W, H), 0, 0);
+    c.getContext("2d").putImageData(new ImageData(M.heatmapPixels(e.map, W, H, $("raw-map").checked), W, H), 0, 0);
     state.heat = c;
   }
 
@@ -382,11 +382,16 @@
   // per original pixel.
   function paint(ctx, scale, heat, boxes, opacity) {
     const r = state.response, g = r.geometry;
+    const raw = $("raw-map").checked;
     ctx.clearRect(0, 0, ctx.canvas.width, ctx.canvas.height);
-    ctx.drawImage(state.image, 0, 0, ctx.canvas.width, ctx.canvas.height);
-    if (heat && opacity > 0) {
+    if (raw) {  // the map alone: black where the network input does not reach
+      ctx.fillStyle = "#000"; ctx.fillRect(0, 0, ctx.canvas.width, ctx.canvas.height);
+    } else {
+      ctx.drawImage(state.image, 0, 0, ctx.canvas.width, ctx.canvas.height);
+    }
+    if (heat && (opacity > 0 || raw)) {
       ctx.save();
-      ctx.globalAlpha = opacity;
+      ctx.globalAlpha = raw ? 1 : opacity;
       ctx.imageSmoothingEnabled = true;
       // input pixel x_in covers original x = (x_in + offset) / scale
       ctx.drawImage(heat, scale * g.offset_x / g.scale_x, scale * g.offset_y / g.scale_y,
@@ -560,6 +565,16 @@
     };
   }
 
+  // The colour scale under the picture: the overlay's colours and opacities from 0 to 1.
+  function drawScale() {
+    const c = $("scale"), w = c.width, h = c.height;
+    const line = new Float32Array(w);
+    for (let i = 0; i < w; i++) line[i] = i / (w - 1);
+    const px = M.heatmapPixels(line, w, 1, false), img = new ImageData(w, h);
+    for (let y = 0; y < h; y++) img.data.set(px, 4 * w * y);
+    c.getContext("2d").putImageData(img, 0, 0);
+  }
+
   // camloc-<image>-<method>-<class>.<ext>: one name per picture, method and class
   function downloadName(ext) {
     const r = state.response, e = state.entries[state.selected];
@@ -579,6 +594,8 @@
       draw();
     });
     $("multi").addEventListener("change", draw);
+    $("raw-map").addEventListener("change", function () { buildHeat(); draw(); });
+    drawScale();
     const reexplain = function () {
       if (!state.entries.length) return explain(null, false);
       explain(state.entries.map(function (e) { return e.id; }), false);
