@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from camloc.cams.engine import ClassSelection, CamOutput, select_classes
+from camloc.targets import ClassTarget, Target
 from camloc.cams.exact import CAM
 from camloc.errors import ConfigError, ModelError
 from camloc.models.loader import CamModel
@@ -168,7 +169,7 @@ class OnnxCAM(CAM):
             raise ConfigError(f"{self.path}: its logits differ from {model.spec.name}'s (relative "
                               f"error {err:.2g}); it was exported from another model or weights")
 
-    def _classes_feed(self, n: int, classes: ClassSelection) -> np.ndarray:
+    def _classes_feed(self, n: int, classes: ClassSelection | Target) -> np.ndarray:
         c = int(self.model.spec.num_classes)
         if isinstance(classes, str) and classes == "all":
             return np.arange(c, dtype=np.int64)[None]
@@ -178,10 +179,17 @@ class OnnxCAM(CAM):
             if classes < 1:
                 raise ConfigError(f"top_k={classes}: must be at least 1")
             return np.full((1, min(classes, c)), -1, dtype=np.int64)
+        if isinstance(classes, ClassTarget):
+            classes.check(n, c)
+            return classes.class_ids.cpu().numpy().astype(np.int64)
+        if isinstance(classes, Target) or callable(classes):
+            raise ConfigError(f"classes={classes!r}: exact CAM reads the classifier's rows, so "
+                              f"it explains class logits only (class ids or a ClassTarget)")
         ids = select_classes(torch.zeros(n, c), classes)  # validates ids and shape
         return ids.cpu().numpy().astype(np.int64)
 
-    def __call__(self, x: torch.Tensor, classes: ClassSelection = 5) -> CamOutput:
+    def __call__(self, x: torch.Tensor, classes: ClassSelection | Target = 5  # type: ignore[override]
+                 ) -> CamOutput:
         """Run the graph on the batch ``x`` (``(N, 3, H, W)`` at the exported size) and return
         the maps of ``classes`` (see :func:`~camloc.cams.select_classes`)."""
         if not isinstance(x, torch.Tensor) or x.dim() != 4:

@@ -60,6 +60,19 @@ def test_engine_returns_what_cam_returns(model, cache, classes):
     assert [p.suffix for p in sorted(cache.iterdir())] == [".json", ".onnx"]
 
 
+def test_targets(model, cache):
+    from camloc.targets import ClassTarget, Margin
+
+    engine = OnnxCAM(model)
+    x = torch.randn(3, 3, 32, 48)
+    got, want = engine(x, classes=ClassTarget([4, 0, 2])), CAM(model)(x, classes=[[4], [0], [2]])
+    assert got.class_ids.tolist() == [[4], [0], [2]] and (got.maps - want.maps).abs().max() < 1e-4
+    with pytest.raises(ConfigError, match="class logits only"):
+        engine(x, classes=Margin(1))
+    with pytest.raises(ConfigError, match="3 images"):
+        engine(x, classes=ClassTarget([1, 2]))
+
+
 def test_cache_is_reused_and_keyed_by_weights(model, cache):
     first = OnnxCAM(model).path
     stamp = first.stat().st_mtime_ns
