@@ -96,7 +96,7 @@ class Localizer:
         for a in (self.mean, self.std, self.weight):
             if a is not None:
                 h.update(np.asarray(a, np.float32).tobytes())
-        h.update(str(float(self.bias)).encode())
+        h.update(np.float32(self.bias).tobytes())
         return h.hexdigest()[:12]
 
     def settings(self) -> dict[str, Any]:
