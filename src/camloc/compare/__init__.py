@@ -25,14 +25,14 @@ from typing import Any
 
 from camloc.compare.calibration import Calibration, holdout_indices, load_calibration, parse_holdout
 from camloc.compare.options import resolve_methods
-from camloc.compare.tta import TTA, parse_tta
+from camloc.cams.tta import TTA, parse_tta
 
 __all__ = ["compare", "split_for_calibration", "calibrate", "FaithfulnessSettings", "TTA",
            "parse_tta", "tta_maps", "Calibration", "load_calibration", "resolve_methods",
            "build_methods", "check_inputs", "compare_state", "CompareState"]
 
 _LAZY = {"FaithfulnessSettings": "run", "CompareState": "run", "build_methods": "run",
-         "compare_state": "run", "scoremap_of": "run", "tta_maps": "tta"}
+         "compare_state": "run", "scoremap_of": "run", "tta_maps": "tta"}  # camloc.cams.tta
 
 
 def __getattr__(name: str) -> Any:  # torch-heavy names load on first use

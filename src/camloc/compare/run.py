@@ -26,7 +26,7 @@ import torch
 
 from camloc.compare.calibration import Calibration
 from camloc.compare.options import resolve_methods
-from camloc.compare.tta import TTA, tta_maps
+from camloc.cams.tta import TTA, tta_maps
 from camloc.errors import ConfigError, UnsupportedHeadError
 from camloc.evaluation.batches import EVAL_SIZE, labelled_samples
 
