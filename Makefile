@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test test-fast venv bench clean
+.PHONY: demo test test-fast lint venv bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,14 +21,19 @@ demo: $(STAMP)
 	$(VENV)/bin/camloc explain src/camloc/assets/samples --out $(DEMO_OUT) --top-k 3 --overwrite
 	@echo "Overlays and results.jsonl are in $(DEMO_OUT)/"
 
-# Two lanes: everything on two xdist workers, then the timing tests marked `serial` alone (their
+# The rules held by tools: ruff's lint and the import contracts (both configured in pyproject.toml).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	PYTHONPATH=src $(VENV)/bin/lint-imports
+
+# The lint first; then two lanes: everything on two xdist workers, then the timing tests marked `serial` alone (their
 # goals are ratios that another worker sharing the 2 cores would distort).
-test: $(STAMP)
+test: lint
 	$(PY) -m pytest -n 2 --dist loadfile -q --durations=15 -m "not serial"
 	$(PY) -m pytest -q -m serial --durations=5
 
 # The fast lane: everything not marked slow, stopping at the first failure.
-test-fast: $(STAMP)
+test-fast: lint
 	$(PY) -m pytest -n 2 --dist loadfile -q -x -m "not slow" --durations=10
 
 bench: $(STAMP)

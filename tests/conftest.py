@@ -58,7 +58,7 @@ def make_gapnet():
     return tiny_gapnet
 
 
-def _run_torchrun(args: list[str], nproc: int = 2, timeout: float = 180.0):
+def _run_torchrun(args: list[str], nproc: int = 2, timeout: float = 600.0):
     """Run ``torchrun --standalone --nproc_per_node=nproc -m camloc ARGS`` in its own process
     group (killed whole on timeout, so no rank is left behind); returns CompletedProcess."""
     import os

@@ -32,8 +32,8 @@ app = typer.Typer(
 # Verb modules, in the order they appear in --help: adding a verb is adding its name here (and
 # writing camloc/commands/<name>.py with a register(app)). A missing module is skipped so that a
 # partial install still offers the verbs it has.
-VERBS = ("explain", "evaluate", "score", "compare", "synth", "train", "probe", "methods", "units", "serve")
-VERBS += ("localizer",)
+VERBS = ("explain", "evaluate", "score", "compare", "synth", "train", "probe", "methods", "units", "serve",
+         "export", "localizer")
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1

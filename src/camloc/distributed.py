@@ -54,7 +54,7 @@ class DistContext:
         Raises:
             ConfigError: malformed variables, or a device that does not exist.
         """
-        from camloc.models.registry import resolve_device
+        from camloc.devices import resolve_device
 
         env = os.environ if environ is None else environ
         try:

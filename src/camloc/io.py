@@ -13,11 +13,13 @@ Every file camloc writes goes through a temporary file in the same folder follow
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import math
 import os
 import platform
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,12 +31,16 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "atomic_save_npy",
+    "clean_text",
     "JsonlWriter",
+    "TEMP_MARK",
     "LOCK_NAME",
     "NAME_MAX",
     "dumps",
     "folder_lock",
     "is_temp_file",
+    "make_out_dir",
+    "out_lock",
     "json_default",
     "refuse_symlink",
     "repair_jsonl",
@@ -46,20 +52,24 @@ __all__ = [
 
 #: Longest file name most filesystems accept (ext4, XFS, btrfs, APFS, NTFS: 255 bytes or units).
 NAME_MAX = 255
+#: What every temporary file camloc writes carries in its name (``.NAME.camloc-XXXXXXXX.tmp``):
+#: only files with this mark are ever cleaned up, so a user's own ``.*.tmp`` files are kept.
+TEMP_MARK = ".camloc-"
 _TMP_SUFFIX = ".tmp"
 _TMP_RANDOM = 8  # characters tempfile.mkstemp adds
 
 
 def _tmp_prefix(name: str) -> str:
-    """``.NAME.`` for the temporary file beside ``NAME``, shortened (with a hash, so two long
-    names do not share a prefix) when ``.NAME.XXXXXXXX.tmp`` would exceed :data:`NAME_MAX`."""
-    prefix = f".{name}."
+    """``.NAME.camloc-`` for the temporary file beside ``NAME``, shortened (with a hash, so two
+    long names do not share a prefix) when ``.NAME.camloc-XXXXXXXX.tmp`` would exceed
+    :data:`NAME_MAX`."""
+    prefix = f".{name}{TEMP_MARK}"
     room = NAME_MAX - _TMP_RANDOM - len(_TMP_SUFFIX)
     if len(prefix.encode("utf-8", "surrogateescape")) <= room:
         return prefix
     digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:12]
-    head = _truncate_bytes(name, room - len(digest) - 4)
-    return f".{head}~{digest}."
+    head = _truncate_bytes(name, room - len(digest) - 3 - len(TEMP_MARK))
+    return f".{head}~{digest}{TEMP_MARK}"
 
 
 def _truncate_bytes(text: str, limit: int) -> str:
@@ -71,8 +81,16 @@ def _truncate_bytes(text: str, limit: int) -> str:
 
 
 def is_temp_file(name: str) -> bool:
-    """Whether ``name`` looks like one of :func:`atomic_open`'s temporary files."""
-    return name.startswith(".") and name.endswith(_TMP_SUFFIX)
+    """Whether ``name`` is one of :func:`atomic_open`'s temporary files (a user's own
+    ``.notes.tmp`` is not: camloc's carry :data:`TEMP_MARK`).
+
+    >>> is_temp_file(".report.json.camloc-k2j3h4g5.tmp"), is_temp_file(".notes.tmp")
+    (True, False)
+    """
+    if not (name.startswith(".") and name.endswith(_TMP_SUFFIX)):
+        return False
+    i = name.rfind(TEMP_MARK)
+    return i > 0 and len(name) - i - len(TEMP_MARK) - len(_TMP_SUFFIX) == _TMP_RANDOM
 
 
 @contextlib.contextmanager
@@ -80,10 +98,14 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[Bina
     """Open a temporary file beside ``path``; rename it over ``path`` only if the block succeeds.
 
     The rename replaces ``path`` itself: if ``path`` is a symbolic link, the link is replaced and
-    its target is never written. Any legal file name works (the temporary name is shortened
-    when ``path``'s name is close to the 255-byte limit)."""
+    its target is never written; under an output folder held by :func:`folder_lock`, no folder
+    between it and ``path`` may be a link either (see :func:`make_out_dir`). Any legal file name
+    works (the temporary name is shortened when ``path``'s name is close to the 255-byte limit).
+    A write that fails for lack of room (a full disk, a quota, a file-size limit) raises an
+    :class:`OSError` with its errno and ``path`` (NumPy's short writes carry neither); nothing is
+    left behind."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _parent_dir(path)
     fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path.name), suffix=_TMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, mode) as fh:
@@ -92,10 +114,29 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[Bina
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and _no_room(exc):
+            raise _no_room_error(path, exc) from None
         raise
+
+
+_NO_ROOM = {getattr(errno, n) for n in ("ENOSPC", "EFBIG", "EDQUOT") if hasattr(errno, n)}
+
+
+def _no_room(exc: OSError) -> bool:
+    """Whether ``exc`` is a write that found no room: a full disk, a quota or a file-size limit
+    (NumPy's short-write error carries no errno: "N requested and M written")."""
+    return exc.errno in _NO_ROOM or (exc.errno is None and "requested and" in str(exc))
+
+
+def _no_room_error(path: Path, exc: OSError) -> OSError:
+    code = exc.errno if exc.errno in _NO_ROOM else errno.ENOSPC
+    why = (os.strerror(code) if exc.errno else "short write: the disk is full or a file-size "
+           "limit is set")
+    return OSError(code, f"{why}; nothing was written there: free some space (or choose "
+                   f"another output folder) and run again", str(path))
 
 
 def _umask() -> int:
@@ -111,8 +152,25 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write UTF-8 ``text`` to ``path`` atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    """Write UTF-8 ``text`` to ``path`` atomically (lone surrogates, see :func:`clean_text`,
+    become U+FFFD: a file name that is not UTF-8 never makes a report unwritable)."""
+    atomic_write_bytes(path, clean_text(text).encode("utf-8"))
+
+
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """``text`` with every lone surrogate replaced by U+FFFD, so that it encodes as UTF-8.
+
+    Python reads a file name that is not valid UTF-8 with ``surrogateescape`` (each bad byte
+    becomes a lone surrogate); such text cannot be written as UTF-8, so every writer of names
+    into a text file (JSON, XML, CSV, plot labels) passes them through here.
+
+    >>> clean_text(b"caf\\xe9.jpg".decode("utf-8", "surrogateescape")) == "caf\\ufffd.jpg"
+    True
+    """
+    return _SURROGATE_RE.sub("\ufffd", text)
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, indent: int | None = 2) -> None:
@@ -187,7 +245,7 @@ class JsonlWriter:
 
     def __init__(self, path: str | os.PathLike[str], append: bool = True) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _parent_dir(self.path)
         self._tmp: str | None = None
         if append:
             refuse_symlink(self.path)
@@ -293,10 +351,23 @@ def folder_lock(folder: str | os.PathLike[str], option: str = "--out") -> Iterat
     path = Path(folder) / LOCK_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     refuse_symlink(path)
+    root = os.path.abspath(folder)
+    _ROOTS.append(root)
+    try:
+        with _flock(path, folder, option):
+            yield path
+    finally:
+        _ROOTS.remove(root)
+
+
+@contextlib.contextmanager
+def _flock(path: Path, folder: str | os.PathLike[str], option: str) -> Iterator[None]:
+    from camloc.errors import ConfigError
+
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
-        yield path
+        yield
         return
     fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
     try:
@@ -310,9 +381,73 @@ def folder_lock(folder: str | os.PathLike[str], option: str = "--out") -> Iterat
             pass
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {platform.node()}\n".encode(), 0)
-        yield path
+        yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+@contextlib.contextmanager
+def out_lock(folder: str | os.PathLike[str], option: str = "--out") -> Iterator[None]:
+    """:func:`folder_lock` on ``folder`` in the main process of a run (``RANK`` unset or 0);
+    under ``torchrun`` the other ranks run unlocked (rank 0 holds the lock for the run).
+    Every verb that writes an ``--out`` holds this while it writes."""
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        yield
+        return
+    with folder_lock(folder, option):
+        yield
+
+
+#: Output folders held by :func:`folder_lock` in this process (absolute, not resolved): every
+#: folder camloc creates below one of them is created by :func:`make_out_dir`'s rule.
+_ROOTS: list[str] = []
+
+
+def make_out_dir(out: str | os.PathLike[str], *parts: str) -> Path:
+    """``out/PART/...``, each folder below ``out`` created if missing, never through a link.
+
+    The rule for every file and folder a verb creates under its ``--out``: a folder there that is
+    a symbolic link (its target may lie outside ``out``) or not a folder is refused with
+    :class:`~camloc.errors.ConfigError`, nothing is created through it. ``out`` itself is the
+    user's to name and may be a link.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> make_out_dir(d, "a", "b") == d / "a" / "b", (d / "a" / "b").is_dir()
+    (True, True)
+    >>> (d / "ln").symlink_to(d / "a")
+    >>> make_out_dir(d, "ln")
+    Traceback (most recent call last):
+    ...
+    camloc.errors.ConfigError: ... is a symbolic link (to ...); camloc does not write through ...
+    """
+    from camloc.errors import ConfigError
+
+    here = Path(out)
+    here.mkdir(parents=True, exist_ok=True)
+    for part in (q for p in parts for q in Path(p).parts):
+        if part in ("", ".", "..") or os.sep in part:
+            raise ConfigError(f"{here / part}: not a plain folder name")
+        here = here / part
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(here)
+        refuse_symlink(here)
+        if not here.is_dir():
+            raise ConfigError(f"{here} is not a folder; camloc needs to write a folder there: "
+                              f"move it away or choose another output folder")
+    return here
+
+
+def _parent_dir(path: Path) -> None:
+    """Create ``path``'s folder: by :func:`make_out_dir` when it lies under an output folder
+    this process holds (no link followed below it), else plainly."""
+    parent = os.path.abspath(path.parent)
+    for root in reversed(_ROOTS):
+        if parent == root or parent.startswith(root.rstrip(os.sep) + os.sep):
+            make_out_dir(root, *Path(os.path.relpath(parent, root)).parts
+                         if parent != root else ())
+            return
+    path.parent.mkdir(parents=True, exist_ok=True)
 
 
 def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:

@@ -53,7 +53,7 @@ def test_output_names_are_unique_bounded_and_safe(tmp_path):
     long = tmp_path / ("é" * 120 + ".jpg")  # 244 bytes: a legal name
     for p in (a, b, long, tmp_path / "we ird\n<name>?.png", tmp_path / "..hidden.jpg"):
         n = output_name(p)
-        assert len(f".{n}.png.XXXXXXXX.tmp".encode()) <= NAME_MAX
+        assert len(f".{n}.png.camloc-XXXXXXXX.tmp".encode()) <= NAME_MAX
         assert "/" not in n and "\n" not in n and " " not in n and not n.startswith(".")
 
 
@@ -250,8 +250,8 @@ def test_repair_jsonl_keeps_every_complete_line(tmp_path):
 def test_stale_temp_files_are_removed(run, small_images, tmp_path):
     out = tmp_path / "out"
     (out / "overlays").mkdir(parents=True)
-    (out / "overlays" / ".cat.png.abcd1234.tmp").write_bytes(b"half")
-    (out / ".results.jsonl.abcd1234.tmp").write_bytes(b"half")
+    (out / "overlays" / ".cat.png.camloc-abcd1234.tmp").write_bytes(b"half")
+    (out / ".results.jsonl.camloc-abcd1234.tmp").write_bytes(b"half")
     assert run(small_images, "-o", out) == 0
     assert no_temp_files(out)
 

@@ -57,9 +57,12 @@ def openimages_root(tmp_path: Path) -> Path:
     data = tmp_path / "dataset" / "OpenImages"
     touch(data / "test" / "cls" / "img1.jpg")
     touch(data / "test" / "cls" / "img2.jpg")
-    m1 = np.zeros((20, 30), np.uint8); m1[2:8, 3:10] = 255
-    m2 = np.zeros((20, 30), np.uint8); m2[10:15, 20:28] = 255
-    ign = np.zeros((20, 30), np.uint8); ign[0:12, 0:15] = 255   # overlaps m1 and some background
+    m1 = np.zeros((20, 30), np.uint8)
+    m1[2:8, 3:10] = 255
+    m2 = np.zeros((20, 30), np.uint8)
+    m2[10:15, 20:28] = 255
+    ign = np.zeros((20, 30), np.uint8)
+    ign[0:12, 0:15] = 255   # overlaps m1 and some background
     write_png(data / "test" / "cls" / "img1_m1.png", m1)
     write_png(data / "test" / "cls" / "img1_m2.png", m2)
     write_png(data / "test" / "cls" / "img1_ignore.png", ign)

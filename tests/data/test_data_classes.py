@@ -42,7 +42,8 @@ def test_huge_class_id_is_refused_quickly(wsol_root: Path, problems_of) -> None:
 
 
 def test_inferred_class_count_limit(tmp_path: Path, files, problems_of) -> None:
-    files.touch(tmp_path / "a.jpg"); files.touch(tmp_path / "b.jpg")
+    files.touch(tmp_path / "a.jpg")
+    files.touch(tmp_path / "b.jpg")
     # ids up to 999 need no names (ImageNet's 1000 classes), beyond that 100 per distinct label
     files.write(tmp_path / "annotations.csv", "path,label\na.jpg,999\nb.jpg,3\n")
     assert open_dataset(tmp_path).num_classes == 1000

@@ -108,8 +108,11 @@ def test_openimages_masks_and_gt_mask(openimages_root: Path) -> None:
     gt = load_gt_mask(s1)
     assert gt.dtype == np.uint8 and gt.shape == (20, 30)
     assert set(np.unique(gt).tolist()) == {0, 1, 255}
-    fg = np.zeros((20, 30), bool); fg[2:8, 3:10] = True; fg[10:15, 20:28] = True
-    ign = np.zeros((20, 30), bool); ign[0:12, 0:15] = True
+    fg = np.zeros((20, 30), bool)
+    fg[2:8, 3:10] = True
+    fg[10:15, 20:28] = True
+    ign = np.zeros((20, 30), bool)
+    ign[0:12, 0:15] = True
     np.testing.assert_array_equal(gt == 1, fg)                 # union of the instances
     np.testing.assert_array_equal(gt == 255, ign & ~fg)        # ignore minus foreground
     np.testing.assert_array_equal(gt == 0, ~fg & ~ign)
@@ -131,7 +134,8 @@ def test_gt_mask_needs_masks(wsol_root: Path) -> None:
 
 
 def test_wsol_masks_txt_beside_boxes(wsol_root: Path, files) -> None:
-    m = np.zeros((80, 100), np.uint8); m[2:60, 1:51] = 255
+    m = np.zeros((80, 100), np.uint8)
+    m[2:60, 1:51] = 255
     files.write_png(wsol_root / "masks" / "a.png", m)
     files.write_png(wsol_root / "masks" / "b.png", m)
     files.write_png(wsol_root / "masks" / "c.png", m)
@@ -254,7 +258,8 @@ def test_user_csv(tmp_path: Path, files) -> None:
 
 
 def test_user_csv_names_without_classes_file(tmp_path: Path, files) -> None:
-    files.touch(tmp_path / "x.jpg"); files.touch(tmp_path / "y.jpg")
+    files.touch(tmp_path / "x.jpg")
+    files.touch(tmp_path / "y.jpg")
     files.write(tmp_path / "annotations.csv", "path,label\nx.jpg,zebra\ny.jpg,ant\n")
     assert detect_format(tmp_path) == "csv"
     ds = open_dataset(tmp_path)
@@ -264,7 +269,8 @@ def test_user_csv_names_without_classes_file(tmp_path: Path, files) -> None:
 def test_user_json(tmp_path: Path, files) -> None:
     for n in ("a.jpg", "b.jpg"):
         files.touch(tmp_path / n)
-    m = np.zeros((10, 10), np.uint8); m[2:5, 2:5] = 255
+    m = np.zeros((10, 10), np.uint8)
+    m[2:5, 2:5] = 255
     files.write_png(tmp_path / "a_mask.png", m)
     items = [{"path": "a.jpg", "label": "dog", "boxes": [[1, 2, 3, 4], [0, 0, 9, 9]],
               "size": [10, 10], "masks": ["a_mask.png"]},

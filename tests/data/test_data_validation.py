@@ -244,7 +244,8 @@ def test_ilsvrc_csv_bad_header(csv_root: Path, problems_of) -> None:
 
 
 def test_user_csv_malformed(tmp_path: Path, files, problems_of) -> None:
-    files.touch(tmp_path / "a.jpg"); files.touch(tmp_path / "b.jpg")
+    files.touch(tmp_path / "a.jpg")
+    files.touch(tmp_path / "b.jpg")
     f = files.write(tmp_path / "d.csv",
                     "path,label,x0,y0,x1,y1,width,height\n"
                     "a.jpg,1,0,0,5,5,10,10\n"
@@ -280,7 +281,8 @@ def test_user_json_syntax_error_line(tmp_path: Path, files, problems_of) -> None
 
 
 def test_user_json_item_lines(tmp_path: Path, files, problems_of) -> None:
-    files.touch(tmp_path / "a.jpg"); files.touch(tmp_path / "b.jpg")
+    files.touch(tmp_path / "a.jpg")
+    files.touch(tmp_path / "b.jpg")
     items = [{"path": "a.jpg", "label": 0, "boxes": [[5, 0, 1, 1]]},
              {"path": "b.jpg", "label": 0, "size": [4, 4], "boxes": [[0, 0, 5, 1], [1, 2]]},
              {"path": "a.jpg"},

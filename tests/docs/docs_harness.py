@@ -16,7 +16,8 @@ How a block runs
 * Placeholders: the work folder holds ``photo.jpg``, ``new-photo.jpg`` (sample photos),
   ``my-photos/`` (a folder-per-class set made from the samples), ``imagenet-val-dev`` and
   ``../shared/data/imagenet-val-dev`` (a 16-image subset of the dev set in its own wsol format,
-  written once per session, with an image of each class the docs name: DEV_SUBSET_CLASSES), and links to the repository's ``src``, ``benchmarks`` and
+  written once per session, with an image of each class the docs name: DEV_SUBSET_CLASSES), and
+  links to the repository's ``src``, ``benchmarks`` and
   ``.venv``. A block that names the dev set is skipped, with the reason, where it is absent.
 
 Annotations
@@ -30,7 +31,7 @@ it runs; several directives can share a comment, separated by ``;``::
                                                     on a Python block: it must raise
     <!-- docs-test: expect "top-1" -->              the output must contain this text
     <!-- docs-test: replace "--epochs 12" => "--epochs 1" -->   run a lighter equivalent
-    <!-- docs-test: timeout 300 -->                 seconds (default 240; slow: 900)
+    <!-- docs-test: timeout 300 -->                 seconds (default 600; slow: 1200)
 
 An unknown directive, a skip/slow without a reason, or a ``replace`` whose text is not in the
 block fails that block's test (a typo must never skip a block silently).
@@ -55,8 +56,10 @@ from pathlib import Path
 
 SHELL_LANGS = {"bash", "sh", "shell", "console", "zsh"}
 PYTHON_LANGS = {"python", "py", "python3"}
-DEFAULT_TIMEOUT = 240.0
-SLOW_TIMEOUT = 900.0
+# hang guards, not speed goals: at least 4x the slowest block's idle time (about a minute)
+# so a busy machine never fails a block that works
+DEFAULT_TIMEOUT = 600.0
+SLOW_TIMEOUT = 1200.0
 DEV_SUBSET_SIZE = 16
 # classes the docs' examples name (units.md: monarch, pointer, toucan, yurt, jack-o'-lantern)
 DEV_SUBSET_CLASSES = (323, 210, 96, 915, 607)
@@ -267,7 +270,7 @@ def doc_files(repo: Path) -> list[Path]:
     return [f for f in files if f.is_file()]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def collect(repo: Path) -> list[Block]:
     """Every code block (shell or Python) of the docs; figures are left out. Read once per
     session, so the test items and the runners see the same blocks."""

@@ -95,7 +95,7 @@ def test_torchrun_two_processes_equal_one(dev_set, tmp_path, run_torchrun):
                  "--gallery", "0"]) == 0
     two = tmp_path / "two"
     proc = run_torchrun(["evaluate", str(data), "--out", str(two), "--device", "cpu",
-                         "--workers", "0", "--gallery", "0"], timeout=240)
+                         "--workers", "0", "--gallery", "0"], timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r1 = json.loads((one / "report.json").read_text())
     r2 = json.loads((two / "report.json").read_text())

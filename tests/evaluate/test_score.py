@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -178,3 +180,76 @@ def test_protocol_block_says_what_score_did(synth_with_maps, tmp_path):
         assert proto["normalization"].startswith("minmax" if normalize else "none")
         assert "int(float(c) * map_side / image_side)" in proto["gt_boxes"]
         assert "INTER_CUBIC" not in json.dumps(proto) and "stretch" not in json.dumps(proto)
+
+
+# ---- box files (score --boxes) are validated field by field -------------------------------
+
+_COCO = {"images": [{"id": 1, "file_name": "a.jpg", "camloc_path": "/d/a.jpg"}],
+         "annotations": [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5], "score": 0.5}],
+         "categories": [{"id": 1, "name": "x", "camloc_class_id": 3}]}
+
+
+def _coco_text(**changes: object) -> str:
+    import copy
+
+    doc = copy.deepcopy(_COCO)
+    for key, value in changes.items():
+        part, _, field = key.partition("__")
+        if field:
+            doc[part][0][field] = value  # type: ignore[index]
+        else:
+            doc[part] = value  # type: ignore[assignment]
+    return json.dumps(doc)
+
+
+@pytest.mark.parametrize("text, says", [
+    (_coco_text(images=5), r"images: expected a list, got 5"),
+    (_coco_text(annotations=7), r"annotations: expected a list, got 7"),
+    (_coco_text(images=[5]), r"images\[0\]: expected an object, got 5"),
+    (_coco_text(annotations__score="high"), r"annotations\[0\]\.score: expected a finite number"),
+    (_coco_text(annotations__score=None), r"annotations\[0\]\.score: .*got null"),
+    (_coco_text(annotations__bbox=[0, 0, "w", 5]), r"annotations\[0\]\.bbox\[2\]"),
+    (_coco_text(annotations__bbox=[0, 0, -1, 5]), r"annotations\[0\]\.bbox: width and height"),
+    (_coco_text(annotations__image_id=2), r"annotations\[0\]\.image_id: 2 is not the id"),
+    (_coco_text(images__camloc_path=5), r"images\[0\]\.camloc_path: expected a file path"),
+    (_coco_text(images__file_name="a\x00.jpg"), r"images\[0\]\.file_name: .*NUL"),
+    (_coco_text().replace('"image_id": 1,', '"image_id": 1e400,'),
+     r"annotations\[0\]\.image_id: expected a whole number, got inf"),
+    (_coco_text().replace('"camloc_class_id": 3', '"camloc_class_id": 1e999'),
+     r"categories\[0\]\.camloc_class_id: expected a whole number, got inf"),
+    (_coco_text().replace('"camloc_class_id": 3', '"camloc_class_id": NaN'),
+     r"camloc_class_id: expected a whole number, got nan"),
+    ('{"path": "/d/a.jpg", "class_ids": ["x"], "probs": [0.5]}\n',
+     r"record 1 .*class_ids\[0\]: expected a whole number"),
+    ('{"path": "/d/a.jpg", "class_ids": [1], "probs": [null]}\n', r"probs\[0\]: .*got null"),
+    ('{"path": "/d/a.jpg", "class_ids": [1], "probs": [0.5], "boxes": [[0, 0, 1]]}\n',
+     r"boxes\[0\]: expected 4 numbers"),
+    ('{"path": "/d/\\u0000", "class_ids": []}\n', r"record 1 .*path: .*NUL"),
+    (b'{"path": "/d/a.jpg", "class_ids": []}\n{"path": "/d/\xff.jpg", "class_ids": []}\n',
+     r"not UTF-8"),
+])
+def test_malformed_box_files_are_refused_naming_record_and_field(tmp_path, text, says) -> None:
+    from camloc.errors import ConfigError
+    from camloc.evaluation.boxes import read_box_file
+
+    p = tmp_path / "boxes.json"
+    if isinstance(text, bytes):
+        p.write_bytes(text)
+    else:
+        p.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as exc:
+        list(read_box_file(p))
+    message = str(exc.value)
+    assert "\n" not in message and message.startswith(f"--boxes {p}: ")
+    assert re.search(says, message), message
+
+
+def test_well_formed_box_file_reads() -> None:
+    import tempfile
+
+    from camloc.evaluation.boxes import read_box_file
+
+    p = Path(tempfile.mkdtemp()) / "instances.json"
+    p.write_text(json.dumps(_COCO))
+    [e] = list(read_box_file(p))
+    assert e.path == "/d/a.jpg" and e.boxes == {3: [(0.5, (0.0, 0.0, 5.0, 5.0))]}

@@ -230,7 +230,7 @@ def test_channel_mismatch_is_reported() -> None:
 
 
 def test_camloc_model_is_accepted(default_model) -> None:
-    from camloc.models.registry import CamModel
+    from camloc.models.loader import CamModel
 
     model = default_model
     assert isinstance(model, CamModel)

@@ -8,7 +8,7 @@ from torch import nn
 
 from camloc.errors import CamlocError, ConfigError, UnsupportedHeadError, WeightsError
 from camloc.models import GapNet, find_gap_head
-from camloc.models.registry import CamModel, load_model, load_state_dict_file
+from camloc.models.loader import CamModel, load_model, load_state_dict_file
 
 
 @pytest.mark.parametrize("name", ["resnet18", "densenet121", "mobilenet_v2", "efficientnet_b0",

@@ -12,7 +12,7 @@ from torch import nn
 
 from camloc.data.datasets import open_dataset
 from camloc.models.heads import find_gap_head
-from camloc.models.registry import CamModel
+from camloc.models.loader import CamModel
 from camloc.models.spec import ModelSpec, Preprocess
 from camloc.probe import (apply_head, extract_features, fit_probe, model_key, pooled_features,
                           save_head)

@@ -208,6 +208,7 @@ class Case:
     one_line: bool = False  # a usage error: exactly one line on stderr
     memory_gib: float = 8.0
     slow: bool = False
+    timeout: float = 180.0  # seconds before the run is killed and the case fails
 
     @property
     def verdict(self) -> str:
@@ -604,7 +605,7 @@ def k_train_resumed(c: Ctx, r: Proc[str]) -> None:
 
 def k_unchanged_run(c: Ctx, r: Proc[str]) -> None:
     for p in c.model.rglob("*"):
-        if p.is_file():
+        if p.is_file() and p.name != ".camloc.lock":  # the lock names its last holder
             assert (c.work / "out" / p.relative_to(c.model)).read_bytes() == p.read_bytes()
 
 
@@ -629,6 +630,302 @@ def s_one_class(c: Ctx) -> None:
 
 def s_probe_unreadable(c: Ctx) -> None:
     (c.data() / "images" / "train" / "00001.png").write_bytes(b"not a png")
+
+
+# ---- round three: output folders (H4) ---------------------------------------------------------
+
+
+def s_out_link(name: str, *, data: bool = True, maps: bool = False,
+               keep: str = "keep.npy") -> Callable[[Ctx], None]:
+    """work/out/NAME: a symbolic link to work/precious, a folder holding a file of the user's
+    (named like a file the verb writes there, so a write through the link would replace it)."""
+    def setup(c: Ctx) -> None:
+        if data:
+            c.data()
+        if maps:
+            c.maps()
+        target = c.work / "precious"
+        target.mkdir()
+        (target / keep).write_text("the user's own file\n")
+        (c.work / "out").mkdir()
+        (c.work / "out" / name).symlink_to(target)
+    return setup
+
+
+def k_precious(c: Ctx, r: Proc[str]) -> None:
+    files = sorted(p.name for p in (c.work / "precious").rglob("*"))
+    assert len(files) == 1, f"written through the link: {files}"
+
+
+def s_weights_outside(how: str) -> Callable[[Ctx], None]:
+    """A model folder whose spec.json names weights outside it (a real weights file there, so
+    only the refusal keeps it from being read)."""
+    def setup(c: Ctx) -> None:
+        c.images(1)
+        d = c.model_copy()
+        elsewhere = c.work / "elsewhere.safetensors"
+        (d / "model.safetensors").rename(elsewhere)
+        if how == "link":
+            (d / "model.safetensors").symlink_to(elsewhere)
+            name = "model.safetensors"
+        else:
+            name = str(elsewhere) if how == "absolute" else "../elsewhere.safetensors"
+        spec = json.loads((d / "spec.json").read_text())
+        spec["weights_file"] = name
+        (d / "spec.json").write_text(json.dumps(spec))
+    return setup
+
+
+def s_user_export(name: str) -> Callable[[Ctx], None]:
+    """work/out/NAME/: a user's own label folder (not a camloc export)."""
+    def setup(c: Ctx) -> None:
+        c.images(1)
+        (c.work / "out" / name / "labels").mkdir(parents=True)
+        (c.work / "out" / name / "labels" / "mine.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+        (c.work / "out" / name / "classes.txt").write_text("my class\n")
+    return setup
+
+
+def k_user_export(name: str) -> Callable[[Ctx], None]:
+    def check(c: Ctx, r: Proc[str]) -> None:
+        d = c.work / "out" / name
+        assert (d / "labels" / "mine.txt").read_text() == "0 0.5 0.5 0.2 0.2\n", "labels lost"
+        assert (d / "classes.txt").read_text() == "my class\n"
+    return check
+
+
+def s_user_tmp(c: Ctx) -> None:
+    c.images(1)
+    (c.work / "out").mkdir()
+    (c.work / "out" / ".draft.tmp").write_text("a user's notes\n")
+    (c.work / "out" / ".x.12345678.tmp").write_text("looks like an old temporary name\n")
+
+
+def k_user_tmp(c: Ctx, r: Proc[str]) -> None:
+    assert (c.work / "out" / ".draft.tmp").read_text() == "a user's notes\n"
+    assert (c.work / "out" / ".x.12345678.tmp").is_file()
+    assert len(_lines(c.work / "out" / "results.jsonl")) == 1
+
+
+def r_train_twice(c: Ctx, args: list[str]) -> Proc[str]:
+    """Run A trains into out (stopped with SIGSTOP once it holds the lock); run B into the same
+    out must be refused; then A is resumed and must finish."""
+    c.data()
+    lock = c.work / "out" / ".camloc.lock"
+    a = _popen(c, [*args[:6], "--epochs", "3", *args[8:], "--val-split", "none"])
+    try:
+        _wait_for(lambda: lock.exists() and f"pid {a.pid}" in lock.read_text(errors="replace")
+                  or a.poll() is not None, 120, "run A to take the lock")
+        assert a.poll() is None, "run A finished before run B started"
+        os.kill(a.pid, signal.SIGSTOP)
+        b = c.run([*args, "--val-split", "none", "--overwrite"])
+    finally:
+        os.kill(a.pid, signal.SIGCONT)
+    out, err = a.communicate(timeout=180)
+    assert a.returncode == 0, err
+    assert "Traceback" not in out + err
+    return b
+
+
+def k_train_a_kept(c: Ctx, r: Proc[str]) -> None:
+    m = json.loads((c.work / "out" / "metrics.json").read_text())
+    assert len(m["history"]) == 3, "run A's files were replaced by run B's"
+
+
+def s_odd_names(c: Ctx) -> None:
+    """An image whose file name is not UTF-8 (byte 0xff), and a model whose class names hold a
+    lone surrogate, U+FFFE and U+FFFF (and a control character)."""
+    d = c.work / "imgs"
+    d.mkdir()
+    shutil.copy(c.shared_imgs / "img000.png", os.fsdecode(bytes(d) + b"/caf\xe9-\xff.png"))
+    m = c.model_copy()
+    spec = json.loads((m / "spec.json").read_text())
+    spec["class_names"] = ["a\ud800b", "c\ufffed\uffff", "e\x01f"]
+    (m / "spec.json").write_text(json.dumps(spec))
+
+
+def k_odd_names(c: Ctx, r: Proc[str]) -> None:
+    import xml.etree.ElementTree as ET
+
+    out = c.work / "out"
+    coco = json.loads((out / "coco" / "instances.json").read_bytes().decode("utf-8"))
+    assert len(coco["images"]) == 1 and len(coco["categories"]) == 3
+    assert coco["images"][0]["file_name"].endswith("caf\ufffd-\ufffd.png")
+    json.loads((out / "coco" / "detections.json").read_bytes().decode("utf-8"))
+    names = (out / "yolo" / "classes.txt").read_bytes().decode("utf-8").splitlines()
+    assert names == ["a\ufffdb", "c\ufffed\uffff", "e\x01f"]
+    [xml] = list((out / "voc").glob("*.xml"))
+    root = ET.fromstring(xml.read_bytes())  # well-formed XML 1.0, or this raises
+    got = sorted(o.findtext("name") for o in root.iter("object"))
+    assert got and set(got) <= {"a\ufffdb", "cd", "ef"}, got
+    assert root.findtext("filename") == "caf\ufffd-\ufffd.png"
+
+
+def s_probe_odd_class(c: Ctx) -> None:
+    """A folder dataset (a class folder per class) whose second class folder's name is not
+    UTF-8."""
+    for name in (b"plain", b"caf\xe9"):
+        d = Path(os.fsdecode(bytes(c.work / "data") + b"/" + name))
+        _write_images(d, 6, size=32, seed=len(name))
+
+
+def k_probe_odd_class(c: Ctx, r: Proc[str]) -> None:
+    out = c.work / "out"
+    assert (out / "confusion.png").is_file() and (out / "head.json").is_file()
+    assert "caf\ufffd" in (out / "report.md").read_text(encoding="utf-8")
+
+
+def limit_file_size(nbytes: int) -> object:
+    """A ``preexec_fn``: writes past ``nbytes`` fail with EFBIG (Python ignores SIGXFSZ), as on a
+    full disk."""
+    def apply() -> None:
+        limit_memory(8)()
+        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
+    return apply
+
+
+def r_small_disk(c: Ctx, args: list[str]) -> Proc[str]:
+    cmd = [sys.executable, "-m", "camloc", *args]
+    proc = subprocess.run(cmd, cwd=c.work, env=cli_env(c.work), capture_output=True, text=True,
+                          timeout=180, preexec_fn=limit_file_size(100_000))
+    return proc
+
+
+def k_no_half_maps(c: Ctx, r: Proc[str]) -> None:
+    maps = c.work / "out" / "scoremaps"
+    for p in maps.rglob("*.npy") if maps.exists() else []:
+        assert np.load(p).shape == (224, 224), f"{p} is half-written"
+    assert "requested and" not in r.stderr
+
+
+# ---- round three: bounds and validation (H5) ------------------------------------------------
+
+
+def s_thin_png(c: Ctx) -> None:
+    """A good image, a 1 x 60000 PNG (a few hundred bytes) and a 4000 x 40 panorama (kept)."""
+    c.images(1)
+    Image.new("RGB", (1, 60000), (200, 30, 30)).save(c.work / "imgs" / "thin.png")
+    Image.new("RGB", (4000, 40), (30, 200, 30)).save(c.work / "imgs" / "wide.png")
+
+
+def k_thin_refused(c: Ctx, r: Proc[str]) -> None:
+    assert (c.work / "imgs" / "thin.png").stat().st_size < 1000
+    recs = _lines(c.work / "out" / "results.jsonl")
+    assert sorted(Path(x["path"]).name for x in recs) == ["img000.png", "wide.png"]
+    errs = {Path(e["path"]).name: e["error"] for e in _lines(c.work / "out" / "errors.jsonl")}
+    assert set(errs) == {"thin.png"} and "over the limit" in errs["thin.png"], errs
+
+
+def s_xml_bomb(c: Ctx) -> None:
+    """An ILSVRC XML dataset (two photos) whose second box file is an 800-byte entity bomb."""
+    d = c.work / "data"
+    (d / "val").mkdir(parents=True)
+    (d / "bbox").mkdir()
+    syns = ("n02124075", "n07920052")
+    for i, (photo, syn) in enumerate(zip(("chelsea.jpg", "coffee.jpg"), syns)):
+        stem = f"ILSVRC2012_val_{i + 1:08d}"
+        shutil.copy(c.samples / photo, d / "val" / f"{stem}.JPEG")
+        (d / "bbox" / f"{stem}.xml").write_text(
+            f"<annotation><filename>{stem}</filename><object><name>{syn}</name><bndbox>"
+            f"<xmin>1</xmin><ymin>1</ymin><xmax>20</xmax><ymax>20</ymax></bndbox></object>"
+            f"</annotation>\n")
+    (d / "LOC_synset_mapping.txt").write_text("".join(f"{s} {s}\n" for s in syns))
+    ents = ['<!ENTITY a0 "lol">'] + [f'<!ENTITY a{i} "{f"&a{i - 1};" * 10}">'
+                                     for i in range(1, 10)]
+    bomb = ('<?xml version="1.0"?>\n<!DOCTYPE annotation [' + "".join(ents) + "]>\n"
+            "<annotation><filename>&a9;</filename></annotation>\n")
+    assert len(bomb) < 1000
+    (d / "bbox" / "ILSVRC2012_val_00000002.xml").write_text(bomb)
+    (c.work / "maps").mkdir()
+
+
+def s_spec(edit: Callable[[dict[str, Any]], None]) -> Callable[[Ctx], None]:
+    """A copy of the tiny model whose spec.json is edited."""
+    def setup(c: Ctx) -> None:
+        c.images(1)
+        d = c.model_copy()
+        spec = json.loads((d / "spec.json").read_text())
+        edit(spec)
+        (d / "spec.json").write_text(json.dumps(spec))
+    return setup
+
+
+WNIDS = (("chelsea.jpg", "n02124075", 285), ("coffee.jpg", "n07920052", 967))  # ImageNet ids
+
+
+def s_wnid_csv(c: Ctx) -> None:
+    """An ImageNet subset in camloc's CSV layout, its labels WordNet ids."""
+    d = c.work / "data"
+    d.mkdir()
+    rows = ["path,label,x0,y0,x1,y1"]
+    for photo, wnid, _ in WNIDS:
+        shutil.copy(c.samples / photo, d / photo)
+        rows.append(f"{photo},{wnid},40,20,400,280")
+    (d / "annotations.csv").write_text("\n".join(rows) + "\n")
+
+
+def s_wnid_cub(c: Ctx) -> None:
+    """The same photos in the CUB layout, classes named CUB-style (``0001.n02124075``)."""
+    d = c.work / "data"
+    lines: dict[str, list[str]] = {k: [] for k in ("classes", "images", "image_class_labels",
+                                                   "bounding_boxes", "train_test_split")}
+    for i, (photo, wnid, _) in enumerate(WNIDS, 1):
+        folder = f"{i:04d}.{wnid}"
+        (d / "images" / folder).mkdir(parents=True)
+        shutil.copy(c.samples / photo, d / "images" / folder / photo)
+        lines["classes"].append(f"{i} {folder}")
+        lines["images"].append(f"{i} {folder}/{photo}")
+        lines["image_class_labels"].append(f"{i} {i}")
+        lines["bounding_boxes"].append(f"{i} 40 20 300 260")
+        lines["train_test_split"].append(f"{i} 0")
+    for name, rows in lines.items():
+        (d / f"{name}.txt").write_text("\n".join(rows) + "\n")
+
+
+def k_wnid_labels(c: Ctx, r: Proc[str]) -> None:
+    """Scored against the model's classes: Egyptian cat (285) and espresso (967)."""
+    recs = _lines(c.work / "out" / "per_image.jsonl")
+    got = {Path(x["image_id"]).name: x["label"] for x in recs}
+    assert got == {photo: label for photo, _, label in WNIDS}, got
+    assert all(x["top1_correct"] for x in recs)
+
+
+def s_box_no_sizes(c: Ctx) -> None:
+    """No image_sizes.txt; the first box of localization.txt 0,0,5000,5000 on a 32 x 32 image."""
+    meta = c.data() / "metadata" / "test"
+    (meta / "image_sizes.txt").unlink()
+    _replace_line(meta / "localization.txt", 1, "images/test/00036.png,0,0,5000,5000")
+    c.maps()
+
+
+def _coco(**changes: Any) -> str:
+    """A COCO instances file for the dataset copy's first test image, with ``changes`` applied:
+    ``key=value`` at the top, ``images__0__key`` / ``annotations__0__key`` /
+    ``categories__0__key`` inside the first record."""
+    doc: dict[str, Any] = {
+        "images": [{"id": 1, "file_name": "images/test/00036.png", "width": 32, "height": 32}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 20, 20],
+                         "score": 0.9}],
+        "categories": [{"id": 1, "name": "red-disk", "camloc_class_id": 0}]}
+    for key, value in changes.items():
+        parts = key.split("__")
+        if len(parts) == 1:
+            doc[key] = value
+        else:
+            doc[parts[0]][int(parts[1])][parts[2]] = value
+    return json.dumps(doc)
+
+
+def s_box_file(text: str) -> Callable[[Ctx], None]:
+    def setup(c: Ctx) -> None:
+        c.data()
+        (c.work / "boxes.json").write_text(text)
+    return setup
+
+
+SCORE_BOXES = ("score", "data", "--split", "test", "--boxes", "boxes.json", "-o", "out")
+_RESULT = {"path": "data/images/test/00036.png", "class_ids": [0], "probs": [0.9],
+           "boxes": [[2, 2, 20, 20]]}
 
 
 CASES: list[Case] = [
@@ -897,6 +1194,176 @@ CASES: list[Case] = [
          check=lambda c, r: "00001.png" in (c.work / "out" / "errors.jsonl").read_text()),
     Case("probe-huge-class-id", "probe", "class id 99999999999 in the labels", A(*PROBE), 2,
          r"99999999999", setup=s_huge_id("train"), check=no_out, memory_gib=4),
+    # --- round three: output folders (H4) ---
+    Case("evaluate-scoremaps-symlink", "evaluate",
+         "`--save-maps` with out/scoremaps a symbolic link to a folder elsewhere",
+         A(*EVAL, "--save-maps"), 2, r"scoremaps is a symbolic link",
+         setup=s_out_link("scoremaps", keep="00036.npy"), check=k_precious, one_line=True),
+    Case("compare-gallery-symlink", "compare",
+         "out/gallery a symbolic link to a folder elsewhere",
+         A("compare", "data", "--split", "test", "--model", "{model}", "--methods", "cam",
+           "--no-faithfulness", "--device", "cpu", "-o", "out"), 2,
+         r"gallery is a symbolic link", setup=s_out_link("gallery", keep="00_cam.png"),
+         check=k_precious, one_line=True),
+    Case("units-sheets-symlink", "units", "out/sheets a symbolic link to a folder elsewhere",
+         A("units", "data", "--split", "test", "--model", "{model}", "--top-images", "4",
+           "--top-units", "3", "--workers", "0", "--device", "cpu", "-o", "out"), 2,
+         r"sheets is a symbolic link", setup=s_out_link("sheets", keep="class_000.png"),
+         check=k_precious, one_line=True),
+    Case("train-last-symlink", "train",
+         "out/last a symbolic link to the user's model folder", A(*TRAIN, "--val-split", "none"),
+         2, r"last is a symbolic link", setup=s_out_link("last", keep="model.safetensors"),
+         check=k_precious, one_line=True),
+    Case("train-two-runs", "train", "a second `train` into the `--out` of one still running",
+         A(*TRAIN), 2, r"--out out is in use by another camloc run \(pid \d+",
+         runner=r_train_twice, check=k_train_a_kept, slow=True),
+    Case("model-weights-file-relative", "explain",
+         "spec.json `weights_file` `../elsewhere.safetensors` (outside the model folder)",
+         A("explain", "-m", "mymodel", "-o", "out", "imgs"), 2, r"outside the model folder",
+         setup=s_weights_outside("relative"), check=no_out),
+    Case("model-weights-file-absolute", "explain",
+         "spec.json `weights_file` an absolute path elsewhere",
+         A("explain", "-m", "mymodel", "-o", "out", "imgs"), 2, r"outside the model folder",
+         setup=s_weights_outside("absolute"), check=no_out),
+    Case("model-weights-file-link", "explain",
+         "the model folder's model.safetensors a link to a file elsewhere",
+         A("explain", "-m", "mymodel", "-o", "out", "imgs"), 2, r"outside the model folder",
+         setup=s_weights_outside("link"), check=no_out),
+    Case("explain-user-yolo-folder", "explain",
+         "`--format yolo` with out/yolo/ a user's own label folder",
+         A(*EXPLAIN, "--format", "yolo", "imgs"), 2, r"yolo exists and was not written by camloc",
+         setup=s_user_export("yolo"), check=k_user_export("yolo")),
+    Case("explain-user-voc-folder", "explain",
+         "`--format voc` with out/voc/ a user's own folder",
+         A(*EXPLAIN, "--format", "voc", "imgs"), 2, r"voc exists and was not written by camloc",
+         setup=s_user_export("voc"), check=k_user_export("voc")),
+    Case("explain-user-tmp-files", "explain", "a user's own `.*.tmp` files in `--out`",
+         A(*EXPLAIN, "imgs"), 0, r"explained", setup=s_user_tmp, check=k_user_tmp),
+    Case("explain-export-odd-names", "explain",
+         "`--format coco,yolo,voc`: a file name that is not UTF-8, class names with a lone "
+         "surrogate, U+FFFE and U+FFFF",
+         A("explain", "-m", "mymodel", "-k", "3", "--format", "coco,yolo,voc", "-o", "out",
+           "imgs"), 0, r"explained", setup=s_odd_names, check=k_odd_names),
+    Case("probe-odd-class-name", "probe", "a class folder whose name is not UTF-8",
+         A("probe", "data", "-m", "{model}", "--no-cache", "-C", "1", "--holdout", "0.5", "-o",
+           "out"), 0, r"held-out accuracy", setup=s_probe_odd_class, check=k_probe_odd_class),
+    Case("evaluate-save-maps-full-disk", "evaluate",
+         "`--save-maps` when writes fail for room (file-size limit: EFBIG, as a full disk)",
+         A(*EVAL, "--save-maps"), 2, r"scoremaps.*(too large|full)", setup=s_data,
+         runner=r_small_disk, check=k_no_half_maps, one_line=True),
+    # --- round three: bounds and validation (H5) ---
+    Case("explain-crop-thin-png", "explain",
+         "a 1 x 60000 PNG (321 bytes) with `--fit crop`; a 4000 x 40 panorama beside it",
+         A(*EXPLAIN, "--fit", "crop", "imgs"), 1, r"thin\.png.*over the limit.*--fit stretch",
+         setup=s_thin_png, check=k_thin_refused, memory_gib=4),
+    Case("units-tile-huge", "units", "`--tile 100000` (each sheet tile 100000 px square)",
+         A("units", "data", "-o", "out", "--tile", "100000"), 2, r"--tile=100000.*16 to 256",
+         setup=s_data, check=no_out, one_line=True, memory_gib=4),
+    Case("units-top-images-huge", "units", "`--top-images 1000000000`",
+         A("units", "data", "-o", "out", "--top-images", "1000000000"), 2,
+         r"--top-images=1000000000.*1 to 100", setup=s_data, check=no_out, one_line=True,
+         memory_gib=4),
+    Case("units-workers-neg", "units", "`--workers -1`",
+         A("units", "data", "-o", "out", "--workers", "-1"), 2, r"--workers=-1.*0 to 64",
+         setup=s_data, check=no_out, one_line=True, memory_gib=4),
+    Case("synth-size-huge", "synth", "`--size 20000` (each image rendered at full size)",
+         A("synth", "out", "--size", "20000"), 2, r"size must be <= 1024", check=no_out,
+         one_line=True, memory_gib=4),
+    Case("serve-batch-wait-huge", "serve", "`--batch-wait-ms 1e9` (no answer for 11 days)",
+         A("serve", "--port", "0", "--batch-wait-ms", "1e9"), 2,
+         r"--batch-wait-ms 1000000000.0: expected milliseconds from 0 to 1000", one_line=True),
+    Case("serve-upload-nan", "serve", "`--max-upload-mb nan`",
+         A("serve", "--port", "0", "--max-upload-mb", "nan"), 2, r"--max-upload-mb nan",
+         one_line=True),
+    Case("serve-upload-inf", "serve", "`--max-upload-mb inf`",
+         A("serve", "--port", "0", "--max-upload-mb", "inf"), 2, r"--max-upload-mb inf",
+         one_line=True),
+    Case("score-xml-entity-bomb", "score",
+         "an ILSVRC XML box file of 800 bytes with nested entities (\"billion laughs\")",
+         A("score", "data", "--maps", "maps", "-o", "out"), 2,
+         r"ILSVRC2012_val_00000002\.xml:2: refused: a document type declaration",
+         setup=s_xml_bomb, check=no_out, timeout=60),
+    Case("explain-spec-num-classes-huge", "explain", "a model's spec.json with `num_classes` 10**12",
+         A("explain", "imgs", "-m", "mymodel", "-k", "1", "-o", "out"), 2,
+         r"mymodel/spec\.json: num_classes must be a positive integer no larger than 100000",
+         setup=s_spec(lambda d: d.update(num_classes=10**12)), check=no_out, memory_gib=4),
+    Case("explain-spec-input-size-huge", "explain",
+         "a model's spec.json with `input_size` [100000, 100000]",
+         A("explain", "imgs", "-m", "mymodel", "-k", "1", "-o", "out"), 2,
+         r"mymodel/spec\.json: preprocess: input_size=\(100000, 100000\).*1 to 2048",
+         setup=s_spec(lambda d: d["preprocess"].update(input_size=[100000, 100000])),
+         check=no_out, memory_gib=4),
+    Case("explain-spec-width-huge", "explain",
+         "a model's spec.json with `arch_kwargs` width 10**9",
+         A("explain", "imgs", "-m", "mymodel", "-k", "1", "-o", "out"), 2,
+         r"mymodel/spec\.json: arch_kwargs\.width: width=1000000000.*1 to 512",
+         setup=s_spec(lambda d: d["arch_kwargs"].update(width=10**9)), check=no_out,
+         memory_gib=4),
+    Case("evaluate-csv-wordnet-ids", "evaluate",
+         "an ImageNet subset in the CSV layout, labels WordNet ids (`n02124075`)",
+         A("evaluate", "data/annotations.csv", "--workers", "0", "-o", "out"), 0,
+         r"scored / failed: 2 / 0", setup=s_wnid_csv, check=k_wnid_labels),
+    Case("evaluate-cub-wordnet-ids", "evaluate",
+         "an ImageNet subset in the CUB layout, classes `0001.n02124075`",
+         A("evaluate", "data", "--split", "test", "--workers", "0", "-o", "out"), 0,
+         r"scored / failed: 2 / 0", setup=s_wnid_cub, check=k_wnid_labels),
+    Case("evaluate-synsets-imagenet", "evaluate",
+         "`--synsets imagenet` (the 1000 ImageNet classes; no such file)",
+         A("evaluate", "data/annotations.csv", "--synsets", "imagenet", "--workers", "0", "-o",
+           "out"), 0, r"scored / failed: 2 / 0", setup=s_wnid_csv, check=k_wnid_labels),
+    Case("evaluate-box-outside-no-sizes", "evaluate",
+         "no image_sizes.txt; a box 0,0,5000,5000 on a 32 x 32 image", A(*EVAL), 2,
+         r"localization\.txt:1: images/test/00036\.png: box .* lies outside the 32x32 image",
+         setup=s_box_no_sizes, check=no_out),
+    Case("score-box-outside-no-sizes", "score",
+         "no image_sizes.txt; a box 0,0,5000,5000 on a 32 x 32 image", A(*SCORE), 2,
+         r"localization\.txt:1: images/test/00036\.png: box .* lies outside the 32x32 image",
+         setup=s_box_no_sizes, check=no_out),
+    Case("score-boxes-images-5", "score", "`--boxes` COCO file with `\"images\": 5`",
+         A(*SCORE_BOXES), 2, r"boxes\.json: images: expected a list, got 5",
+         setup=s_box_file(_coco(images=5)), check=no_out, one_line=True),
+    Case("score-boxes-annotations-7", "score", "`--boxes` COCO file with `\"annotations\": 7`",
+         A(*SCORE_BOXES), 2, r"boxes\.json: annotations: expected a list, got 7",
+         setup=s_box_file(_coco(annotations=7)), check=no_out, one_line=True),
+    Case("score-boxes-score-high", "score", "`--boxes` COCO file with `\"score\": \"high\"`",
+         A(*SCORE_BOXES), 2, r"boxes\.json: annotations\[0\]\.score: expected a finite number",
+         setup=s_box_file(_coco(annotations__0__score="high")), check=no_out, one_line=True),
+    Case("score-boxes-score-null", "score", "`--boxes` COCO file with `\"score\": null`",
+         A(*SCORE_BOXES), 2, r"annotations\[0\]\.score: expected a finite number, got null",
+         setup=s_box_file(_coco(annotations__0__score=None)), check=no_out, one_line=True),
+    Case("score-boxes-camloc-path-5", "score", "`--boxes` COCO file with `\"camloc_path\": 5`",
+         A(*SCORE_BOXES), 2, r"images\[0\]\.camloc_path: expected a file path",
+         setup=s_box_file(_coco(images__0__camloc_path=5)), check=no_out, one_line=True),
+    Case("score-boxes-image-id-1e400", "score", "`--boxes` COCO file with `image_id: 1e400`",
+         A(*SCORE_BOXES), 2, r"annotations\[0\]\.image_id: expected a whole number, got inf",
+         setup=s_box_file(_coco().replace('"image_id": 1,', '"image_id": 1e400,')),
+         check=no_out, one_line=True),
+    Case("score-boxes-class-id-1e999", "score",
+         "`--boxes` COCO file with `camloc_class_id: 1e999`", A(*SCORE_BOXES), 2,
+         r"categories\[0\]\.camloc_class_id: expected a whole number, got inf",
+         setup=s_box_file(_coco().replace('"camloc_class_id": 0', '"camloc_class_id": 1e999')),
+         check=no_out, one_line=True),
+    Case("score-boxes-nul-path", "score", "`--boxes` COCO file with a NUL in `camloc_path`",
+         A(*SCORE_BOXES), 2, r"images\[0\]\.camloc_path: .*got a NUL character",
+         setup=s_box_file(_coco(images__0__camloc_path="/tmp/a\x00.png")), check=no_out,
+         one_line=True),
+    Case("score-boxes-jsonl-class-ids", "score",
+         "`--boxes` results.jsonl with non-numeric `class_ids`", A(*SCORE_BOXES), 2,
+         r"boxes\.json: record 1 .*class_ids\[0\]: expected a whole number, got \"red\"",
+         setup=s_box_file(json.dumps({**_RESULT, "class_ids": ["red"]}) + "\n"),
+         check=no_out, one_line=True),
+    Case("score-boxes-jsonl-probs", "score", "`--boxes` results.jsonl with non-numeric `probs`",
+         A(*SCORE_BOXES), 2, r"record 1 .*probs\[0\]: expected a finite number, got \"high\"",
+         setup=s_box_file(json.dumps({**_RESULT, "probs": ["high"]}) + "\n"), check=no_out,
+         one_line=True),
+    Case("score-boxes-jsonl-nul-path", "score", "`--boxes` results.jsonl with a NUL in `path`",
+         A(*SCORE_BOXES), 2, r"record 1 .*path: .*got a NUL character",
+         setup=s_box_file(json.dumps({**_RESULT, "path": "data/images/test/\x00.png"}) + "\n"),
+         check=no_out, one_line=True),
+    Case("score-boxes-good", "score", "`--boxes` a well-formed COCO file (one image of 12)",
+         A(*SCORE_BOXES), 0, r"", setup=s_box_file(_coco()),
+         check=lambda c, r: json.loads((c.work / "out" / "report.json").read_text())
+         ["counts"]["matched"] == 1),
 ]
 
 
@@ -944,7 +1411,7 @@ def test_case(case: Case, shared: dict[str, Path], tmp_path: Path) -> None:
         before = {k: v for k, v in before.items() if k.startswith(str(shared["root"]))}
         allowed.append(work)  # the runner made its own inputs; only --out is checked below
     else:
-        r = c.run(args, memory_gib=case.memory_gib)
+        r = c.run(args, memory_gib=case.memory_gib, timeout=case.timeout)
     text = r.stdout + r.stderr
     assert r.returncode == case.rc, f"exit {r.returncode}, expected {case.rc}\n{text[-3000:]}"
     assert "Traceback" not in text, text[-3000:]
@@ -959,7 +1426,7 @@ def test_case(case: Case, shared: dict[str, Path], tmp_path: Path) -> None:
     outside = [p for p in changed if not any(Path(p) == a or a in Path(p).parents
                                              for a in allowed)]
     assert not outside, f"changed outside the output folder: {outside}"
-    temps = [p for p in after if p.endswith(".tmp")]
+    temps = [p for p in after if p.endswith(".tmp") and p not in before]
     assert not temps, f"half-written files left: {temps}"
     if case.check:
         assert case.check(c, r) is not False
@@ -1017,13 +1484,19 @@ def render_doc() -> str:
         "Decisions the cases pin down:",
         "",
         "- Usage errors (any verb): exit 2, one line `error: ...; see 'camloc VERB --help'`.",
-        "- `camloc explain --out` is locked while a run writes (`OUT/.camloc.lock`, `flock`); a",
-        "  second run into it is refused at once (exit 2), naming the process holding it.",
+        "- Every verb's `--out` (explain, evaluate, compare, units, train, probe, score) is locked",
+        "  while a run writes (`OUT/.camloc.lock`, `flock`); a second run into it is refused at",
+        "  once (exit 2), naming the process holding it.",
         "- Resume is keyed on the resolved absolute path; the settings that determine the results",
         "  are stored in `manifest.json`, and a re-run with other settings is refused (pass",
         "  `--overwrite` to redo everything with the new settings, or choose another `--out`).",
         "  Everything (the model included) is validated before anything is written.",
-        "- camloc never writes through a symbolic link: outputs that are links are refused.",
+        "- camloc never writes through a symbolic link: outputs, and folders under `--out`, that",
+        "  are links are refused (`camloc.io.make_out_dir`, every verb); a model folder's",
+        "  `weights_file` must lie inside it.",
+        "- camloc deletes or replaces only what it made: its temporary files carry `.camloc-` in",
+        "  their names, its export folders (`yolo/`, `voc/`) a `.camloc-export` marker; a user's",
+        "  own files in `--out` are kept, or the run is refused.",
         "- `errors.jsonl` is replaced atomically at the end of each run: this run's failures plus",
         "  earlier ones for inputs this run did not look at.",
         "",

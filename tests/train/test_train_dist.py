@@ -25,7 +25,7 @@ def test_torchrun_two_processes(synth_tiny: Path, tmp_path: Path, run_torchrun):
     proc = run_torchrun(["train", str(synth_tiny), "--arch", "tiny-cnn", "--arch-opt", "width=8",
                          "--epochs", "2", "--batch-size", "6", "--input-size", "32", "--workers", "0",
                          "--lr", "0.05", "--crop-scale", "0.5", "--device", "cpu", "--val-split",
-                         "test", "--out", str(out)], timeout=180)
+                         "test", "--out", str(out)], timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # one checkpoint, written once (rank 0): the best and last model folders, the state, the log
     assert sorted(p.name for p in out.iterdir()) == ["last", "log.csv", "metrics.json",

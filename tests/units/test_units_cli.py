@@ -30,7 +30,7 @@ def test_cli_subprocess_writes_outputs(tiny_wsol, tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "camloc",
                            *_args(tiny_wsol, tiny_model_dir, out, "--classes", "disk,2")],
-                          env=_env(), capture_output=True, text=True, timeout=300)
+                          env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "share of the class score" in proc.stderr and "unit purity" in proc.stderr
@@ -78,7 +78,7 @@ def test_torchrun_two_processes_equal_one(tiny_wsol, tiny_model_dir, tmp_path, r
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(_args(tiny_wsol, tiny_model_dir, one, "--no-sheets")) == 0
     proc = run_torchrun(_args(tiny_wsol, tiny_model_dir, two, "--no-sheets"), nproc=2,
-                        timeout=240)
+                        timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a = json.loads((one / "units.json").read_text())
     b = json.loads((two / "units.json").read_text())

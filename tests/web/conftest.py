@@ -198,3 +198,14 @@ def make_eval_run(root: Path, model_dir: Path) -> dict:
 @pytest.fixture(scope="session")
 def eval_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict:
     return make_eval_run(tmp_path_factory.mktemp("eval-run"), tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def shared_server() -> Iterator[Server]:
+    """One ``camloc serve`` (the default model, ``--max-pixels 4000000`` so that a refused picture
+    is cheap to make) for every test of a module."""
+    srv = Server(["--max-pixels", "4000000"])
+    try:
+        yield srv
+    finally:
+        srv.stop()

@@ -27,7 +27,7 @@ def client(engine):
     from fastapi.testclient import TestClient
 
     settings = ServerSettings(limits=UploadLimits(max_bytes=300_000, max_pixels=1_000_000))
-    with TestClient(create_app(engine, settings=settings)) as c:
+    with TestClient(create_app(engine, settings=settings), base_url="http://127.0.0.1") as c:
         yield c
 
 
@@ -118,7 +118,7 @@ def test_exact_cam_on_a_headless_model_is_a_json_error(tiny_model_dir):
     from fastapi.testclient import TestClient
 
     headless = WebEngine(replace(camloc.load_model(str(tiny_model_dir), device="cpu"), head=None))
-    with TestClient(create_app(headless)) as c:
+    with TestClient(create_app(headless), base_url="http://127.0.0.1") as c:
         reason = _error(_post(c, method="cam"), 400)
         assert "exact CAM needs global average pooling" in reason and "gradcam" in reason
         cam = next(m for m in c.get("/api/methods").json()["methods"] if m["name"] == "cam")
@@ -224,3 +224,44 @@ def test_chunked_upload_over_the_limit_is_cut_off(client):
     r = client.post("/api/explain", content=body(),
                     headers={"content-type": f"multipart/form-data; boundary={boundary}"})
     assert "request body exceeds the limit" in _error(r, 413)
+
+
+def test_server_findings_of_issue_22_and_23(client, engine):
+    """The test-only Host name is not served; --fit crop refuses a strip whose resize would be
+    huge; messages speak the API's words (MB, the field names, finite numbers); /openapi.json
+    names the image a file and lists the error answers."""
+    from fastapi.testclient import TestClient
+
+    from camloc.web.app import ServerSettings, create_app
+
+    msg = _error(client.get("/api/health", headers={"host": "testserver"}), 400)
+    assert "testserver" not in msg.split("answers only")[1]
+    with TestClient(create_app(engine)) as default_host:  # TestClient's own Host: testserver
+        assert default_host.get("/api/health").status_code == 400
+    strip = io.BytesIO()
+    Image.new("RGB", (1, 60000), (9, 9, 9)).save(strip, format="PNG")  # a few hundred bytes
+    crop = WebEngine(engine.model, fit="crop")
+    with TestClient(create_app(crop), base_url="http://127.0.0.1") as c:
+        reason = _error(_post(c, strip.getvalue()), 413)
+        assert "1x60000 would be resized to" in reason and "--fit crop" in reason
+        assert _post(c, _png(90, 60)).status_code == 200
+    assert _post(client, strip.getvalue()).status_code == 200  # stretch: 224x224, fine
+    assert "20 MB" in _error(TestClient(create_app(engine, settings=ServerSettings()),
+                                        base_url="http://127.0.0.1").post(
+        "/api/explain", content=b"x", headers={"content-length": str(30 * 1024 * 1024),
+                                                "content-type": "multipart/form-data; boundary=z"}),
+        413)
+    assert "finite" in _error(_post(client, threshold="nan"), 422)
+    assert "classes: unknown class 'kat'" in _error(_post(client, classes="kat"), 400)
+    assert "--" not in _error(_post(client, classes="kat"), 400)
+    broken = b"--zzz\r\nContent-Disposition: form-data; name=\"picture\"; filename=\"a.png\"\r\n\r\n" \
+             + _png() + b"\r\n--zzz--\r\n"
+    reason = _error(client.post("/api/explain", content=broken,
+                                headers={"content-type": "multipart/form-data; boundary=zzz"}), 422)
+    assert "no file part named 'image'" in reason and "Field required" not in reason
+    spec = client.get("/openapi.json").json()
+    op = spec["paths"]["/api/explain"]["post"]
+    assert {"400", "409", "413", "415", "422", "503"} <= set(op["responses"])
+    ref = op["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"].split("/")[-1]
+    image = spec["components"]["schemas"][ref]["properties"]["image"]
+    assert image.get("format") == "binary" or "contentMediaType" in image

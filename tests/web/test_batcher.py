@@ -82,7 +82,7 @@ def test_keys_never_share_a_pass_and_batches_are_capped():
     results = _run(main())
     assert results[:6] == [(("cam", ""), 2 * i) for i in range(6)]
     assert results[6:] == [(("gradcam", ""), 2 * i) for i in range(3)]
-    for key, items in rec.batches:
+    for _key, items in rec.batches:
         assert len(items) <= 4
         assert all(isinstance(x, int) for x in items)
     assert sorted(x for k, items in rec.batches if k == ("cam", "") for x in items) == list(range(6))

@@ -199,8 +199,10 @@ def test_page_end_to_end(start_server, chromium, default_model, samples_dir, eva
             for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
             const dt = new DataTransfer();
             dt.items.add(new File([bytes], 'coffee.jpg', {type: 'image/jpeg'}));
-            if (kind === 'paste') document.dispatchEvent(new ClipboardEvent('paste', {clipboardData: dt, bubbles: true}));
-            else document.getElementById('drop').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
+            if (kind === 'paste')
+                document.dispatchEvent(new ClipboardEvent('paste', {clipboardData: dt, bubbles: true}));
+            else document.getElementById('drop').dispatchEvent(
+                new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
         }""", [b64, event])
         _until(page, "document.querySelector('#classes li .name') && !document.body.dataset.busy"
                      " && window.CamlocApp.state.fileName === 'coffee.jpg'")

@@ -81,3 +81,119 @@ def test_load_micro_batching_keeps_up_with_the_cli(start_server, default_model, 
     shared = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1
     assert ratio >= (0.5 if shared else MIN_RATIO), (served, cli)
     assert srv.alive()
+
+
+def _p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+
+
+def test_cam_latency_while_scorecam_runs(start_server, samples_dir):
+    """CAM requests (the page's: top-5, float16 maps) answer while a Score-CAM request runs, whose
+    progress the server reports; Cancel stops it and the slow lane is free again. Before the two
+    lanes, the CAM requests waited behind the whole Score-CAM request (68-83 s)."""
+    photos = sorted(samples_dir.glob("*.jpg"))
+    blob = photos[0].read_bytes()
+    srv = start_server()
+    n = int(os.environ.get("CAMLOC_LOAD_CAM_REQUESTS", "20"))
+    with httpx.Client(base_url=srv.url, timeout=600) as c:
+        est = c.get("/api/estimate", params={"method": "scorecam"}).json()
+        assert est["slow"] and est["passes"] > 2 and est["seconds"] > 0
+        assert not c.get("/api/estimate", params={"method": "cam"}).json()["slow"]
+        c.post("/api/explain", files={"image": ("w.jpg", blob)}, data={"maps": "f16"})  # warm
+        slow: dict = {}
+
+        def score_cam() -> None:
+            r = httpx.post(srv.url + "/api/explain", files={"image": ("s.jpg", blob)},
+                           data={"method": "scorecam", "job": "load-1", "maps": "none"}, timeout=600)
+            slow["status"], slow["body"] = r.status_code, r.json()
+
+        import threading
+
+        worker = threading.Thread(target=score_cam)
+        worker.start()
+        deadline = time.monotonic() + 120
+        while True:
+            st = c.get("/api/jobs/load-1")
+            if st.status_code == 200 and st.json()["state"] == "running" and st.json()["passes"] >= 2:
+                break
+            assert time.monotonic() < deadline, st.text
+            time.sleep(0.1)
+        latencies, seconds = [], []
+        for i in range(n):
+            t0 = time.perf_counter()
+            r = c.post("/api/explain", files={"image": (photos[i % len(photos)].name,
+                                                        photos[i % len(photos)].read_bytes())},
+                       data={"top_k": "5", "maps": "f16"})
+            latencies.append(time.perf_counter() - t0)
+            assert r.status_code == 200, r.text
+            seconds.append(r.json()["seconds"])
+        during = c.get("/api/jobs/load-1").json()
+        assert during["state"] == "running", during  # still running: the CAM requests overlapped it
+        assert during["passes"] >= 2 and during["expected_passes"] >= during["passes"]
+        assert 0 < during["fraction"] < 1 and during["left_s"] is not None
+        t_cancel = time.perf_counter()
+        assert c.delete("/api/jobs/load-1").status_code == 200
+        worker.join(timeout=120)
+        stopped = time.perf_counter() - t_cancel
+        assert slow["status"] == 409 and "cancelled" in slow["body"]["error"], slow
+        assert c.get("/api/jobs/load-1").json()["state"] == "cancelled"
+        # the slow lane is free again: the next slow request starts at once
+        assert c.get("/api/estimate", params={"method": "scorecam"}).json()["waiting"] == 0
+    p95 = _p95(latencies)
+    print(f"\nCAM while Score-CAM runs: {n} requests, p50 {sorted(latencies)[n // 2]:.3f} s, "
+          f"p95 {p95:.3f} s, max {max(latencies):.3f} s; Score-CAM cancelled in {stopped:.2f} s "
+          f"(passes {during['passes']} of at most {during['expected_passes']})")
+    # goal 1 s (docs/ui.md); asserted with room for a busy machine
+    assert p95 < 4.0, latencies
+    assert stopped < 30.0
+
+
+def _rss_kb(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"{field} not in /proc/{pid}/status")
+
+
+CEILING_MB = 1500  # docs/ui.md: above the idle server, 32 concurrent 40 Mpx uploads
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
+def test_memory_ceiling_with_32_concurrent_worst_case_uploads(start_server):
+    """Issue #22: 12 concurrent 53 kB uploads decoding to 40 Mpx each took the server from 1.8 to
+    5.7 GB. Decoded pixels in flight are bounded (twice --max-pixels), so 32 such uploads stay
+    under CEILING_MB above the idle server's resident memory, and every one is answered."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (6400, 6250), (120, 130, 140)).save(buf, format="PNG", optimize=True)
+    blob = buf.getvalue()  # 40 Mpx, a few tens of kB
+    srv = start_server()
+    pid = srv.proc.pid
+    httpx.post(srv.url + "/api/explain", files={"image": ("w.png", blob)}, data={"maps": "none"},
+               timeout=300)  # warm: the first decode's allocations
+    idle = _rss_kb(pid, "VmRSS")
+    before_peak = _rss_kb(pid, "VmHWM")
+
+    def one(_i: int) -> int:
+        return httpx.post(srv.url + "/api/explain", files={"image": ("big.png", blob)},
+                          data={"maps": "none", "top_k": "1"}, timeout=600).status_code
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(32) as pool:
+        codes = list(pool.map(one, range(32)))
+    took = time.perf_counter() - t0
+    peak = _rss_kb(pid, "VmHWM")
+    health = httpx.get(srv.url + "/api/health", timeout=30).json()
+    print(f"\n32 concurrent uploads of {len(blob)} bytes (6400x6250 = 40 Mpx each): answered "
+          f"{codes.count(200)}/32 in {took:.1f} s; server RSS idle {idle / 1024:.0f} MB, peak "
+          f"{peak / 1024:.0f} MB (+{(peak - idle) / 1024:.0f} MB; warm-up peak "
+          f"{before_peak / 1024:.0f} MB); decoded pixels held at most "
+          f"{health['decoded_pixels']['peak']:,} of {health['limits']['max_decoded_pixels']:,}")
+    assert codes == [200] * 32
+    assert health["decoded_pixels"]["peak"] <= health["limits"]["max_decoded_pixels"]
+    assert (peak - idle) / 1024 < CEILING_MB

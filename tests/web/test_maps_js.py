@@ -180,3 +180,20 @@ def test_js_point_ranking_matches_python(js_page, rng):
                 continue
             want = np.argsort(-up[:, yi, xi], kind="stable")[:5].tolist()
             assert [r["id"] for r in ranking] == want
+
+
+def test_heatmap_colour_and_opacity_rise_together(js_page):
+    """Issue #23.4: zero-valued pixels were transparent while weak values were opaque dark blue,
+    so untouched bright photo pixels looked like hot spots. Now opacity rises with the value from
+    0 (transparent): a weak value is almost as transparent as a zero."""
+    px = js_page.evaluate("""() => {
+        const m = new Float32Array([0, 0.01, 0.1, 0.5, 1, NaN]);
+        return Array.from(CamlocMaps.heatmapPixels(m, 6, 1));
+    }""")
+    alpha = px[3::4]
+    assert alpha[0] == 0 and alpha[5] == 0  # zero and NaN: transparent
+    assert alpha[1] <= 32  # weak: nearly transparent, not an opaque dark blue
+    assert alpha == sorted(alpha[:5]) + [0] and alpha[4] == 255
+    opaque = js_page.evaluate("() => Array.from(CamlocMaps.heatmapPixels("
+                              "new Float32Array([0, 0.01]), 2, 1, true))")
+    assert opaque[3] == 255 and opaque[7] == 255 and opaque[:3] == px[:3]  # the raw-map view

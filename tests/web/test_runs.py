@@ -113,7 +113,8 @@ def runs_client(eval_run, tiny_model_dir, tmp_path_factory):
         if (root / link).is_symlink():
             (root / link).unlink()
         os.symlink(secret, root / link)
-    with TestClient(create_app(WebEngine(camloc.load_model(str(tiny_model_dir))), runs_dir=str(root))) as c:
+    app = create_app(WebEngine(camloc.load_model(str(tiny_model_dir))), runs_dir=str(root))
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         yield c
     (root / "leak.txt").unlink()
 
@@ -184,3 +185,64 @@ def test_runs_image_escaping_its_dataset_is_refused(runs_client, eval_run, tmp_p
         for f in run.iterdir():
             f.unlink()
         run.rmdir()
+
+
+def _within(seconds: float, fn):
+    """``fn()`` in a thread; fails (instead of hanging the suite) when it takes longer."""
+    import threading
+
+    out: dict = {}
+    t = threading.Thread(target=lambda: out.setdefault("r", fn()), daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), f"still blocked after {seconds} s"
+    return out["r"]
+
+
+def test_odd_runs_never_block_or_break_the_browser(runs_client, eval_run):
+    """Issue #22: a FIFO named report.json blocked every request for it (about 40 exhausted the
+    pool); one report.json with unexpected types made /api/runs answer 500; a per_image.jsonl that
+    is not UTF-8 gave 500; a run whose report.json is not JSON answered 200."""
+    import json
+
+    c = runs_client
+    root = Path(eval_run["root"])
+    made = []
+
+    def run_dir(name: str) -> Path:
+        d = root / name
+        d.mkdir()
+        made.append(d)
+        return d
+
+    try:
+        os.mkfifo(run_dir("fifo") / "report.json")
+        (run_dir("types") / "report.json").write_text(json.dumps(
+            {"model": "m", "dataset": 5, "counts": [], "localization": {"maxboxacc_v2": 3}}))
+        odd = run_dir("latin1")
+        (odd / "report.json").write_text(json.dumps({"dataset": {"name": "x"}}))
+        good = json.dumps({"image_id": "a", "iou": 0.75}).encode()
+        (odd / "per_image.jsonl").write_bytes(b'{"image_id": "caf\xe9", "iou": 0.5}\n' + good + b"\n")
+        (run_dir("broken") / "report.json").write_text("{not json")
+
+        listed = _within(30, lambda: c.get("/api/runs"))
+        assert listed.status_code == 200, listed.text
+        runs = {r["id"]: r for r in listed.json()["runs"]}
+        assert {"synth-eval", "inline", "types", "latin1"} <= set(runs)
+        assert "regular file" in runs["fifo"]["error"]
+        assert "error" in runs["broken"]
+        for _ in range(50):  # more requests than the thread pool has threads: none blocks
+            r = _within(10, lambda: c.get("/api/runs/report", params={"run": "fifo"}))
+            assert r.status_code == 422 and "not a regular file" in r.json()["error"]
+        r = c.get("/api/runs/report", params={"run": "broken"})
+        assert r.status_code == 422 and "report.json cannot be read" in r.json()["error"]
+        r = c.get("/api/runs/report", params={"run": "latin1"})
+        assert r.status_code == 200, r.text
+        assert [rec["image_id"] for rec in r.json()["per_image"]] == ["a"]  # the bad line skipped
+        assert c.get("/api/runs/report", params={"run": "types"}).status_code == 200
+        assert c.get("/api/health").status_code == 200
+    finally:
+        for d in made:
+            for f in d.iterdir():
+                f.unlink()
+            d.rmdir()

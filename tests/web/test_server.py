@@ -97,9 +97,9 @@ def test_server_survives_abuse_and_batches_a_burst(start_server, tiny_model_dir,
         assert r.status_code == 400 and r.json()["error"].startswith("image:")
         assert c.post("/api/explain", files={"image": ("a.jpg", _jpeg(1))}).status_code == 200
     # a client that announces 900 kB and hangs up after 20 kB
-    head = ("POST /api/explain HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 900000\r\n"
-            "Content-Type: multipart/form-data; boundary=xx\r\n\r\n--xx\r\nContent-Disposition: "
-            "form-data; name=\"image\"; filename=\"a.jpg\"\r\n\r\n").encode()
+    head = (b"POST /api/explain HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 900000\r\n"
+            b"Content-Type: multipart/form-data; boundary=xx\r\n\r\n--xx\r\nContent-Disposition: "
+            b"form-data; name=\"image\"; filename=\"a.jpg\"\r\n\r\n")
     for _ in range(3):
         _raw(url, head + b"\xff\xd8\xff" + b"\0" * 20000, read=False)
     # announced too large: refused before the body is read

@@ -1,10 +1,11 @@
 """The map engine: one forward pass, a context for the method, maps for any set of classes.
 
 Every method is a :class:`CAMMethod`. Calling it on a batch runs the model once with hooks on the
-target layer(s) and hands the method a :class:`CamContext`: the input, the logits, the selected class
-ids ``(N, k)``, each layer's output as a map ``(N, K, h, w)``, gradients of the class scores
-computed on first use, and ways to re-run the model on batched perturbed inputs. A method overrides
-one of two things:
+target layer(s) and hands the method a :class:`CamContext`: the input, the logits, the target (what
+to explain: ``k`` scores per image, see :mod:`camloc.targets`; by default the logits of the selected
+classes), each layer's output as a map ``(N, K, h, w)``, gradients of the target scores computed on
+first use, and ways to re-run the model on batched perturbed inputs. A method overrides one of two
+things:
 
 - :meth:`CAMMethod.channel_weights` -> ``(N, k, K)`` weights; the map is ``sum_K w A`` (Grad-CAM,
   Grad-CAM++, XGrad-CAM, Score-CAM, Ablation-CAM, and exact CAM with the classifier's rows);
@@ -24,6 +25,14 @@ min-max normalised, resized (bilinear) to the largest layer's grid and averaged 
 (torch.Size([2, 10, 2, 2]), ['layer4'])
 >>> GradCAM(model, layer="layer3")(torch.randn(2, 3, 64, 64), classes=[[1], [2]]).maps.shape
 torch.Size([2, 1, 4, 4])
+
+A target other than class logits: any callable on the logits, or a :class:`~camloc.targets.Margin`
+(class 3's lead over the best other class):
+
+>>> from camloc.targets import Margin
+>>> out = GradCAM(model)(torch.randn(2, 3, 64, 64), classes=Margin(3))
+>>> out.maps.shape, out.scores.shape
+(torch.Size([2, 1, 2, 2]), torch.Size([2, 1]))
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Union
+from typing import ClassVar
 
 import torch
 from torch.nn import functional as F
@@ -43,15 +52,13 @@ from camloc.models.heads import eval_mode
 from camloc.models.layers import (LayerSpec, LayerTap, Reshape, infer_layout, run_with_replaced,
                                   run_with_taps)
 from camloc.models.loader import CamModel
+from camloc.targets import ClassSelection, ClassTarget, Target, TargetSpec, resolve_targets, select_classes
 
-__all__ = ["CAMMethod", "CamContext", "CamOutput", "ClassSelection", "fuse_maps", "select_classes",
-           "smoothgrad_noise"]
+__all__ = ["CAMMethod", "CamContext", "CamOutput", "ClassSelection", "TargetSpec", "fuse_maps",
+           "select_classes", "smoothgrad_noise"]
 
 #: on the CPU, the most input pixels one pass over perturbed or noisy inputs holds (16 x 224 x 224)
 CPU_PASS_PIXELS = 16 * 224 * 224
-
-ClassSelection = Union[int, str, Sequence[int], Sequence[Sequence[int]], torch.Tensor]
-
 
 @dataclass
 class CamOutput:
@@ -60,7 +67,9 @@ class CamOutput:
     ``maps`` are the method's maps at the target layer's resolution, before any normalisation or
     upsampling (with the method's ReLU where its paper has one). For exact CAM on a GAP network
     ``maps.mean((2, 3)) + bias == logits.gather(1, class_ids)``; ``bias`` is None for other methods.
-    ``layers`` are the resolved target layer names.
+    ``layers`` are the resolved target layer names. ``class_ids`` are the classes explained; for a
+    target that is not a class's logit (a callable, :class:`~camloc.targets.Margin`) they are the
+    target's classes (-1 where it has none) and ``target_scores`` holds its scores.
     """
 
     logits: torch.Tensor  # (N, C)
@@ -69,6 +78,7 @@ class CamOutput:
     bias: torch.Tensor | None = None  # (N, k): exact CAM's per-image effective bias
     method: str = ""
     layers: list[str] = field(default_factory=list)
+    target_scores: torch.Tensor | None = None  # (N, k): the scores of a non-class target
 
     @property
     def probs(self) -> torch.Tensor:
@@ -76,41 +86,10 @@ class CamOutput:
 
     @property
     def scores(self) -> torch.Tensor:
+        """``(N, k)``: the explained scores (the classes' logits, or the target's scores)."""
+        if self.target_scores is not None:
+            return self.target_scores
         return self.logits.gather(1, self.class_ids)
-
-
-def select_classes(logits: torch.Tensor, classes: ClassSelection) -> torch.Tensor:
-    """Resolve a class selection to an ``(N, k)`` index tensor.
-
-    ``int k`` or ``"top5"``: the top-k classes of each image (all of them if there are fewer);
-    ``"all"``: every class; a list of ids: the same classes for every image; an ``(N, k)`` tensor or
-    nested list: per-image ids (e.g. ground truth).
-    """
-    n, c = logits.shape
-    if isinstance(classes, str):
-        if classes == "all":
-            return torch.arange(c, device=logits.device).expand(n, c)
-        if classes.startswith("top") and classes[3:].isdigit():
-            classes = int(classes[3:])
-        else:
-            raise ConfigError(f"classes={classes!r}: expected 'all', 'topK', an int, or class ids")
-    if isinstance(classes, bool):
-        raise ConfigError("classes must not be a bool")
-    if isinstance(classes, int):
-        if classes < 1:
-            raise ConfigError(f"top_k={classes}: must be at least 1")
-        return logits.topk(min(classes, c), dim=1).indices  # top-5 of a 3-class model: all 3
-    try:
-        ids = torch.as_tensor(classes, device=logits.device, dtype=torch.long)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"classes: expected class ids, got {classes!r} ({exc})") from exc
-    if ids.dim() == 1:
-        ids = ids.expand(n, -1)
-    if ids.dim() != 2 or ids.shape[0] != n:
-        raise ConfigError(f"classes: expected ids of shape (k,) or ({n}, k), got {tuple(ids.shape)}")
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= c):
-        raise ConfigError(f"classes: ids must be in [0, {c}), got {ids.min().item()}..{ids.max().item()}")
-    return ids
 
 
 def fuse_maps(maps: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -129,19 +108,21 @@ class CamContext:
         model: the :class:`~camloc.models.loader.CamModel`.
         x: the input batch ``(N, 3, H, W)`` on the model's device.
         logits: ``(N, C)`` detached logits of the clean input.
-        class_ids: ``(N, k)`` selected classes per image.
+        target: the :class:`~camloc.targets.Target`: ``k`` scores per image, from any logits.
+        class_ids: ``(N, k)`` the target's classes per image (-1 where a target has none).
         taps: the resolved target layers.
         features: per layer, its output as an ``(N, K, h, w)`` float32 map (detached).
         raws: per layer, its raw output (tokens or channels-last, as the model computes it).
     """
 
-    def __init__(self, method: CAMMethod, x: torch.Tensor, logits: torch.Tensor, class_ids: torch.Tensor,
+    def __init__(self, method: CAMMethod, x: torch.Tensor, logits: torch.Tensor, target: Target,
                  taps: list[LayerTap], raws: list[torch.Tensor], graph_logits: torch.Tensor | None) -> None:
         self.method = method
         self.model = method.model
         self.x = x
         self.logits = logits.detach()
-        self.class_ids = class_ids
+        self.target = target
+        self.class_ids = _class_ids_of(target, self.logits)
         self.taps = taps
         self.input_hw = (int(x.shape[-2]), int(x.shape[-1]))
         self.raws = [r.detach() for r in raws]
@@ -167,7 +148,7 @@ class CamContext:
     # -- gradients ---------------------------------------------------------------------------------
 
     def grads(self, i: int = 0) -> torch.Tensor:
-        """``(N, k, K, h, w)``: gradients of each selected class score w.r.t. layer ``i``'s map
+        """``(N, k, K, h, w)``: gradients of each target score w.r.t. layer ``i``'s map
         (their average over the noisy inputs for SmoothGrad variants)."""
         return self.grad_power(i, 1)
 
@@ -188,7 +169,7 @@ class CamContext:
         if self._graph is None:
             raise ModelError("internal: gradients asked of a pass run without autograd")
         logits, raws = self._graph
-        grads = _class_grads(logits, raws, self.class_ids, self.taps, self.input_hw)
+        grads = _class_grads(logits, raws, self.target, None, self.taps, self.input_hw)
         self._graph = None  # the graph was freed by the last backward pass
         for i, g in enumerate(grads):
             self._powers[(i, 1)] = g
@@ -208,7 +189,7 @@ class CamContext:
             xin = x[idx] + noise.to(device=x.device, dtype=x.dtype) * (m.noise * span[idx]).view(-1, 1, 1, 1)
             logits, raws = run_with_taps(self.model.module, xin, self.taps, grad=True,
                                          output=self.model.output)
-            grads = _class_grads(logits, raws, self.class_ids[idx], self.taps, self.input_hw)
+            grads = _class_grads(logits, raws, self.target, idx, self.taps, self.input_hw)
             for i, g in enumerate(grads):
                 for p in powers:
                     term = g if p == 1 else g.pow(p)
@@ -294,14 +275,21 @@ def smoothgrad_noise(seed: int, rows: Sequence[int], shape: tuple[int, ...]) -> 
     return out
 
 
-def _class_grads(logits: torch.Tensor, raws: list[torch.Tensor], class_ids: torch.Tensor,
-                 taps: list[LayerTap], input_hw: tuple[int, int]) -> list[torch.Tensor]:
-    """Per layer ``(N, k, K, h, w)`` gradients of ``logits[n, class_ids[n, j]]`` (one backward per j)."""
-    k = class_ids.shape[1]
+def _class_grads(logits: torch.Tensor, raws: list[torch.Tensor], target: Target,
+                 rows: torch.Tensor | None, taps: list[LayerTap], input_hw: tuple[int, int]
+                 ) -> list[torch.Tensor]:
+    """Per layer ``(B, k, K, h, w)`` gradients of the target's scores of the rows of ``logits``
+    (``rows``: each row's image; one backward per score j)."""
+    with torch.enable_grad():
+        scores = target.scores(logits, rows)
+    k = scores.shape[1]
     per_layer: list[list[torch.Tensor]] = [[] for _ in raws]
     for j in range(k):
         with torch.enable_grad():
-            score = logits.gather(1, class_ids[:, j:j + 1]).sum()
+            score = scores[:, j].sum()
+        if not score.requires_grad:
+            raise ConfigError(f"target {target!r}: its scores do not depend on the logits' "
+                              "graph (compute them with torch operations on the logits)")
         gs = torch.autograd.grad(score, raws, retain_graph=j < k - 1, allow_unused=True)
         for i, g in enumerate(gs):
             if g is None:
@@ -309,6 +297,16 @@ def _class_grads(logits: torch.Tensor, raws: list[torch.Tensor], class_ids: torc
                                  f"layer the prediction is computed from")
             per_layer[i].append(taps[i].to_map(g, input_hw).float())
     return [torch.stack(gs, dim=1) for gs in per_layer]
+
+
+def _class_ids_of(target: Target, logits: torch.Tensor) -> torch.Tensor:
+    """``(N, k)`` class ids of a target: its own, or -1 where it has none."""
+    ids = target.class_ids
+    n, k = logits.shape[0], target.k
+    if ids is None:
+        return torch.full((n, k), -1, dtype=torch.long, device=logits.device)
+    ids = ids.to(logits.device)
+    return ids.expand(n, k) if ids.shape[0] == 1 else ids
 
 
 @contextlib.contextmanager
@@ -404,9 +402,11 @@ class CAMMethod:
 
     # -- the engine --------------------------------------------------------------------------------
 
-    def __call__(self, x: torch.Tensor, classes: ClassSelection = 5) -> CamOutput:
-        """Run the model on the batch ``x`` and compute maps for ``classes`` (see
-        :func:`select_classes`)."""
+    def __call__(self, x: torch.Tensor, classes: TargetSpec = 5) -> CamOutput:
+        """Run the model on the batch ``x`` and compute maps for ``classes``: a class selection
+        (:func:`~camloc.targets.select_classes`: ``5``, ``"top5"``, ``"all"``, ids for every image
+        or per image), a :class:`~camloc.targets.Target` or a callable on the logits returning a
+        score per image (see :mod:`camloc.targets`)."""
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
             raise ConfigError(f"x: expected a (N, 3, H, W) tensor, got "
                               f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
@@ -421,13 +421,15 @@ class CAMMethod:
             else:
                 with torch.no_grad():
                     logits, raws = run_with_taps(module, x, self.taps, output=self.model.output)
-            ids = select_classes(logits.detach(), classes)
-            ctx = CamContext(self, x, logits, ids, self.taps, raws, logits if graph else None)
+            target = resolve_targets(classes, logits.detach())
+            ctx = CamContext(self, x, logits, target, self.taps, raws, logits if graph else None)
             maps = []
             with torch.no_grad():
                 for i in range(len(self.taps)):
                     m = self.map(ctx, i)
                     maps.append(F.relu(m) if self.relu else m)
                 fused = fuse_maps(maps).float()
-        return CamOutput(ctx.logits, ids, fused.detach(), ctx.bias, self.name, self.layers)
+            scores = None if isinstance(target, ClassTarget) else target.scores(ctx.logits).detach()
+        return CamOutput(ctx.logits, ctx.class_ids, fused.detach(), ctx.bias, self.name, self.layers,
+                         scores)
 

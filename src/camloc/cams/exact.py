@@ -17,6 +17,7 @@ from camloc.cams.catalog import CATALOG, method_names
 from camloc.cams.engine import CAMMethod, CamContext
 from camloc.errors import ConfigError, UnsupportedHeadError
 from camloc.models.layers import LayerSpec, LayerTap, Reshape, resolve_layers
+from camloc.targets import ClassTarget
 
 __all__ = ["CAM"]
 
@@ -61,6 +62,10 @@ class CAM(CAMMethod):
         f = F.relu(ctx.features[0]) if head.post_relu else ctx.features[0]
         fprime, bias_all = head.folded(f)
         w = head.classifier.weight.to(fprime.dtype)
+        if not isinstance(ctx.target, ClassTarget):
+            raise ConfigError(f"classes={ctx.target!r}: exact CAM maps a class's logit through the "
+                              "classifier's rows; use class ids, or a gradient or perturbation "
+                              "method for other targets")
         ids = ctx.class_ids
         n, k = ids.shape
         ctx.bias = bias_all.gather(1, ids).to(fprime.dtype)

@@ -1,8 +1,8 @@
 """Perturbation methods: channel weights from the scores of perturbed forward passes.
 
 Both run ``K`` extra forward passes per image (``K`` = the layer's channels), batched ``batch_size``
-rows at a time, and score every selected class of an image from the same passes (the peers run
-everything once per class).
+rows at a time, and score every target of an image (by default its selected classes' logits, see
+:mod:`camloc.targets`) from the same passes (the peers run everything once per class).
 
 ``scorecam``
     each channel, upsampled to the input (bilinear) and min-max normalised, masks the input; the
@@ -46,7 +46,7 @@ class ScoreCAM(CAMMethod):
     def channel_weights(self, ctx: CamContext, i: int) -> torch.Tensor:
         a = ctx.features[i]
         n, k_ch = a.shape[:2]
-        ids = ctx.class_ids
+        target = ctx.target
         x = ctx.x
         # A channel that is zero everywhere masks the input to zeros, the same input for every such
         # row of every image: its scores come from one forward pass (sparse post-ReLU layers have
@@ -71,15 +71,16 @@ class ScoreCAM(CAMMethod):
 
         def pick(logits: torch.Tensor, start: int, stop: int) -> torch.Tensor:
             img = rows_live[start:stop].to(logits.device) // k_ch
-            return logits.gather(1, ids[img].to(logits.device))  # (B, k)
+            return target.scores(logits, img)  # (B, k)
 
-        scores = torch.empty((n * k_ch, ids.shape[1]), device=a.device)
+        scores = torch.empty((n * k_ch, ctx.class_ids.shape[1]), device=a.device)
         if len(rows_live):
             scores[rows_live] = ctx.logits_of(masked, len(rows_live), pick).to(scores.device)
         if len(rows_live) < n * k_ch:
             zero = ctx.logits_of(lambda _s, _e: torch.zeros_like(x[:1]), 1)[0]  # (C,)
             rows_dead = (~live).nonzero().flatten()
-            scores[rows_dead] = zero.to(a.device)[ids[rows_dead // k_ch]]
+            zeros = zero.to(a.device)[None].expand(len(rows_dead), -1)
+            scores[rows_dead] = target.scores(zeros, rows_dead // k_ch).to(scores.dtype)
         return scores.view(n, k_ch, -1).softmax(dim=1).transpose(1, 2)  # (N, k, K)
 
 
@@ -93,9 +94,9 @@ class AblationCAM(CAMMethod):
         a = ctx.features[i]
         raw = ctx.raws[i]
         n, k_ch = a.shape[:2]
-        ids = ctx.class_ids
-        y = ctx.logits.float().gather(1, ids)  # (N, k)
-        weights = torch.zeros((n, ids.shape[1], k_ch), device=a.device)
+        target = ctx.target
+        y = target.scores(ctx.logits.float()).to(a.device)  # (N, k)
+        weights = torch.zeros((n, y.shape[1], k_ch), device=a.device)
         # a channel that is zero everywhere contributes nothing to the map whatever its weight:
         # only the others are ablated (their weights stay 0)
         live = a.flatten(2).ne(0).any(dim=2)  # (N, K)
@@ -107,8 +108,8 @@ class AblationCAM(CAMMethod):
                 removed = torch.zeros((b, *a.shape[1:]), device=a.device, dtype=a.dtype)
                 removed[torch.arange(b, device=a.device), ch] = a[img, ch]
                 values = raw[img:img + 1].expand(b, *raw.shape[1:]) - ctx.to_raw(i, removed)
-                yk = ctx.logits_with_layer(i, img, values).gather(
-                    1, ids[img:img + 1].expand(b, -1).to(a.device))  # (B, k)
+                rows = torch.full((b,), img, dtype=torch.long, device=a.device)
+                yk = target.scores(ctx.logits_with_layer(i, img, values), rows).to(a.device)  # (B, k)
                 yi = y[img][None, :]
                 ok = yi != 0
                 drop = torch.where(ok, (yi - yk) / torch.where(ok, yi, torch.ones_like(yi)),

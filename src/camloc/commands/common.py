@@ -46,6 +46,44 @@ def _plain_interval() -> float:
     return PLAIN_PROGRESS_EVERY
 
 
+class _PlainLines:
+    """Progress as plain lines for a log file or a pipe: ``description: done/total (p%),
+    elapsed, left`` at most every ``every`` seconds, and a last line when a run that printed
+    any finishes."""
+
+    def __init__(self, console: Any, description: str, every: float) -> None:
+        import time
+
+        self._now = time.monotonic
+        self.console, self.description, self.every = console, description, every
+        self.t0 = self.last = self._now()
+        self.printed = False
+        self.done: int = 0
+        self.total: int | None = None
+
+    def line(self) -> None:
+        done, total = self.done, self.total
+        el = self._now() - self.t0
+        pct = left = ""
+        if total:  # None while the inputs are still being listed
+            pct = f" ({100.0 * done / total:.0f}%)"
+            if 0 < done < total:
+                left = f", about {_clock(el * (total - done) / done)} left"
+        shown = "?" if total is None else total
+        self.console.print(f"{self.description}: {done}/{shown}{pct}, {_clock(el)} elapsed{left}",
+                           highlight=False, soft_wrap=True)
+
+    def __call__(self, done: int, total: int | None) -> None:
+        self.done, self.total = done, total
+        if self._now() - self.last >= self.every:
+            self.last, self.printed = self._now(), True
+            self.line()
+
+    def finish(self) -> None:
+        if self.printed and self.total and self.done >= self.total:
+            self.line()
+
+
 @contextmanager
 def progress_bar(description: str) -> Iterator[Any]:
     """A rich progress bar; yields ``update(done, total)``. The bar appears on the first update,
@@ -57,41 +95,12 @@ def progress_bar(description: str) -> Iterator[Any]:
     When stderr is not a terminal (a log file, a pipe, a batch job) rich would draw nothing until
     the end; instead a plain line ``description: done/total (p%), elapsed, left`` is printed every
     :data:`PLAIN_PROGRESS_EVERY` seconds, and a last one when such a run finishes (runs shorter
-    than that print nothing)."""
-    import time
-
+    than that, and failed runs, print nothing more)."""
     console = _console()
     if not console.is_terminal:
-        every = _plain_interval()
-        t0 = time.monotonic()
-        last = t0
-        printed = False
-        state: list[int | None] = [0, None]
-
-        def line(done: int, total: int | None) -> None:
-            el = time.monotonic() - t0
-            known = total is not None and total > 0
-            left = (f", about {_clock(el * (total - done) / done)} left"
-                    if known and 0 < done < total else "")  # type: ignore[operator]
-            pct = f" ({100.0 * done / total:.0f}%)" if known else ""  # type: ignore[operator]
-            shown = "?" if total is None else total
-            console.print(f"{description}: {done}/{shown}{pct}, {_clock(el)} elapsed{left}",
-                          highlight=False, soft_wrap=True)
-
-        def plain(done: int, total: int | None) -> None:
-            nonlocal last, printed
-            state[:] = [done, total]
-            now = time.monotonic()
-            if now - last >= every:
-                last, printed = now, True
-                line(done, total)
-
-        try:
-            yield plain
-        finally:
-            done, total = state
-            if printed and total and done is not None and done >= total:
-                line(done, total)
+        plain = _PlainLines(console, description, _plain_interval())
+        yield plain
+        plain.finish()  # not reached when the run raised
         return
 
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,

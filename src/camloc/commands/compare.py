@@ -113,9 +113,10 @@ def _on_main(model: Any, ds: Any, names: list[str], out: Path, ctx: Any, kw: dic
 
     from camloc.commands.common import progress_bar
     from camloc.compare import compare
-    from camloc.io import folder_lock
+    from camloc.io import folder_lock, refuse_symlink
 
     with folder_lock(out), contextlib.ExitStack() as stack:
+        refuse_symlink(out / "gallery")  # a link to a folder elsewhere: refused before the pass
         current: dict[str, Any] = {}
 
         def progress(stage: str, done: int, total: int) -> None:

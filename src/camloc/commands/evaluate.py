@@ -25,7 +25,9 @@ def register(app: typer.Typer) -> None:
         image_root: str = typer.Option(None, "--image-root", help="Folder the metadata's image "
                                                                   "paths are relative to."),
         synsets: str = typer.Option(None, "--synsets", help="LOC_synset_mapping.txt (class ids in "
-                                                            "the model's synset order)."),
+                                                            "the model's synset order), or "
+                                                            "'imagenet' (the 1000 ImageNet-1k "
+                                                            "classes)."),
         num_classes: int = typer.Option(None, "--num-classes", help="The dataset's class count."),
         out: Path = typer.Option(Path("camloc-eval"), "--out", "-o", help="Output folder."),
         save_maps: bool = typer.Option(False, help="Write scoremaps/<image_id>.npy (wsolevaluation layout)."),
@@ -35,6 +37,8 @@ def register(app: typer.Typer) -> None:
         gallery: int = typer.Option(6, help="Best and worst images shown in report.html."),
         calibrate: str = typer.Option(None, help="Threshold chosen on another split: a number, or "
                                                  "that split's report.json (its best V1 threshold)."),
+        runtime: str = typer.Option("torch", help="torch, onnx (exact CAM on onnxruntime, exported "
+                                                  "to a cache once), or an exported .onnx file."),
         tta: str = typer.Option(None, "--tta", help="Test-time augmentation: flip, scales=224:288, "
                                                     "logits (average the logits too), or none."),
         localizer: Path = typer.Option(None, "--localizer", help="A folder from `camloc localizer "
@@ -59,7 +63,7 @@ def register(app: typer.Typer) -> None:
                 layer=layers[0] if layers and len(layers) == 1 else layers, protocol=protocol,
                 interval=cam_curve_interval, fixed_threshold=fixed_threshold,
                 batch_size=batch_size, workers=workers, device=device, save_maps=save_maps,
-                gallery=gallery, calibrate=calibrate, progress=upd, tta=tta,
+                gallery=gallery, calibrate=calibrate, progress=upd, runtime=runtime, tta=tta,
                 localizer=localizer)
         if result is None:  # a torchrun rank other than 0
             return

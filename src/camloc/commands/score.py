@@ -21,7 +21,8 @@ def register(app: typer.Typer) -> None:
         fmt: str = typer.Option("auto", "--format"),
         image_root: str = typer.Option(None, "--image-root", help="Folder the metadata's image "
                                                                   "paths are relative to."),
-        synsets: str = typer.Option(None, "--synsets", help="LOC_synset_mapping.txt."),
+        synsets: str = typer.Option(None, "--synsets", help="LOC_synset_mapping.txt, or "
+                                                            "'imagenet'."),
         num_classes: int = typer.Option(None, "--num-classes", help="The dataset's class count."),
         out: Path = typer.Option(Path("camloc-score"), "--out", "-o"),
         workers: int = typer.Option(0, help="Processes scoring shards (0: every CPU, up to 16)."),
@@ -78,7 +79,10 @@ def register(app: typer.Typer) -> None:
         report = build_score_report(state, ds, maps, cam_curve_interval, fixed_threshold, normalize,
                                     tau, sizes=filled)
         ious = [r["iou"] for r in state.localization.per_image] if state.localization else []
-        json_path, html_path = write_report(out, report, ious)
+        from camloc.io import out_lock
+
+        with out_lock(out):  # a second run writing into --out meanwhile is refused
+            json_path, html_path = write_report(out, report, ious)
         for name, value in figure_rows(report):
             console.print(f"  {name}: [bold]{value}[/bold]")
         print_failures(state.failed, name_key="image_id", where="report.json")

@@ -21,10 +21,10 @@ def register(app: typer.Typer) -> None:
         runs: Path = typer.Option(None, help="Browse the evaluation runs (report.json) under this "
                                              "folder; nothing outside it is served."),
         fit: str = typer.Option("stretch", help="stretch (default, as `camloc explain`) or crop."),
-        max_batch: int = typer.Option(16, help="Most requests run in one forward pass."),
-        batch_wait_ms: float = typer.Option(5.0, help="How long a pass waits for more requests."),
-        max_upload_mb: float = typer.Option(20.0, help="Largest upload accepted (MiB)."),
-        max_pixels: int = typer.Option(40_000_000, help="Largest image accepted (pixels)."),
+        max_batch: int = typer.Option(16, help="Most requests run in one forward pass (1..256)."),
+        batch_wait_ms: float = typer.Option(5.0, help="How long a pass waits for more requests (0..1000 ms)."),
+        max_upload_mb: float = typer.Option(20.0, help="Largest upload accepted (MiB, up to 1024)."),
+        max_pixels: int = typer.Option(40_000_000, help="Largest image accepted (pixels, up to 100,000,000)."),
         log_level: str = typer.Option("warning", help="uvicorn log level (info shows requests)."),
     ) -> None:
         """Serve a web page and HTTP API: upload an image, see its maps and boxes.
@@ -32,6 +32,10 @@ def register(app: typer.Typer) -> None:
         The model is loaded once; the server binds to 127.0.0.1 unless --host says otherwise.
         Ctrl-C stops it. API reference at /docs; see docs/ui.md.
         """
+        from camloc.web.limits import check_server_options
+
+        check_server_options(max_batch=max_batch, batch_wait_ms=batch_wait_ms,
+                             max_upload_mb=max_upload_mb, max_pixels=max_pixels)
         from camloc.web.server import serve
 
         serve(host=host, port=port, model=model,

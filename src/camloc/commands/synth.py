@@ -14,8 +14,8 @@ def register(app: typer.Typer) -> None:
     def synth(
         out: Path = typer.Argument(..., help="Folder to write the dataset to (created)."),
         classes: int = typer.Option(4, "--classes", help="Number of classes (2..42)."),
-        images: int = typer.Option(400, "--images", help="Total number of images."),
-        size: int = typer.Option(96, "--size", help="Image side in pixels (>= 32)."),
+        images: int = typer.Option(400, "--images", help="Total number of images (1..100000)."),
+        size: int = typer.Option(96, "--size", help="Image side in pixels (32..1024)."),
         seed: int = typer.Option(0, "--seed", help="Random seed; equal seeds give identical files."),
         test_fraction: float = typer.Option(0.25, "--test-fraction",
                                             help="Share of the images in the test split."),

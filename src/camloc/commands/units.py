@@ -20,8 +20,8 @@ def register(app: typer.Typer) -> None:
         classes: str = typer.Option(None, help="Comma-separated class ids or names (default: the "
                                                "classes the dataset has images of)."),
         all_classes: bool = typer.Option(False, "--all", help="Every class of the model."),
-        top_units: int = typer.Option(8, help="Units listed and shown per class."),
-        top_images: int = typer.Option(12, help="Top-activating images kept per unit."),
+        top_units: int = typer.Option(8, help="Units listed and shown per class (1..256)."),
+        top_images: int = typer.Option(12, help="Top-activating images kept per unit (1..100)."),
         quantile: float = typer.Option(0.005, help="Region threshold: a unit's top fraction of "
                                                    "activations over the dataset."),
         purity_classes: int = typer.Option(5, help="Classes weighing a unit most, for its purity."),
@@ -31,12 +31,12 @@ def register(app: typer.Typer) -> None:
         ignore_labels: bool = typer.Option(False, help="Read the images as unlabelled."),
         out: Path = typer.Option(Path("camloc-units"), "--out", "-o", help="Output folder."),
         batch_size: int = typer.Option(32),
-        workers: int = typer.Option(2, help="DataLoader workers decoding images."),
+        workers: int = typer.Option(2, help="DataLoader workers decoding images (0..64)."),
         device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
         save_every: float = typer.Option(60.0, help="Seconds between saves of the pass's state."),
         overwrite: bool = typer.Option(False, help="Start over instead of continuing a saved run."),
         sheets: bool = typer.Option(True, help="Write PNG sheets (--no-sheets: JSON and HTML only)."),
-        tile: int = typer.Option(96, help="Side of one image in the sheets, in pixels."),
+        tile: int = typer.Option(96, help="Side of one image in the sheets, in pixels (16..256)."),
         gallery_units: int = typer.Option(32, help="Units shown when no class is selected."),
         seed: int = typer.Option(0, help="Seed of the random-unit baselines."),
     ) -> None:

@@ -193,7 +193,11 @@ def compare(model: Any, dataset: Any, methods: str | Sequence[str] = "all", *, l
         tta = parse_tta(tta)
     if calibrate_with is not None and calibration_split is not None:
         raise ConfigError("give either --calibrate or --calibration-split, not both")
-    built = check_inputs(model, dataset, methods, layer, method_batch_size, check_dataset)
+    built = check_inputs(model, dataset, methods, layer, method_batch_size, False)
+    if check_dataset:  # refused, or numbered as the model's classes (WordNet ids)
+        from camloc.evaluation.evaluate import check_fits_model
+
+        dataset = check_fits_model(model, dataset)
     skipped = [n for n in names if n not in built]
     names = list(built)
     cal = load_calibration(calibrate_with, names) if calibrate_with is not None else None

@@ -221,11 +221,13 @@ def render_cells(report: dict[str, Any], dataset: Any, scoremap_for: Callable[[A
                  folder: Path) -> dict[str, dict[str, str]]:
     """Write one PNG per gallery image and method under ``folder``; returns the relative names."""
     from camloc.evaluation.gallery import readable_samples
-    from camloc.io import atomic_open
+    from camloc.io import atomic_open, make_out_dir
     from camloc.metrics import rescale_gt_boxes
     from camloc.viz import overlay
 
     cells: dict[str, dict[str, str]] = {}
+    if report.get("gallery"):
+        make_out_dir(folder, "gallery")  # a link there (to a folder elsewhere) is refused
     for r, row, sample, image in readable_samples(report.get("gallery") or [], dataset):
         size = sample.size if sample.size is not None else image.size
         gt = rescale_gt_boxes(sample.boxes, size, (EVAL_SIZE, EVAL_SIZE))

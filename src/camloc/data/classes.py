@@ -30,9 +30,32 @@ from camloc.data._parse import parse_count
 from camloc.data.sample import Dataset
 from camloc.errors import ConfigError, DatasetError
 
-__all__ = ["check_model_classes", "map_to_model_classes", "parse_classes"]
+__all__ = ["check_model_classes", "fit_to_model_classes", "map_to_model_classes",
+           "parse_classes", "wordnet_ids"]
 
 _PLACEHOLDER_RE = re.compile(r"class_\d+")
+#: A WordNet noun id (``n01440764``), alone or after a CUB-style number (``0001.n01440764``).
+_WNID_RE = re.compile(r"\s*(?:\d+[._ -])?(n\d{8})\s*")
+
+
+def wordnet_ids(names: Sequence[str] | None) -> list[str] | None:
+    """The WordNet ids ``names`` are (``n01440764``, or CUB-style ``0001.n01440764``), in order;
+    ``None`` unless every name is one and no two are the same.
+
+    >>> wordnet_ids(["0001.n01440764", "n01443537"])
+    ['n01440764', 'n01443537']
+    >>> wordnet_ids(["n01440764", "tench"]) is None
+    True
+    """
+    if not names:
+        return None
+    out = []
+    for n in names:
+        m = _WNID_RE.fullmatch(str(n))
+        if m is None:
+            return None
+        out.append(m.group(1))
+    return out if len(set(out)) == len(out) else None
 
 
 def _norm(name: str) -> str:
@@ -109,8 +132,7 @@ def check_model_classes(dataset: Dataset, num_classes: int,
                                    "(LOC_synset_mapping.txt; CLI --synsets)"))
     elif source != "max-id" and source != "synsets-seen" and n_data != n_model:
         problems.append((where, 0, f"the dataset has {n_data} classes, the model {n_model}; "
-                                   "evaluate with a model trained on these classes, or renumber "
-                                   "the dataset into the model's classes (map_to_model_classes)"))
+                                   + _way_out(syns)))
     elif source != "max-id":
         if dataset.synsets is not None and syns is not None:
             diff = [i for i, (a, b) in enumerate(zip(dataset.synsets, syns)) if a != b]
@@ -127,10 +149,60 @@ def check_model_classes(dataset: Dataset, num_classes: int,
                 problems.append((where, 0, f"{len(diff)} class name(s) differ from the model's: "
                                            + ", ".join(f"class {i} is {dataset.class_names[i]!r} "
                                                        f"here, {(names or [])[i]!r} in the model"
-                                                       for i in diff[:3])))
+                                                       for i in diff[:3]) + "; " + _way_out(syns)))
     if problems:
         raise DatasetError(f"the classes of dataset {dataset.name!r} do not match the model's",
                            problems)
+
+
+def _way_out(model_synsets: Sequence[str] | None) -> str:
+    """What a user can pass instead, for a dataset whose classes are not the model's."""
+    if model_synsets is not None:
+        return ("for an ImageNet subset, name its classes by WordNet id (n01440764, or "
+                "0001.n01440764 in CUB's classes.txt) or pass synsets= (CLI: --synsets "
+                "LOC_synset_mapping.txt, or --synsets imagenet when the class list is all 1000 "
+                "in order); else evaluate with a model trained on these classes (camloc train) "
+                "or a head fitted to them (camloc probe, then --head)")
+    return ("evaluate with a model trained on these classes (camloc train) or a head fitted to "
+            "them (camloc probe, then --head), or renumber the dataset into the model's classes "
+            "(map_to_model_classes)")
+
+
+def fit_to_model_classes(dataset: Dataset, num_classes: int,
+                         class_names: Sequence[str] | None = None, *,
+                         synsets: Sequence[str] | None = None) -> Dataset:
+    """``dataset`` numbered as the model numbers its classes, or :class:`DatasetError`.
+
+    Where the model's WordNet ids are known (``synsets``, or class names that are WordNet ids)
+    and the dataset's classes have WordNet ids too (its ``synsets``, or class names such as
+    ``n01440764`` or CUB-style ``0001.n01440764``), the dataset is renumbered into the model's
+    classes by synset (:func:`map_to_model_classes`), whatever its layout: an ImageNet subset
+    of any size maps onto an ImageNet model. Everything else is checked as it is
+    (:func:`check_model_classes`).
+
+    >>> from pathlib import Path
+    >>> from camloc.data.sample import Dataset, Sample
+    >>> ds = Dataset("sub", Path("/d"), "csv", None, [Sample("a.jpg", "/d/a.jpg", 0, [], None)],
+    ...              ["n03000000"])
+    >>> fit_to_model_classes(ds, 3, ["a", "b", "c"], synsets=["n01000000", "n02000000",
+    ...                                                        "n03000000"]).samples[0].label
+    2
+    """
+    n_model = parse_count(num_classes, "num_classes")
+    names, syns = _model_lists(n_model, class_names, synsets)
+    if syns is None:
+        syns = wordnet_ids(names)
+    if syns is not None and dataset.class_source != "max-id":
+        data_syns = dataset.synsets if dataset.synsets is not None \
+            else wordnet_ids(dataset.class_names)
+        if data_syns is not None and len(data_syns) == len(dataset.class_names) \
+                and list(data_syns) != list(syns):
+            dataset = map_to_model_classes(replace(dataset, synsets=list(data_syns)), names,
+                                           synsets=syns)
+        elif data_syns is not None and dataset.synsets is None:
+            dataset = replace(dataset, synsets=list(data_syns))
+    check_model_classes(dataset, n_model, names, synsets=syns)
+    return dataset
 
 
 def map_to_model_classes(dataset: Dataset, class_names: Sequence[str] | None = None, *,
@@ -166,6 +238,8 @@ def map_to_model_classes(dataset: Dataset, class_names: Sequence[str] | None = N
         target.append(None)
         problems.append((str(dataset.root), 0,
                          f"class {k} {cname!r}: " + ("no model class has this synset or name"
+                                                     " (check the spelling, or evaluate with a "
+                                                     "model that has this class)"
                                                      if not hits else
                                                      f"several model classes match ({len(hits)}: "
                                                      + ", ".join(str(i) for i in hits[:5])

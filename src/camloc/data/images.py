@@ -39,17 +39,22 @@ from camloc.errors import ConfigError, ImageError
 if TYPE_CHECKING:  # torch and the model spec are imported where they are needed
     import torch
 
-    from camloc.models.spec import Geometry, Preprocess
+    from camloc.preprocess import Geometry, Preprocess
 
 __all__ = ["load_image", "load_image_for", "read_image_size", "original_size", "to_tensor",
-           "batch_images", "find_images", "IMAGE_EXTENSIONS", "DEFAULT_MAX_PIXELS",
-           "REDUCING_GAP"]
+           "batch_images", "find_images", "check_resized_size", "IMAGE_EXTENSIONS",
+           "DEFAULT_MAX_PIXELS", "MAX_RESIZED_PIXELS", "REDUCING_GAP"]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
                               ".ppm", ".pgm", ".pbm", ".jfif"})
 #: The default ``max_pixels``: about 10,000 x 10,000. This limit, not Pillow's own
 #: ``Image.MAX_IMAGE_PIXELS`` (89M), is the one camloc's readers apply.
 DEFAULT_MAX_PIXELS = 100_000_000
+#: The most pixels an image may have once resized for the network (before any crop): 4,096 x
+#: 4,096. ``fit="crop"`` scales the short side to the input, so a very long, thin image (1 x
+#: 60,000) would become 256 x 15,360,000 pixels (12 GB); such images are refused (an
+#: :class:`~camloc.errors.ImageError`, so a batch goes on) before any pixel is decoded.
+MAX_RESIZED_PIXELS = 4096 * 4096
 #: A reduced decode keeps at least this many times the size the caller needs on each axis, so
 #: the final resize still has enough pixels to filter from (Pillow's ``reducing_gap``).
 REDUCING_GAP = 3
@@ -60,6 +65,7 @@ _ORIENTATION = 0x0112
 _SWAPS_AXES = (5, 6, 7, 8)
 # keys camloc keeps in ``Image.info`` of a decoded image
 _INFO_ORIGINAL, _INFO_BOX, _INFO_DECODED = "original_size", "camloc_box", "camloc_decoded_size"
+_INFO_PATH = "camloc_path"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -253,6 +259,8 @@ def _decode(p: Path, max_pixels: int,
                                     f"{max_pixels} (possible decompression bomb)")
             box: tuple[float, float, float, float] = (0.0, 0.0, float(w), float(h))
             want: tuple[int, int] | None = None
+            if need is not None:
+                need((w, h))  # refuses sizes the caller cannot use before any pixel is decoded
             if need is not None and im.format in ("JPEG", "MPO"):
                 orientation = _header_orientation(im, fh)
                 swap = orientation in _SWAPS_AXES
@@ -288,6 +296,7 @@ def _decode(p: Path, max_pixels: int,
     out.info[_INFO_ORIGINAL] = (w, h)
     out.info[_INFO_DECODED] = out.size
     out.info[_INFO_BOX] = box
+    out.info[_INFO_PATH] = str(p)
     return out
 
 
@@ -324,18 +333,46 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
     return _decode(Path(path), max_pixels, need)
 
 
+def check_resized_size(path: str | os.PathLike[str], size: tuple[int, int],
+                       preprocess: Preprocess) -> tuple[int, int]:
+    """The ``(width, height)`` an image of upright ``size`` is resized to by ``preprocess``;
+    raise :class:`ImageError` naming ``path`` when that exceeds :data:`MAX_RESIZED_PIXELS`
+    (an extreme aspect ratio with ``fit="crop"``).
+
+    >>> from camloc.models.spec import Preprocess
+    >>> check_resized_size("thin.png", (1, 60000), Preprocess(fit="crop"))
+    Traceback (most recent call last):
+    ...
+    camloc.errors.ImageError: thin.png: 1x60000 resized for the model would be 256x15360000 \
+pixels, over the limit of 16777216 (aspect ratio 60000:1 too extreme for fit='crop'; use \
+--fit stretch)
+    """
+    w, h = (int(v) for v in size)
+    rw, rh = preprocess.resize_size(w, h)
+    if rw * rh > MAX_RESIZED_PIXELS:
+        ratio = f"{max(w, h) // max(1, min(w, h))}:1"
+        hint = f"aspect ratio {ratio} too extreme for fit={preprocess.fit!r}"
+        if preprocess.fit == "crop":
+            hint += "; use --fit stretch"
+        raise ImageError(path, f"{w}x{h} resized for the model would be {rw}x{rh} pixels, over "
+                               f"the limit of {MAX_RESIZED_PIXELS} ({hint})")
+    return rw, rh
+
+
 def load_image_for(path: str | os.PathLike[str], preprocess: Preprocess,
                    max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """:func:`load_image`, decoded no larger than needed for ``preprocess``: at least
     :data:`REDUCING_GAP` times the size it resizes the image to, on each axis. Pass the result
     to :func:`to_tensor` with the same ``preprocess``; :func:`original_size` gives the full size.
 
-    Memory: an 8,000 x 8,000 JPEG is decoded at 1,000 x 1,000 for a 224 x 224 input.
+    Memory: an 8,000 x 8,000 JPEG is decoded at 1,000 x 1,000 for a 224 x 224 input. An image
+    the resize would make larger than :data:`MAX_RESIZED_PIXELS` is refused
+    (:func:`check_resized_size`) before its pixels are decoded.
     """
     max_pixels = _check_max_pixels(max_pixels)
 
     def need(size: tuple[int, int]) -> tuple[int, int]:
-        rw, rh = preprocess.resize_size(*size)
+        rw, rh = check_resized_size(path, size, preprocess)
         return REDUCING_GAP * rw, REDUCING_GAP * rh
 
     return _decode(Path(path), max_pixels, need)
@@ -403,12 +440,15 @@ def to_tensor(image: Image.Image, preprocess: Preprocess) -> tuple[torch.Tensor,
 
     The geometry is computed from :func:`original_size`, so an image decoded reduced by
     :func:`load_image_for` maps to the original file's pixels exactly as a full decode would.
+
+    Raises:
+        ImageError: the resized image would exceed :data:`MAX_RESIZED_PIXELS`.
     """
     import torch
 
     ow, oh = original_size(image)
+    rw, rh = check_resized_size(image.info.get(_INFO_PATH, "image"), (ow, oh), preprocess)
     geom = preprocess.geometry(ow, oh)
-    rw, rh = preprocess.resize_size(ow, oh)
     filt = _PIL_FILTERS[preprocess.interpolation]
     box = _source_box(image)
     if box is not None:

@@ -9,9 +9,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from camloc.errors import ConfigError
+from camloc.errors import ConfigError, DatasetError, ImageError
 
-__all__ = ["Sample", "Dataset", "SizeFill", "EMPTY_BOXES", "CLASS_SOURCES"]
+__all__ = ["Sample", "Dataset", "SizeFill", "EMPTY_BOXES", "CLASS_SOURCES", "box_problems"]
 
 #: The read-only ``(0, 4)`` box array of a sample without boxes.
 EMPTY_BOXES = np.zeros((0, 4), dtype=np.float64)
@@ -51,6 +51,9 @@ class Sample:
     mask_paths: tuple[Path, ...] = ()
     ignore_path: Path | None = None
     size_source: tuple[str, int] | None = None
+    #: where each box is written, ``(metadata file, line)`` in the order of ``boxes``; empty
+    #: where the reader does not say
+    box_lines: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         boxes = np.asarray(self.boxes, dtype=np.float64)
@@ -69,6 +72,7 @@ class Sample:
         if self.size_source is not None:
             object.__setattr__(self, "size_source",
                                (str(self.size_source[0]), int(self.size_source[1])))
+        object.__setattr__(self, "box_lines", tuple((str(f), int(n)) for f, n in self.box_lines))
 
     @property
     def has_boxes(self) -> bool:
@@ -231,16 +235,79 @@ class Dataset:
         >>> ds.fill_sizes_from_headers(), ds[0].size
         (SizeFill(opened=['a.png'], failed=[]), (40, 30))
         """
-        from camloc.data.sizes import fill_sizes
+        from camloc.data.images import read_image_size
 
-        return fill_sizes(self)
+        opened: list[str] = []
+        failed: list[tuple[str, str]] = []
+        samples = self.samples
+        for i, s in enumerate(samples):
+            if s.size is not None:
+                continue
+            try:
+                size = read_image_size(s.path)
+            except ImageError as exc:
+                failed.append((s.image_id, exc.reason))
+                continue
+            samples[i] = replace(s, size=size, size_source=(str(s.path), 0))
+            opened.append(s.image_id)
+        return SizeFill(opened, failed)
 
     def check_sizes(self, raise_error: bool = True) -> list[tuple[str, int, str]]:
         """Compare every size the metadata gives (``image_sizes.txt``, CSV/JSON sizes, XML
         ``<size>``) with the image file's header; see :func:`camloc.data.sizes.check_sizes`."""
-        from camloc.data.sizes import check_sizes
+        from camloc.data.images import read_image_size
 
-        return check_sizes(self, raise_error=raise_error)
+        problems: list[tuple[str, int, str]] = []
+        outside = False
+        for s in self.samples:
+            from_header = s.size is None or (s.size_source is not None
+                                             and s.size_source[0] == str(s.path))
+            if from_header and not s.has_boxes:
+                continue
+            try:
+                actual = read_image_size(s.path)
+            except ImageError:
+                continue
+            if from_header:  # the metadata gives no size: its boxes must fit the image itself
+                found = box_problems(s, actual)
+                outside = outside or bool(found)
+                problems.extend(found)
+                continue
+            why = s.size_mismatch(actual)
+            if why is not None:
+                file, line = s.size_source if s.size_source is not None else (str(s.path), 0)
+                problems.append((file, line, f"{s.image_id}: {why}"))
+        if problems and raise_error:
+            if outside:
+                raise DatasetError(
+                    f"boxes in the metadata of {self.name!r} lie outside their images (the "
+                    "image files' sizes; the metadata gives none); correct the boxes", problems)
+            raise DatasetError(
+                f"the image sizes in the metadata of {self.name!r} disagree with the images "
+                "(boxes would be rescaled wrongly); correct or delete the sizes", problems)
+        return problems
+
+
+def box_problems(sample: Sample, size: tuple[int, int]) -> list[tuple[str, int, str]]:
+    """``(metadata file, line, reason)`` for each box of ``sample`` that does not fit in an
+    image of ``size`` ``(width, height)``, as the readers check boxes against a metadata size.
+
+    >>> s = Sample("a.png", "/d/a.png", 0, [[0, 0, 5000, 5000]], None,
+    ...            box_lines=[("localization.txt", 3)])
+    >>> [(file, line, why.split(" (its")[0]) for file, line, why in box_problems(s, (227, 227))]
+    [('localization.txt', 3, 'a.png: box (0, 0, 5000, 5000) lies outside the 227x227 image')]
+    """
+    from camloc.data._parse import box_problem
+
+    out = []
+    for i, box in enumerate(sample.boxes):
+        why = box_problem(tuple(float(v) for v in box), size)
+        if why is not None:
+            file, line = sample.box_lines[i] if i < len(sample.box_lines) \
+                else (str(sample.path), 0)
+            out.append((file, line, f"{sample.image_id}: {why} (its size read from the image "
+                                    "file)"))
+    return out
 
 
 class SizeFill(NamedTuple):

@@ -9,49 +9,30 @@ pixels.
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import TYPE_CHECKING
+from camloc.data.sample import Dataset, SizeFill, box_problems
 
-from camloc.errors import DatasetError, ImageError
-
-if TYPE_CHECKING:
-    from camloc.data.sample import Dataset, SizeFill
-
-__all__ = ["fill_sizes", "check_sizes"]
+__all__ = ["fill_sizes", "check_sizes", "box_problems"]
 
 
 def fill_sizes(dataset: Dataset) -> SizeFill:
     """See :meth:`camloc.data.sample.Dataset.fill_sizes_from_headers`."""
-    from camloc.data.images import read_image_size
-    from camloc.data.sample import SizeFill
-
-    opened: list[str] = []
-    failed: list[tuple[str, str]] = []
-    samples = dataset.samples
-    for i, s in enumerate(samples):
-        if s.size is not None:
-            continue
-        try:
-            size = read_image_size(s.path)
-        except ImageError as exc:
-            failed.append((s.image_id, exc.reason))
-            continue
-        samples[i] = replace(s, size=size, size_source=(str(s.path), 0))
-        opened.append(s.image_id)
-    return SizeFill(opened, failed)
+    return dataset.fill_sizes_from_headers()
 
 
 def check_sizes(dataset: Dataset, raise_error: bool = True) -> list[tuple[str, int, str]]:
     """Compare every size the metadata gives with the image file's header (upright: EXIF
     orientations 5-8 swap width and height, as decoding does).
 
+    Where the metadata gives no size (or it was read from the header), the boxes are checked
+    against the header's size instead (:func:`box_problems`): a box of 0,0,5000,5000 on a
+    227 x 227 image would otherwise be scored as if it fitted.
+
     Returns the disagreements as ``(metadata file, line, reason)``; with ``raise_error`` (the
     default) they are raised as one :class:`DatasetError` instead. Images that cannot be opened
-    are not size problems: the evaluation reports them as failed images. Samples without a
-    metadata size, or whose size was read from the header, are skipped.
+    are not size problems: the evaluation reports them as failed images.
 
-    Cost: one header read per sample with a metadata size (about as much as listing the files;
-    no pixel is decoded). A loader that decodes every image anyway can compare for free with
+    Cost: one header read per sample with a metadata size or with boxes (about as much as
+    listing the files; no pixel is decoded). A loader that decodes every image anyway can compare for free with
     :meth:`camloc.data.sample.Sample.size_mismatch`.
 
     >>> import tempfile, pathlib
@@ -62,22 +43,4 @@ def check_sizes(dataset: Dataset, raise_error: bool = True) -> list[tuple[str, i
     >>> check_sizes(Dataset("t", d, "wsol", None, [s], ["x"]), raise_error=False)
     [('image_sizes.txt', 1, 'a.png: the metadata gives 30x40 but the image is 40x30 (width x height)')]
     """
-    from camloc.data.images import read_image_size
-
-    problems: list[tuple[str, int, str]] = []
-    for s in dataset.samples:
-        if s.size is None or (s.size_source is not None and s.size_source[0] == str(s.path)):
-            continue
-        try:
-            actual = read_image_size(s.path)
-        except ImageError:
-            continue
-        why = s.size_mismatch(actual)
-        if why is not None:
-            file, line = s.size_source if s.size_source is not None else (str(s.path), 0)
-            problems.append((file, line, f"{s.image_id}: {why}"))
-    if problems and raise_error:
-        raise DatasetError(
-            f"the image sizes in the metadata of {dataset.name!r} disagree with the images "
-            "(boxes would be rescaled wrongly); correct or delete the sizes", problems)
-    return problems
+    return dataset.check_sizes(raise_error=raise_error)

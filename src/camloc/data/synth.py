@@ -43,6 +43,7 @@ wsolevaluation's convention. Files are byte-identical for equal arguments.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -70,6 +71,10 @@ PART_COLORS = {
 }
 #: Number of distinct (shape, colour) parts: lcm(6, 7).
 MAX_CLASSES = 42
+#: The largest image side (pixels) and number of images ``make_synth`` writes: a synthetic
+#: dataset is for tests and demos, and each image is rendered in memory at full size.
+MAX_SIZE = 1024
+MAX_IMAGES = 100_000
 _FORMAT_VERSION = 1
 
 
@@ -265,9 +270,12 @@ def make_synth(out: str | os.PathLike[str], classes: int = 4, images: int = 400,
     Raises:
         ConfigError: a bad argument, or ``out`` exists and cannot be replaced.
     """
-    for arg, value, low in (("classes", classes, 2), ("images", images, 1), ("size", size, 32)):
+    for arg, value, low, high in (("classes", classes, 2, None), ("images", images, 1, MAX_IMAGES),
+                                  ("size", size, 32, MAX_SIZE)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ConfigError(f"{arg} must be an integer >= {low}, got {value!r}")
+        if high is not None and value > high:
+            raise ConfigError(f"{arg} must be <= {high}, got {value!r}")
     if classes > MAX_CLASSES:
         raise ConfigError(f"classes must be <= {MAX_CLASSES} (distinct part designs), got {classes}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -336,9 +344,15 @@ def make_synth(out: str | os.PathLike[str], classes: int = 4, images: int = 400,
             "splits": {"train": n_train, "test": n_test},
         }
         (tmp / "synth.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        if out.exists():
+        if overwrite and out.exists():
             shutil.rmtree(out)
-        os.replace(tmp, out)
+        try:  # renaming onto a folder that is not empty fails: never replace one unasked
+            os.replace(tmp, out)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            raise ConfigError(f"out={out} was filled by another run while this one wrote; "
+                              "nothing was replaced (pass --overwrite to replace it)") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

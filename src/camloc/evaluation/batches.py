@@ -96,7 +96,10 @@ class _Decode(torch.utils.data.Dataset):
         if why is not None:
             where = f"{s.size_source[0]}:{s.size_source[1]}: " if s.size_source else ""
             return i, None, img.size, f"{where}{why}"
-        x, _ = to_tensor(img, self.pre)
+        try:
+            x, _ = to_tensor(img, self.pre)
+        except ImageError as exc:  # too large once resized
+            return i, None, img.size, exc.reason
         return i, x, img.size, ""
 
 

@@ -106,47 +106,191 @@ def box_file_format(path: str | os.PathLike[str]) -> str:
     raise ConfigError(f"--boxes {p}: neither a COCO instances file nor a camloc results.jsonl")
 
 
+class _Bad(Exception):
+    """A field of a box file that is not what the format says (the message names the field)."""
+
+
+_MAX_ID = 2**53  # ids beyond this are not exact in JSON numbers
+
+
+def _whole(value: Any, field: str) -> int:
+    """A whole number (``3`` or ``3.0``), finite and within ``+-2**53``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Bad(f"{field}: expected a whole number, got {_show(value)}")
+    if isinstance(value, float) and (not np.isfinite(value) or not value.is_integer()):
+        raise _Bad(f"{field}: expected a whole number, got {_show(value)}")
+    if abs(value) > _MAX_ID:
+        raise _Bad(f"{field}: {_show(value)} is out of range (at most 2**53)")
+    return int(value)
+
+
+def _class_id(value: Any, field: str) -> int:
+    cid = _whole(value, field)
+    if cid < 0:
+        raise _Bad(f"{field}: a class id must be >= 0, got {cid}")
+    return cid
+
+
+def _number(value: Any, field: str) -> float:
+    """A finite number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not np.isfinite(float(value)):
+        raise _Bad(f"{field}: expected a finite number, got {_show(value)}")
+    return float(value)
+
+
+def _file_path(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not value or "\0" in value:
+        what = "a NUL character" if isinstance(value, str) and "\0" in value else _show(value)
+        raise _Bad(f"{field}: expected a file path (a non-empty string without NUL), got {what}")
+    return value
+
+
+def _list(value: Any, field: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise _Bad(f"{field}: expected a list, got {_show(value)}")
+    return value
+
+
+def _object(value: Any, field: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _Bad(f"{field}: expected an object, got {_show(value)}")
+    return value
+
+
+def _box4(value: Any, field: str) -> tuple[float, float, float, float]:
+    vals = _list(value, field)
+    if len(vals) != 4:
+        raise _Bad(f"{field}: expected 4 numbers, got {len(vals)}")
+    x0, y0, x1, y1 = (_number(v, f"{field}[{k}]") for k, v in enumerate(vals))
+    return x0, y0, x1, y1
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, float) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def read_box_file(path: str | os.PathLike[str]) -> Iterator[BoxEntry]:
-    """The images of a box file with their boxes (see the module docstring for the formats)."""
+    """The images of a box file with their boxes (see the module docstring for the formats).
+
+    Every field used is validated as strictly as a dataset's metadata: a field of the wrong
+    type, a non-finite number or id, a path with NUL is a :class:`ConfigError` of one line
+    naming the file, the record (``images[3]``, ``annotations[7]``, or ``:LINE`` of a
+    ``results.jsonl``) and the field.
+    """
     p = Path(path)
     if box_file_format(p) == "jsonl":
-        from camloc.export.records import detections, iter_records
-
-        for rec in iter_records(p):
-            e = BoxEntry(rec["path"], rec.get("image_id"))
-            for d in detections(rec):
-                e.add(d.class_id, d.score, d.box)
-            yield e
+        yield from _read_jsonl(p)
         return
     yield from _read_coco(p)
 
 
-def _read_coco(p: Path) -> Iterator[BoxEntry]:
-    from camloc.export.coco import class_of_category
+def _read_jsonl(p: Path) -> Iterator[BoxEntry]:
+    from camloc.export.records import iter_records
 
+    n = 0
+    records = iter_records(p)
+    while True:
+        try:
+            rec = next(records)
+        except StopIteration:
+            return
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"--boxes {p}: not UTF-8 text ({exc.reason} at byte "
+                              f"{exc.start})") from None
+        except RecursionError:
+            raise ConfigError(f"--boxes {p}: a record nested too deeply") from None
+        n += 1
+        try:
+            yield _jsonl_entry(rec)
+        except _Bad as exc:
+            raise ConfigError(f"--boxes {p}: record {n} ({_show(rec.get('path'))}): {exc}") \
+                from None
+
+
+def _jsonl_entry(rec: dict[str, Any]) -> BoxEntry:
+    path = _file_path(rec["path"], "path")
+    image_id = rec.get("image_id")
+    if image_id is not None:
+        image_id = _file_path(image_id, "image_id")
+    ids = [_class_id(v, f"class_ids[{j}]")
+           for j, v in enumerate(_list(rec.get("class_ids") or [], "class_ids"))]
+    probs_raw = rec.get("probs")
+    probs = [0.0] * len(ids) if probs_raw is None else [
+        _number(v, f"probs[{j}]") for j, v in enumerate(_list(probs_raw, "probs"))]
+    if len(probs) != len(ids):
+        raise _Bad(f"probs: {len(probs)} values for {len(ids)} class_ids")
+    comps = rec.get("component_boxes")
+    per_class: list[list[Any]]
+    if comps is not None:
+        per_class = [_list(c, f"component_boxes[{j}]")
+                     for j, c in enumerate(_list(comps, "component_boxes"))]
+        where = "component_boxes[{j}][{k}]"
+    else:
+        per_class = [[b] for b in _list(rec.get("boxes") or [], "boxes")]
+        where = "boxes[{j}]"
+    e = BoxEntry(path, image_id)
+    for j, cid in enumerate(ids):
+        for k, b in enumerate(per_class[j] if j < len(per_class) else []):
+            if b is None or b == []:  # nothing above the threshold: no box
+                continue
+            x0, y0, x1, y1 = _box4(b, where.format(j=j, k=k))
+            if x1 > x0 and y1 > y0:
+                e.add(cid, probs[j], (x0, y0, x1, y1))
+    return e
+
+
+def _read_coco(p: Path) -> Iterator[BoxEntry]:
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
-        images, anns = data["images"], data.get("annotations", [])
-        cats = {int(c["id"]): class_of_category(c) for c in data.get("categories", [])}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"--boxes {p}: not a readable COCO instances file ({exc})") from exc
-    entries: dict[int, BoxEntry] = {}
-    for n, im in enumerate(images):
-        try:
-            name = str(im["file_name"])
-            abs_path = im.get("camloc_path") or (name if os.path.isabs(name) else None)
-            entries[int(im["id"])] = BoxEntry(abs_path, None if os.path.isabs(name) else name)
-        except (KeyError, TypeError, ValueError):
-            raise ConfigError(f"--boxes {p}: images[{n}] has no id or file_name") from None
-    for n, a in enumerate(anns):
-        try:
-            x, y, w, h = (float(v) for v in a["bbox"])
-            entry = entries[int(a["image_id"])]
-            cid = cats.get(int(a["category_id"]), int(a["category_id"]))
-        except (KeyError, TypeError, ValueError):
-            raise ConfigError(f"--boxes {p}: annotations[{n}] lacks a bbox [x, y, w, h], a known "
-                              "image_id or a category_id") from None
-        entry.add(cid, float(a.get("score", 1.0)), (x, y, x + w, y + h))
+    except (OSError, ValueError, RecursionError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc) or type(exc).__name__
+        raise ConfigError(f"--boxes {p}: not a readable COCO instances file ({reason})") from None
+    field = ""
+    try:
+        data = _object(data, "the file")
+        if "images" not in data:
+            raise _Bad("no 'images' list")
+        images = _list(data["images"], "images")
+        anns = _list(data.get("annotations", []), "annotations")
+        cats: dict[int, int] = {}
+        for n, c in enumerate(_list(data.get("categories", []), "categories")):
+            field = ""
+            c = _object(c, f"categories[{n}]")
+            field = f"categories[{n}]."
+            cid = _whole(c.get("id"), "id")
+            cats[cid] = _class_id(c["camloc_class_id"], "camloc_class_id") \
+                if c.get("camloc_class_id") is not None else _class_id(cid, "id")
+        entries: dict[int, BoxEntry] = {}
+        for n, im in enumerate(images):
+            field = ""
+            im = _object(im, f"images[{n}]")
+            field = f"images[{n}]."
+            name = _file_path(im.get("file_name"), "file_name")
+            abs_path = im.get("camloc_path")
+            abs_path = _file_path(abs_path, "camloc_path") if abs_path is not None \
+                else (name if os.path.isabs(name) else None)
+            image_id = _whole(im.get("id"), "id")
+            if image_id in entries:
+                raise _Bad(f"id: {image_id} is used by an earlier image too")
+            entries[image_id] = BoxEntry(abs_path, None if os.path.isabs(name) else name)
+        for n, a in enumerate(anns):
+            field = ""
+            a = _object(a, f"annotations[{n}]")
+            field = f"annotations[{n}]."
+            x, y, w, h = _box4(a.get("bbox"), "bbox")
+            if w < 0 or h < 0:
+                raise _Bad(f"bbox: width and height must be >= 0, got {w:g}, {h:g}")
+            image_id = _whole(a.get("image_id"), "image_id")
+            if image_id not in entries:
+                raise _Bad(f"image_id: {image_id} is not the id of any image of the file")
+            cat = _whole(a.get("category_id"), "category_id")
+            cid = cats[cat] if cat in cats else _class_id(cat, "category_id")
+            score = _number(a["score"], "score") if "score" in a else 1.0
+            entries[image_id].add(cid, score, (x, y, x + w, y + h))
+    except _Bad as exc:
+        raise ConfigError(f"--boxes {p}: {field}{exc}") from None
     yield from entries.values()
 
 
@@ -252,7 +396,7 @@ def write_box_report(path: str | os.PathLike[str], dataset: Any, out: str | os.P
     Raises:
         ConfigError: no such box file, or what :func:`score_boxes` raises.
     """
-    from camloc.io import atomic_write_json, versions
+    from camloc.io import atomic_write_json, out_lock, versions
 
     p = Path(path)
     if not p.is_file():
@@ -261,7 +405,7 @@ def write_box_report(path: str | os.PathLike[str], dataset: Any, out: str | os.P
     report["protocol"] = {"name": "boxes", **report["protocol"]}
     report["versions"] = versions()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     json_path = out / "report.json"
-    atomic_write_json(json_path, report)
+    with out_lock(out):  # creates out; a second run writing into it meanwhile is refused
+        atomic_write_json(json_path, report)
     return report, json_path

@@ -40,9 +40,11 @@ from camloc.evaluation.state import EvalState
 from camloc.models.heads import eval_mode
 from camloc.models.loader import CamModel
 from camloc.runtime import channels_last
+from camloc.targets import ClassTarget, ScoreFn, Target
 
-__all__ = ["EvalState", "build_report", "check_calibration_report", "map_engine", "map_settings", "calibration_threshold", "check_classes", "check_fits_model",
-           "check_eval_settings", "evaluate_model", "evaluate_state", "gt_class_maps", "make_engine",
+__all__ = ["EvalState", "build_report", "check_calibration_report", "map_engine", "map_settings",
+           "calibration_threshold", "check_classes", "check_fits_model", "check_eval_settings",
+           "evaluate_model", "evaluate_state", "gt_class_maps", "make_engine", "fit_classes",
            "method_block", "scoremap_of", "write_per_image", "PROTOCOLS", "EVAL_SIZE",
            "prepare_scoremap"]
 
@@ -101,22 +103,35 @@ def check_classes(model: CamModel, dataset: Any) -> None:
                         synsets=_model_synsets(model))
 
 
-def check_fits_model(model: CamModel, dataset: Any) -> None:
+def fit_classes(model: CamModel, dataset: Any) -> Any:
+    """``dataset`` numbered as ``model`` numbers its classes: renumbered by WordNet id where both
+    have them (an ImageNet subset whose classes are ``n01440764``-style ids, in any layout,
+    onto an ImageNet model), else unchanged; raises :class:`~camloc.errors.DatasetError` where
+    the classes do not match (:func:`camloc.data.classes.fit_to_model_classes`)."""
+    from camloc.data.classes import fit_to_model_classes
+
+    return fit_to_model_classes(dataset, model.spec.num_classes, model.spec.class_names,
+                                synsets=_model_synsets(model))
+
+
+def check_fits_model(model: CamModel, dataset: Any) -> Any:
     """Refuse a dataset that would give silently wrong figures with ``model``: class ids that do not
-    mean the model's classes (:func:`check_classes`), or metadata sizes that disagree with the image
+    mean the model's classes (:func:`fit_classes`), or metadata sizes that disagree with the image
     headers (boxes would be rescaled from the wrong size; ``dataset.check_sizes()``). Raises
-    :class:`~camloc.errors.DatasetError` naming the file and line."""
-    check_classes(model, dataset)
+    :class:`~camloc.errors.DatasetError` naming the file and line. Returns the dataset to score:
+    renumbered into the model's classes where its classes are WordNet ids (:func:`fit_classes`)."""
+    dataset = fit_classes(model, dataset)
     if hasattr(dataset, "check_sizes"):
         dataset.check_sizes()
+    return dataset
 
 
 def check_eval_settings(interval: object, fixed_threshold: object, batch_size: object,
                         workers: object, calibrate: float | None = None) -> None:
     """Raise :class:`ConfigError` naming the option unless the settings are usable (the grid
-    checks of :func:`camloc.evaluation.score.check_settings`; ``workers`` >= 0, ``batch_size``
+    checks of :func:`camloc.evaluation.options.check_settings`; ``workers`` >= 0, ``batch_size``
     >= 1)."""
-    from camloc.evaluation.score import check_settings
+    from camloc.evaluation.options import check_settings
 
     check_settings(interval, fixed_threshold, workers, 1, calibrate)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
@@ -140,11 +155,12 @@ def make_engine(model: CamModel, method: str = "cam", layer: Any = None,
 
 def map_engine(model: CamModel, method: str | Any = "cam", layer: Any = None,
                method_options: dict[str, Any] | None = None, tta: Any = None,
-               localizer: Any = None) -> tuple[Any, Any, Any]:
-    """``(engine, localizer, tta)``: the map method with the localizer's foreground combined in
-    and wrapped in TTA. ``localizer``: a folder or a :class:`~camloc.localizer.Localizer` (checked
-    against the model); ``tta``: a ``--tta`` text or :class:`~camloc.cams.tta.TTA`; ``None``
-    takes the localizer's recommended TTA (``"none"``: no TTA)."""
+               localizer: Any = None, base: Any = None) -> tuple[Any, Any, Any]:
+    """``(engine, localizer, tta)``: the map method (``base`` when given, e.g. an onnxruntime
+    engine) with the localizer's foreground combined in and wrapped in TTA. ``localizer``: a
+    folder or a :class:`~camloc.localizer.Localizer` (checked against the model); ``tta``: a
+    ``--tta`` text or :class:`~camloc.cams.tta.TTA`; ``None`` takes the localizer's recommended
+    TTA (``"none"``: no TTA)."""
     from camloc.cams.tta import parse_tta, with_tta
 
     loc = None
@@ -154,7 +170,7 @@ def map_engine(model: CamModel, method: str | Any = "cam", layer: Any = None,
         loc = localizer if isinstance(localizer, Localizer) else load_localizer(localizer)
         loc.check_model(model)
     spec = parse_tta(tta if tta is not None else (loc.tta if loc is not None else None))
-    engine = make_engine(model, method, layer, method_options)
+    engine = base if base is not None else make_engine(model, method, layer, method_options)
     if loc is not None:
         engine = with_localizer(engine, loc)
     return with_tta(engine, spec), loc, spec
@@ -236,15 +252,24 @@ def method_block(engine: Any, method_options: dict[str, Any] | None = None) -> d
             "needs_grad": bool(engine.needs_grad)}
 
 
-def gt_class_maps(engine: Any, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
-    """Logits ``(N, C)`` and the raw ``(N, h, w)`` maps of each image's ground-truth class.
+def gt_class_maps(engine: Any, x: torch.Tensor, labels: torch.Tensor | Target | ScoreFn
+                  ) -> tuple[torch.Tensor, np.ndarray]:
+    """Logits ``(N, C)`` and the raw ``(N, h, w)`` maps of each image's ground-truth class
+    (``labels`` ``(N,)``), or of another target with one score per image (a
+    :class:`~camloc.targets.Target`, e.g. ``Margin(labels)``, or a callable on the logits; see
+    :mod:`camloc.targets`).
 
     Gradient methods run with autograd (outside inference mode, from the target layer up);
     the others in inference mode."""
+    target = labels if isinstance(labels, Target) or callable(labels) else ClassTarget(labels)
     ctx = contextlib.nullcontext() if engine.needs_grad else torch.inference_mode()
     with ctx:
-        out = engine(x, classes=labels[:, None].to(engine.model.device))
+        out = engine(x, classes=target)
     return out.logits.detach().float().cpu(), out.maps[:, 0].detach().cpu().numpy()
+
+
+NEEDS_LABELS = ("evaluation needs a class label for every image (GT-known localization uses the "
+                "ground-truth class's map)")
 
 
 def evaluate_state(model: CamModel, dataset: Any, protocol: str = "wsol", interval: float = 0.01,
@@ -273,11 +298,10 @@ def evaluate_state(model: CamModel, dataset: Any, protocol: str = "wsol", interv
     if protocol not in PROTOCOLS:
         raise ConfigError(f"protocol={protocol!r}: expected one of {PROTOCOLS}")
     check_eval_settings(interval, fixed_threshold, batch_size, workers)
-    samples = labelled_samples(dataset, "evaluation needs a class label for every image "
-                                        "(GT-known localization uses the ground-truth class's map)")
-    engine = make_engine(model, method, layer, method_options)
     if check_dataset:
-        check_fits_model(model, dataset)
+        dataset = check_fits_model(model, dataset)
+    samples = labelled_samples(dataset, NEEDS_LABELS)
+    engine = make_engine(model, method, layer, method_options)
     has_boxes = any(len(s.boxes) for s in samples)
     has_masks = any(s.mask_paths for s in samples)
     # The network sees the whole image at its own input size (224 for ImageNet models); maps
@@ -428,8 +452,10 @@ def evaluate_model(model: CamModel, dataset: Any, protocol: str = "wsol", interv
         tau = loc.threshold
     source = None if tau is None else (str(calibrate) if calibrate not in (None, "") else
                                        "localizer")
+    if check_dataset:  # the report names the classes the images were scored against
+        dataset = check_fits_model(model, dataset)
     state = evaluate_state(model, dataset, protocol, interval, fixed_threshold, batch_size, workers,
-                           save_maps, progress, tf32, method=engine, check_dataset=check_dataset)
+                           save_maps, progress, tf32, method=engine, check_dataset=False)
     return build_report(state, model, dataset, protocol, interval, calibrate=tau,
                         method=method_block(engine, method_options),
                         extra=map_settings(spec, loc, dataset, tau, source))

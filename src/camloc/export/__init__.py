@@ -34,10 +34,18 @@ from camloc.errors import ConfigError
 from camloc.export.names import output_name
 from camloc.export.records import Detection, detections, iter_records
 
-__all__ = ["FORMATS", "Detection", "detections", "export_results", "iter_records",
-           "output_name", "parse_formats"]
+__all__ = ["FORMATS", "Detection", "check_export_targets", "detections", "export_results",
+           "iter_records", "output_name", "parse_formats", "to_onnx"]
 
 FORMATS = ("jsonl", "coco", "yolo", "voc")
+
+
+def __getattr__(name: str) -> Any:  # ``camloc.export.to_onnx``, imported lazily (onnx, torch)
+    if name == "to_onnx":
+        from camloc.export.onnx import to_onnx
+
+        return to_onnx
+    raise AttributeError(f"module 'camloc.export' has no attribute {name!r}")
 
 
 def parse_formats(value: str | Sequence[str] | None) -> list[str]:
@@ -58,6 +66,25 @@ def parse_formats(value: str | Sequence[str] | None) -> list[str]:
         if f not in out and f != "jsonl":
             out.append(f)
     return out
+
+
+def check_export_targets(out: str | os.PathLike[str], formats: Sequence[str]) -> None:
+    """Refuse (:class:`~camloc.errors.ConfigError`) before a run starts when an export of
+    ``formats`` could not be written into ``out``: ``coco/`` a link or a file, ``yolo/`` or
+    ``voc/`` a link, a file, or a folder camloc did not make (a user's own labels: camloc
+    replaces only its own export folders, never deletes a user's files)."""
+    from camloc.export._files import check_replaceable
+    from camloc.io import refuse_symlink
+
+    out = Path(out)
+    for fmt in parse_formats(list(formats)):
+        if fmt == "coco":
+            refuse_symlink(out / "coco")
+            if (out / "coco").exists() and not (out / "coco").is_dir():
+                raise ConfigError(f"{out / 'coco'} exists and is not a folder; remove it or "
+                                  f"choose another --out")
+        else:
+            check_replaceable(out / fmt)
 
 
 def export_results(results: str | os.PathLike[str], out: str | os.PathLike[str],

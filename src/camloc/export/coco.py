@@ -7,7 +7,8 @@ probability. Category ids are camloc class ids plus one (COCO reserves nothing, 
 libraries commonly take 0 for the background); each category also carries ``camloc_class_id``.
 Image ids count from 1 in the order of ``results.jsonl``; ``file_name`` is the dataset's image
 id for ``--dataset`` runs (relative to its image folder), else the image's absolute path; every
-image also carries ``camloc_path`` (its absolute path).
+image also carries ``camloc_path`` (its absolute path). A name that is not valid UTF-8 is written
+with U+FFFD for each byte that is not (JSON text is UTF-8).
 
 Both files are written atomically and streamed: the records are read twice (once for the images,
 once for the annotations), never held in memory.
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from camloc.export.records import detections
-from camloc.io import atomic_open
+from camloc.io import atomic_open, clean_text, make_out_dir
 
 __all__ = ["write_coco", "category_id", "class_of_category"]
 
@@ -39,8 +40,9 @@ def class_of_category(category: dict[str, Any]) -> int:
 
 
 def _dump(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, allow_nan=False,
-                      separators=(",", ":")).encode("utf-8")
+    # clean_text: a file or class name that is not UTF-8 (lone surrogates) gets U+FFFD
+    return clean_text(json.dumps(obj, ensure_ascii=False, allow_nan=False,
+                                 separators=(",", ":"))).encode("utf-8")
 
 
 def write_coco(records: Callable[[], Iterable[dict[str, Any]]], folder: Path,
@@ -52,7 +54,7 @@ def write_coco(records: Callable[[], Iterable[dict[str, Any]]], folder: Path,
     ``class_names`` (index == class id) gives every category; without it the categories are
     the classes the records name. Returns the two paths.
     """
-    folder.mkdir(parents=True, exist_ok=True)
+    make_out_dir(folder.parent, folder.name)
     if class_names is None:
         seen: dict[int, str] = {}
         for rec in records():

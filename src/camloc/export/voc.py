@@ -13,6 +13,7 @@ box ``x0, y0, x1, y1``, at least one pixel wide.
 from __future__ import annotations
 
 import os
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 from camloc.export._files import staged_folder
 from camloc.export.names import output_name
 from camloc.export.records import Detection, detections
-from camloc.io import dumps
+from camloc.io import clean_text, dumps
 
 __all__ = ["write_voc", "voc_xml", "voc_box"]
 
@@ -47,14 +48,23 @@ def _sub(parent: ET.Element, tag: str, text: Any = None) -> ET.Element:
     return el
 
 
+_NOT_XML_RE = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
 def _xml_text(s: str) -> str:
-    """``s`` without the characters XML 1.0 cannot hold (control characters in odd names)."""
-    return "".join(ch for ch in s if ch in "\t\n\r" or ord(ch) >= 0x20)
+    """``s`` with only characters XML 1.0 can hold: lone surrogates (bytes of a file name that
+    is not UTF-8) become U+FFFD, the rest XML forbids (control characters, U+FFFE, U+FFFF) are
+    dropped.
+
+    >>> _xml_text("a\\x01b\\uffff") == "ab"
+    True
+    """
+    return _NOT_XML_RE.sub("", clean_text(s))
 
 
 def voc_xml(rec: dict[str, Any], dets: list[Detection]) -> bytes:
     """The VOC annotation of one record."""
-    path = _xml_text(os.fsdecode(rec["path"]).encode("utf-8", "replace").decode("utf-8"))
+    path = _xml_text(os.fsdecode(rec["path"]))
     w, h = int(rec["width"]), int(rec["height"])
     root = ET.Element("annotation")
     _sub(root, "folder", Path(path).parent.name)

@@ -20,7 +20,7 @@ from typing import Any
 from camloc.export._files import staged_folder
 from camloc.export.names import output_name
 from camloc.export.records import Detection, detections
-from camloc.io import dumps
+from camloc.io import clean_text, dumps
 
 __all__ = ["write_yolo", "yolo_line", "read_yolo_line"]
 
@@ -68,6 +68,7 @@ def write_yolo(records: Iterable[dict[str, Any]], folder: Path,
                     for d in dets:
                         names.setdefault(d.class_id, d.class_name)
         count = (max(names) + 1) if names else 0
-        text = "".join(" ".join(names.get(i, "").split()) + "\n" for i in range(count))
+        text = "".join(" ".join(clean_text(names.get(i, "")).split()) + "\n"
+                       for i in range(count))
         (stage / "classes.txt").write_text(text, encoding="utf-8")
     return folder

@@ -37,11 +37,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["engine", "kernels", "disabled_by_env", "forced_by_env", "window_tables", "workspace",
+__all__ = ["engine", "kernels", "disabled_by_env", "forced_by_env", "workspace",
            "fits", "note_numpy_seconds"]
-
-# neighbour k of a pixel sits at (dx, dy) = _NEIGH[k]; bit k of the "earlier neighbours" masks
-_NEIGH = ((-1, -1), (0, -1), (1, -1), (-1, 0), (1, 0), (-1, 1), (0, 1), (1, 1))
 
 _WARM_WORTH_S = 1.0   # expected NumPy seconds that pay for importing numba and loading its cache
 _COLD_WORTH_S = 30.0  # ... that pay for compiling
@@ -56,31 +53,6 @@ def disabled_by_env() -> bool:
 def forced_by_env() -> bool:
     """True when ``CAMLOC_NUMBA`` asks for the compiled engine whatever the job's size."""
     return os.environ.get("CAMLOC_NUMBA", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def window_tables() -> tuple[np.ndarray, np.ndarray]:
-    """``(dA, dE)``: change of ``2*Q4 + Q3`` and of ``Q1 - Q3 - 2*QD`` over the four 2x2 windows that
-    hold a pixel when it joins the foreground, indexed by the mask of its neighbours already in it
-    (bit k = neighbour ``_NEIGH[k]``)."""
-    def f(cells: list[tuple[int, int]], on: set[tuple[int, int]]) -> tuple[int, int]:
-        inside = [c for c in cells if c in on]
-        if len(inside) == 2:
-            (a, b) = inside
-            return 0, (-2 if a[0] != b[0] and a[1] != b[1] else 0)
-        return {0: (0, 0), 1: (0, 1), 3: (1, -1), 4: (2, 0)}[len(inside)]
-
-    dA = np.zeros(256, np.int32)
-    dE = np.zeros(256, np.int32)
-    windows = [[(ox + i, oy + j) for j in (0, 1) for i in (0, 1)] for ox in (-1, 0) for oy in (-1, 0)]
-    for mask in range(256):
-        before = {_NEIGH[k] for k in range(8) if mask >> k & 1}
-        after = before | {(0, 0)}
-        for cells in windows:
-            a0, e0 = f(cells, before)
-            a1, e1 = f(cells, after)
-            dA[mask] += a1 - a0
-            dE[mask] += e1 - e0
-    return dA, dE
 
 
 def fits(shape: tuple[int, ...]) -> bool:

@@ -12,7 +12,34 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from camloc.metrics._jit import _NEIGH, window_tables
+# neighbour k of a pixel sits at (dx, dy) = _NEIGH[k]; bit k of the "earlier neighbours" masks
+_NEIGH = ((-1, -1), (0, -1), (1, -1), (-1, 0), (1, 0), (-1, 1), (0, 1), (1, 1))
+
+
+def window_tables() -> tuple[np.ndarray, np.ndarray]:
+    """``(dA, dE)``: change of ``2*Q4 + Q3`` and of ``Q1 - Q3 - 2*QD`` over the four 2x2 windows that
+    hold a pixel when it joins the foreground, indexed by the mask of its neighbours already in it
+    (bit k = neighbour ``_NEIGH[k]``)."""
+    def f(cells: list[tuple[int, int]], on: set[tuple[int, int]]) -> tuple[int, int]:
+        inside = [c for c in cells if c in on]
+        if len(inside) == 2:
+            (a, b) = inside
+            return 0, (-2 if a[0] != b[0] and a[1] != b[1] else 0)
+        return {0: (0, 0), 1: (0, 1), 3: (1, -1), 4: (2, 0)}[len(inside)]
+
+    dA = np.zeros(256, np.int32)
+    dE = np.zeros(256, np.int32)
+    windows = [[(ox + i, oy + j) for j in (0, 1) for i in (0, 1)] for ox in (-1, 0) for oy in (-1, 0)]
+    for mask in range(256):
+        before = {_NEIGH[k] for k in range(8) if mask >> k & 1}
+        after = before | {(0, 0)}
+        for cells in windows:
+            a0, e0 = f(cells, before)
+            a1, e1 = f(cells, after)
+            dA[mask] += a1 - a0
+            dE[mask] += e1 - e0
+    return dA, dE
+
 
 _DA, _DE = window_tables()
 _DX = np.array([d[0] for d in _NEIGH], np.int64)
@@ -500,8 +527,8 @@ def _outcomes(u8, mx, lv, gt, dthr, exact, ws):
     any_holes = False
     for t in range(nn):
         hi = min(nodes[t, HI], nlive)
-        j = max(nodes[t, LO], 0)
-        if j >= hi:
+        lo = max(nodes[t, LO], 0)
+        if lo >= hi:
             continue
         # contour box: x1 = min(max x + 1, W - 1); padded coordinates are one more
         iou = _best_iou(nodes[t, X0] - 1, nodes[t, Y0] - 1, min(nodes[t, X1], w - 1),
@@ -511,7 +538,7 @@ def _outcomes(u8, mx, lv, gt, dthr, exact, ws):
         holed = nodes[t, E4] != 4
         if holed:
             any_holes = True
-        for j in range(j, hi):
+        for j in range(lo, hi):
             ncomp[j] += 1
             if a > amax[j]:
                 amax[j] = a

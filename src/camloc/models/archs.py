@@ -72,13 +72,18 @@ class ArchInfo:
 
 
 _Builder = Callable[..., GapNet]
-_REGISTRY: dict[str, tuple[ArchInfo, _Builder]] = {}
+_ARCHS: dict[str, tuple[ArchInfo, _Builder]] = {}
+#: The most classes a classifier may have (ImageNet-21k has 21,841; 100,000 x 2,048 features
+#: is an 800 MB classifier).
+MAX_NUM_CLASSES = 100_000
+#: The largest ``width`` of tiny-cnn (its last blocks have 4 x width channels).
+MAX_TINY_WIDTH = 512
 
 
 def _register(name: str, description: str, stride: int, options: tuple[str, ...] = ()
               ) -> Callable[[_Builder], _Builder]:
     def deco(fn: _Builder) -> _Builder:
-        _REGISTRY[name] = (ArchInfo(name, description, stride, options), fn)
+        _ARCHS[name] = (ArchInfo(name, description, stride, options), fn)
         return fn
 
     return deco
@@ -90,15 +95,15 @@ def list_archs() -> list[str]:
     >>> "vgg16-gap" in list_archs() and "tiny-cnn" in list_archs()
     True
     """
-    return sorted(_REGISTRY)
+    return sorted(_ARCHS)
 
 
 def arch_info(name: str) -> ArchInfo:
     """The :class:`ArchInfo` of a registered architecture (``ConfigError`` if unknown)."""
-    if name not in _REGISTRY:
+    if name not in _ARCHS:
         raise ConfigError(f"arch={name!r}: not a registered architecture; choose one of "
                           f"{', '.join(list_archs())} or 'any:NAME'")
-    return _REGISTRY[name][0]
+    return _ARCHS[name][0]
 
 
 def build_arch(arch: str, num_classes: int, pool: str = "avg", pretrained: bool = False,
@@ -125,13 +130,19 @@ def build_arch(arch: str, num_classes: int, pool: str = "avg", pretrained: bool 
     >>> net.forward_features(torch.zeros(1, 3, 224, 224)).shape
     torch.Size([1, 512, 14, 14])
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ConfigError(f"num_classes={num_classes!r}: expected a positive integer")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) \
+            or not 1 <= num_classes <= MAX_NUM_CLASSES:
+        raise ConfigError(f"num_classes={num_classes!r}: expected an integer from 1 to "
+                          f"{MAX_NUM_CLASSES}")
+    dropout = kwargs.get("dropout", 0.0)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
+            or not 0.0 <= float(dropout) < 1.0:
+        raise ConfigError(f"dropout={dropout!r}: expected a probability in [0, 1)")
     pool = _normalize_pool(pool)
     name = str(arch).strip()
-    if name in _REGISTRY:
-        builder = _REGISTRY[name][1]
-        allowed = set(_REGISTRY[name][0].options) | {"dropout"}
+    if name in _ARCHS:
+        builder = _ARCHS[name][1]
+        allowed = set(_ARCHS[name][0].options) | {"dropout"}
         unknown = sorted(set(kwargs) - allowed)
         if unknown:
             raise ConfigError(f"arch={name!r}: unknown option(s) {', '.join(unknown)}; it accepts "
@@ -355,8 +366,8 @@ def _tiny_cnn(num_classes: int, pool: str, pretrained: bool, width: int = 32,
               dropout: float = 0.0) -> GapNet:
     if pretrained:
         raise WeightsError("tiny-cnn has no pretrained weights; train it without --pretrained")
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-        raise ConfigError(f"width={width!r}: expected a positive integer")
+    if isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= MAX_TINY_WIDTH:
+        raise ConfigError(f"width={width!r}: expected an integer from 1 to {MAX_TINY_WIDTH}")
     chans = [3, width, 2 * width, 4 * width, 4 * width]
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     for i in range(4):

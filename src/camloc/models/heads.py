@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from camloc.devices import eval_mode
 from camloc.errors import UnsupportedHeadError
 from camloc.models.layers import (LayerTap, MapLayout, TraceRecord, declared_prefix, infer_layout,
                                   run_with_taps, trace_modules)
@@ -142,18 +143,6 @@ def tap_features(module: nn.Module) -> Iterator[list[torch.Tensor]]:
         yield box
     finally:
         handle.remove()
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode for the block and restore every submodule's flag afterwards."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 def _relative_error(rec: torch.Tensor, logits: torch.Tensor) -> float:

@@ -36,7 +36,7 @@ import difflib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -48,7 +48,7 @@ __all__ = ["LayerSpec", "LayerTap", "MapLayout", "Reshape", "TraceRecord", "decl
            "default_layer_names", "infer_layout", "layer_name", "resolve_layers", "run_with_replaced",
            "run_with_taps", "spatially_relevant", "token_grid", "trace_modules"]
 
-LayerSpec = Union[str, nn.Module, Sequence[Union[str, nn.Module]], None]
+LayerSpec = str | nn.Module | Sequence[str | nn.Module] | None
 Reshape = Callable[[torch.Tensor], torch.Tensor]
 
 #: Largest number of prefix tokens tried when a model does not declare its own (class and

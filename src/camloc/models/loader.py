@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from camloc.devices import resolve_device
 from camloc.errors import CamlocError, CheckpointError, ConfigError, ModelError
 from camloc.models.heads import GapHead, discover_gap_head, eval_mode
 from camloc.models.layers import (LayerSpec, LayerTap, Reshape, declared_prefix, default_layer_names,
@@ -43,8 +44,6 @@ from camloc.models.zoo import (DEFAULT_MODEL, OFFLINE_ALIASES, build_zoo_model, 
 
 __all__ = ["CamModel", "DEFAULT_MODEL", "apply_head_dir", "imagenet_class_names", "load_model",
            "load_state_dict_file", "resolve_device", "resolve_zoo_name", "wrap"]
-
-_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
 
 
 @dataclass
@@ -105,41 +104,32 @@ class CamModel:
                 f"layers={self.layers}, device={self.device})")
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/``None`` -> CUDA when available, else CPU; otherwise ``torch.device(device)``.
-
-    Raises:
-        ConfigError: an unknown device type or index, or one this machine does not have.
-    """
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if isinstance(device, torch.device):
-        dev = device
-    else:
-        text = str(device).strip().lower()
-        kind, _, index = text.partition(":")
-        if kind not in _DEVICE_TYPES or (index and not index.isdigit()):
-            raise ConfigError(f"device={device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N' "
-                              f"(also 'mps' on Apple silicon)")
-        dev = torch.device(text)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device={device!r}: CUDA is not available on this machine")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA "
-                              f"device(s) (cuda:0..cuda:{torch.cuda.device_count() - 1})")
-    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError(f"device={device!r}: MPS is not available on this machine")
-    elif dev.type == "xpu" and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
-        raise ConfigError(f"device={device!r}: XPU is not available on this machine")
-    return dev
-
-
-def _spec_int(d: dict[str, Any], key: str, where: Path) -> int:
+def _spec_int(d: dict[str, Any], key: str, where: Path, high: int) -> int:
     value = d.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise CheckpointError(f"{where}: {key} must be a positive integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+        raise CheckpointError(f"{where}: {key} must be a positive integer no larger than "
+                              f"{high}, got {value!r}")
     return value
+
+
+def _weights_file(folder: Path, name: object, spec_path: Path) -> Path:
+    """``folder/name`` for spec.json's ``weights_file``, refused (:class:`CheckpointError`) unless
+    it is a file name inside the model folder: an absolute path, ``..``, or a link leading out
+    of the folder would read a file the user did not name."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise CheckpointError(f"{spec_path}: weights_file must be a file name inside the model "
+                              f"folder, got {name!r}")
+    path = folder / name
+    root = folder.resolve()
+    try:
+        inside = not Path(name).is_absolute() and path.resolve().is_relative_to(root) \
+            and path.resolve() != root
+    except (OSError, RuntimeError):  # a link loop
+        inside = False
+    if not inside:
+        raise CheckpointError(f"{spec_path}: weights_file {name!r} is outside the model folder "
+                              f"{folder}; it must name a file inside it (e.g. model.safetensors)")
+    return path
 
 
 def _camloc_checkpoint(folder: Path, weights: Any) -> tuple[nn.Module, ModelSpec]:
@@ -155,7 +145,10 @@ def _camloc_checkpoint(folder: Path, weights: Any) -> tuple[nn.Module, ModelSpec
     for key in ("arch", "num_classes"):
         if key not in d:
             raise CheckpointError(f"{spec_path}: missing key {key!r}")
-    nc = _spec_int(d, "num_classes", spec_path)
+    wfile_in_folder = _weights_file(folder, d.get("weights_file", "model.safetensors"), spec_path)
+    from camloc.models.archs import MAX_NUM_CLASSES
+
+    nc = _spec_int(d, "num_classes", spec_path, MAX_NUM_CLASSES)
     kwargs = d.get("arch_kwargs", {})
     if not isinstance(kwargs, dict):
         raise CheckpointError(f"{spec_path}: arch_kwargs must be an object")
@@ -163,9 +156,10 @@ def _camloc_checkpoint(folder: Path, weights: Any) -> tuple[nn.Module, ModelSpec
         model = build_arch(d["arch"], num_classes=nc, pool=d.get("pool", "avg"), pretrained=False,
                            **kwargs)
     except ConfigError as exc:
-        raise CheckpointError(f"{spec_path}: {exc}") from exc
+        field = next((f"arch_kwargs.{k}: " for k in kwargs if str(exc).startswith(f"{k}=")), "")
+        raise CheckpointError(f"{spec_path}: {field}{exc}") from exc
     wfile = Path(weights) if isinstance(weights, (str, os.PathLike)) and weights not in ("DEFAULT",) \
-        else folder / d.get("weights_file", "model.safetensors")
+        else wfile_in_folder
     load_into(model, load_state_dict_file(wfile), str(wfile))
     check_finite(model, str(wfile), CheckpointError)
     try:

@@ -16,7 +16,7 @@ torch.Size([2, 3])
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Union
+from typing import Any
 
 import torch
 
@@ -24,7 +24,7 @@ from camloc.errors import ConfigError, ModelError
 
 __all__ = ["OutputSelector", "select_output", "check_output_selector"]
 
-OutputSelector = Union[str, int, Callable[[Any], torch.Tensor], None]
+OutputSelector = str | int | Callable[[Any], torch.Tensor] | None
 
 
 def check_output_selector(output: OutputSelector) -> None:

@@ -43,11 +43,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from camloc.data.images import load_image, to_tensor
+from camloc.data.images import check_resized_size, load_image, original_size, to_tensor
 from camloc.errors import ConfigError, ImageError, ModelError
 from camloc.io import atomic_save_npy, atomic_write_json
 from camloc.models.heads import eval_mode
-from camloc.models.registry import CamModel
+from camloc.models.loader import CamModel
 from camloc.models.spec import Preprocess
 
 __all__ = ["Features", "FailedImage", "extract_features", "pooled_features", "model_key",
@@ -299,6 +299,7 @@ def extract_features(model: CamModel, dataset: Any, cache_dir: str | os.PathLike
             continue
         try:
             image = load_image(s.path)
+            check_resized_size(s.path, original_size(image), pre)
         except ImageError as exc:
             failed.append(FailedImage(s.image_id, str(s.path), exc.reason))
             tick()

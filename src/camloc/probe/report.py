@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from camloc.io import atomic_write_bytes
+from camloc.io import atomic_write_bytes, clean_text
 
 __all__ = ["plot_confusion", "render_markdown"]
 
@@ -32,13 +32,14 @@ def plot_confusion(cm: np.ndarray, class_names: Sequence[str], path: str | os.Pa
     ax = fig.add_subplot(1, 1, 1)
     im = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
-    labels = [str(c)[:24] for c in class_names]
+    # clean_text: a class folder whose name is not UTF-8 (lone surrogates) would crash the renderer
+    labels = [clean_text(str(c))[:24] for c in class_names]
     ax.set_xticks(range(n), labels, rotation=45 if n > 3 else 0, ha="right" if n > 3 else "center",
                   fontsize=8 if n > 10 else 10)
     ax.set_yticks(range(n), labels, fontsize=8 if n > 10 else 10)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(clean_text(title), fontsize=10)
     if n <= 30:
         for i in range(n):
             for j in range(n):

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from camloc.errors import ConfigError, DatasetError
-from camloc.io import JsonlWriter, atomic_write_json, atomic_write_text, versions
-from camloc.models.registry import CamModel
+from camloc.io import JsonlWriter, atomic_write_json, atomic_write_text, out_lock, versions
+from camloc.models.loader import CamModel
 from camloc.probe.features import Features, extract_features
 from camloc.probe.fit import ProbeFit, fit_probe, save_head
 from camloc.probe.report import plot_confusion, render_markdown
@@ -128,10 +128,10 @@ def apply_head(model: CamModel, head_dir: str | Path) -> CamModel:
 
     Same as ``camloc.load_model(name, weights, head=head_dir)`` without reloading the backbone.
     """
-    from camloc.models.registry import _apply_head
+    from camloc.models.loader import apply_head_dir
 
     new = copy.deepcopy(model)
-    _apply_head(new.module, new.spec, new.head, Path(head_dir))
+    apply_head_dir(new.module, new.spec, new.head, Path(head_dir))
     return new
 
 
@@ -177,7 +177,7 @@ def centre_box_baseline(dataset: Any, eval_size: int = 224) -> dict[str, Any]:
 def _evaluate_localization(model: CamModel, dataset: Any, interval: float,
                            batch_size: int) -> dict[str, Any] | None:
     try:
-        from camloc.evaluate import evaluate_model
+        from camloc.evaluation.evaluate import evaluate_model
 
         return evaluate_model(model, dataset, interval=interval, batch_size=batch_size)
     except ImportError:  # an install without the evaluation module
@@ -243,75 +243,77 @@ def run_probe(model: CamModel, dataset: Any, out: str | Path, settings: ProbeSet
     failed = [f.to_dict() for f in ftr.failed] + ([f.to_dict() for f in fte.failed] if fte else [])
     say(f"features: {ftr.computed + (fte.computed if fte else 0)} computed, "
         f"{ftr.reused + (fte.reused if fte else 0)} from cache, {len(failed)} unreadable")
-    out.mkdir(parents=True, exist_ok=True)
-    if failed:
-        with JsonlWriter(out / "errors.jsonl", append=False) as w:
-            for rec in failed:
-                w.write(rec)
-    elif (out / "errors.jsonl").exists():
-        (out / "errors.jsonl").unlink()
+    with out_lock(out):  # creates out; a second run writing into it meanwhile is refused
+        if failed:
+            with JsonlWriter(out / "errors.jsonl", append=False) as w:
+                for rec in failed:
+                    w.write(rec)
+        elif (out / "errors.jsonl").exists():
+            (out / "errors.jsonl").unlink()
 
-    probe = fit_probe(ftr.X, ftr.y, s.classifier, s.C, class_names=names, seed=s.seed, cv=s.cv)
-    say(f"probe: {s.classifier} C={probe.C:g}, train accuracy {probe.train_accuracy:.3f}")
-    backbone = str(model.info.get("name", model.spec.name))
-    if Path(backbone).is_dir():  # a camloc checkpoint folder: record where it is
-        backbone = str(Path(backbone).resolve())
-    save_head(out, probe, backbone, weights, model.spec.preprocess.to_dict(), extra={
-        "weights_source": model.spec.source,
-        "feature": "classifier input (GAP of the folded last feature map)",
-        "model_key": ftr.model_key,
-        "cv_scores": probe.summary()["cv_scores"],
-        "train_accuracy": probe.train_accuracy,
-    })
+        probe = fit_probe(ftr.X, ftr.y, s.classifier, s.C, class_names=names, seed=s.seed, cv=s.cv)
+        say(f"probe: {s.classifier} C={probe.C:g}, train accuracy {probe.train_accuracy:.3f}")
+        backbone = str(model.info.get("name", model.spec.name))
+        if Path(backbone).is_dir():  # a camloc checkpoint folder: record where it is
+            backbone = str(Path(backbone).resolve())
+        save_head(out, probe, backbone, weights, model.spec.preprocess.to_dict(), extra={
+            "weights_source": model.spec.source,
+            "feature": "classifier input (GAP of the folded last feature map)",
+            "model_key": ftr.model_key,
+            "cv_scores": probe.summary()["cv_scores"],
+            "train_accuracy": probe.train_accuracy,
+        })
 
-    report: dict[str, Any] = {
-        "dataset": {"name": getattr(dataset, "name", None),
-                    "root": str(getattr(dataset, "root", "")),
-                    "format": getattr(dataset, "format", None),
-                    "split": getattr(dataset, "split", None),
-                    "images": len(dataset), "class_names": names,
-                    "held_out_set": None if test_dataset is None else
-                    {"root": str(getattr(test_dataset, "root", "")),
-                     "split": getattr(test_dataset, "split", None), "images": len(test_dataset)}},
-        "model": {"name": backbone, "weights": weights, "source": model.spec.source,
-                  "feature_dim": model.head.num_channels, "model_key": ftr.model_key,
-                  "preprocess": model.spec.preprocess.to_dict()},
-        "split": {**split_info, "n_train": len(ftr), "n_test": len(fte) if fte else 0},
-        "probe": probe.summary(),
-        "features": {"computed": ftr.computed + (fte.computed if fte else 0),
-                     "reused": ftr.reused + (fte.reused if fte else 0),
-                     "cache_dir": str(ftr.cache_dir) if ftr.cache_dir else None,
-                     "failed": failed},
-        "heldout": None,
-        "localization": None,
-        "head": str(out),
-        "versions": versions(),
-    }
-    if fte is not None and len(fte):
-        report["heldout"] = heldout_metrics(probe, fte.X, fte.y)
-        say(f"held-out accuracy {report['heldout']['accuracy']:.3f} on {len(fte)} images")
-        plot_confusion(np.asarray(report["heldout"]["confusion_matrix"]), names,
-                       out / "confusion.png",
-                       title=f"probe on {backbone}: held-out accuracy "
-                             f"{report['heldout']['accuracy']:.1%}")
-        usable = test_ds.subset(fte.indices)
-        if s.localization and getattr(usable, "has_boxes", False):
-            loc = _evaluate_localization(apply_head(model, out), usable, s.interval, s.batch_size)
-            if loc is None:
-                report["localization_note"] = "camloc.evaluate is not available in this install"
-            else:
-                report["localization"] = loc.get("localization")
-                report["evaluation"] = {k: v for k, v in loc.items()
-                                        if k not in ("localization", "versions", "dataset")}
-                report["centre_box_baseline"] = centre_box_baseline(usable)
-                gk = (report["localization"] or {}).get("gt_known_loc", {})
-                cb = report["centre_box_baseline"]["gt_known_loc"]
-                if gk.get("at_fixed") is not None and cb is not None:
-                    say(f"held-out GT-known Loc {gk['at_fixed']:.2f}% at tau "
-                        f"{gk['fixed_threshold']} (best {gk['best']:.2f}% at "
-                        f"{gk['best_threshold']}); centre box {cb:.2f}%")
-    report["seconds"] = round(time.perf_counter() - t0, 3)
-    atomic_write_json(out / "report.json", report)
-    atomic_write_text(out / "report.md", render_markdown(report))
-    return ProbeResult(out=out, probe=probe, report=report, train_features=ftr,
-                       test_features=fte, failed=failed)
+        report: dict[str, Any] = {
+            "dataset": {"name": getattr(dataset, "name", None),
+                        "root": str(getattr(dataset, "root", "")),
+                        "format": getattr(dataset, "format", None),
+                        "split": getattr(dataset, "split", None),
+                        "images": len(dataset), "class_names": names,
+                        "held_out_set": None if test_dataset is None else
+                        {"root": str(getattr(test_dataset, "root", "")),
+                         "split": getattr(test_dataset, "split", None),
+                         "images": len(test_dataset)}},
+            "model": {"name": backbone, "weights": weights, "source": model.spec.source,
+                      "feature_dim": model.head.num_channels, "model_key": ftr.model_key,
+                      "preprocess": model.spec.preprocess.to_dict()},
+            "split": {**split_info, "n_train": len(ftr), "n_test": len(fte) if fte else 0},
+            "probe": probe.summary(),
+            "features": {"computed": ftr.computed + (fte.computed if fte else 0),
+                         "reused": ftr.reused + (fte.reused if fte else 0),
+                         "cache_dir": str(ftr.cache_dir) if ftr.cache_dir else None,
+                         "failed": failed},
+            "heldout": None,
+            "localization": None,
+            "head": str(out),
+            "versions": versions(),
+        }
+        if fte is not None and len(fte):
+            report["heldout"] = heldout_metrics(probe, fte.X, fte.y)
+            say(f"held-out accuracy {report['heldout']['accuracy']:.3f} on {len(fte)} images")
+            plot_confusion(np.asarray(report["heldout"]["confusion_matrix"]), names,
+                           out / "confusion.png",
+                           title=f"probe on {backbone}: held-out accuracy "
+                                 f"{report['heldout']['accuracy']:.1%}")
+            usable = test_ds.subset(fte.indices)
+            if s.localization and getattr(usable, "has_boxes", False):
+                loc = _evaluate_localization(apply_head(model, out), usable, s.interval,
+                                             s.batch_size)
+                if loc is None:
+                    report["localization_note"] = "camloc.evaluate is not available in this install"
+                else:
+                    report["localization"] = loc.get("localization")
+                    report["evaluation"] = {k: v for k, v in loc.items()
+                                            if k not in ("localization", "versions", "dataset")}
+                    report["centre_box_baseline"] = centre_box_baseline(usable)
+                    gk = (report["localization"] or {}).get("gt_known_loc", {})
+                    cb = report["centre_box_baseline"]["gt_known_loc"]
+                    if gk.get("at_fixed") is not None and cb is not None:
+                        say(f"held-out GT-known Loc {gk['at_fixed']:.2f}% at tau "
+                            f"{gk['fixed_threshold']} (best {gk['best']:.2f}% at "
+                            f"{gk['best_threshold']}); centre box {cb:.2f}%")
+        report["seconds"] = round(time.perf_counter() - t0, 3)
+        atomic_write_json(out / "report.json", report)
+        atomic_write_text(out / "report.md", render_markdown(report))
+        return ProbeResult(out=out, probe=probe, report=report, train_features=ftr,
+                           test_features=fte, failed=failed)

@@ -43,7 +43,8 @@ def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def write_model_dir(folder: str | os.PathLike[str], model: nn.Module, spec: dict[str, Any]) -> Path:
-    """Write ``model.safetensors`` then ``spec.json`` into ``folder`` (atomically each)."""
+    """Write ``model.safetensors`` then ``spec.json`` into ``folder`` (atomically each; under
+    an output folder held by :func:`camloc.io.folder_lock`, no link below it is followed)."""
     from safetensors.torch import save
 
     folder = Path(folder)

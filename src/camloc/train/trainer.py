@@ -4,7 +4,7 @@ The recipe is the CAM paper's: a backbone converted to ``features -> GAP -> line
 (:mod:`camloc.models.archs`), SGD with momentum 0.9 and weight decay, the new layers at 10x the
 backbone's learning rate when fine-tuning, RandomResizedCrop + horizontal flip for training and a
 plain resize (no crop) for validation. After every epoch the model is evaluated with
-:func:`camloc.evaluate.evaluate_model` (top-1, GT-known localization, MaxBoxAccV2) and the best
+:func:`camloc.evaluation.evaluate.evaluate_model` (top-1, GT-known localization, MaxBoxAccV2) and the best
 epoch by ``select`` is kept.
 
 Output folder (only rank 0 writes; every file atomically)::
@@ -39,7 +39,7 @@ import os
 import random
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -50,7 +50,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from camloc.errors import CheckpointError, ConfigError, DatasetError
-from camloc.io import atomic_write_json, atomic_write_text, dumps, versions
+from camloc.io import (atomic_write_json, atomic_write_text, dumps, folder_lock,
+                       refuse_symlink, remove_stale_temps, versions)
 from camloc.models.spec import Preprocess
 from camloc.train.checkpoint import (STATE_FILE, WEIGHTS_FILE, cpu_state_dict, load_train_state,
                                      rng_state, save_train_state, set_rng_state, unwrap,
@@ -370,13 +371,29 @@ def train(config: TrainConfig, reporter: TrainReporter | None = None) -> TrainRe
     rep: TrainReporter = reporter if reporter is not None else _Silent()
     ctx = DistContext.from_env(cfg.device)
     try:
-        with _deterministic(cfg.deterministic, ctx.device):
-            return _train(cfg, ctx, rep if ctx.is_main else _Silent())
+        with _deterministic(cfg.deterministic, ctx.device), ExitStack() as lock:
+            return _train(cfg, ctx, rep if ctx.is_main else _Silent(), lock)
     finally:
         ctx.close()
 
 
-def _train(cfg: TrainConfig, ctx: DistContext, rep: TrainReporter) -> TrainResult:
+def _check_out(cfg: TrainConfig) -> bool:
+    """Whether ``cfg.out`` holds a run to resume; refuse an output folder that holds a run or a
+    model (without ``resume`` or ``overwrite``)."""
+    out = Path(cfg.out)
+    if (out / STATE_FILE).is_file():
+        if cfg.resume:
+            return True
+        if not cfg.overwrite:
+            raise ConfigError(f"{out} already holds a training run ({STATE_FILE}); pass --resume "
+                              f"to continue it or --overwrite to start again")
+    elif out.is_dir() and (out / "spec.json").is_file() and not cfg.overwrite and not cfg.resume:
+        raise ConfigError(f"{out} already holds a model; pass --overwrite or choose another --out")
+    return False
+
+
+def _train(cfg: TrainConfig, ctx: DistContext, rep: TrainReporter,
+           lock: ExitStack) -> TrainResult:
     from camloc.models.archs import backbone_parameters, build_arch, new_parameters
 
     t_start = time.perf_counter()
@@ -401,14 +418,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, rep: TrainReporter) -> TrainResul
         raise ConfigError("amp=True needs a CUDA device (mixed precision runs on CUDA only)")
 
     resume_state: dict[str, Any] | None = None
-    if state_path.is_file():
-        if cfg.resume:
-            resume_state = load_train_state(state_path)
-        elif not cfg.overwrite:
-            raise ConfigError(f"{out} already holds a training run ({STATE_FILE}); pass --resume "
-                              f"to continue it or --overwrite to start again")
-    elif out.is_dir() and (out / "spec.json").is_file() and not cfg.overwrite and not cfg.resume:
-        raise ConfigError(f"{out} already holds a model; pass --overwrite or choose another --out")
+    _check_out(cfg)  # refuse before anything is created
 
     # model (rank 0 first when weights must be downloaded: one download, then the cache)
     _seed_everything(cfg.seed)
@@ -436,6 +446,14 @@ def _train(cfg: TrainConfig, ctx: DistContext, rep: TrainReporter) -> TrainResul
                           step_epochs=cfg.step_epochs,
                           warmup_steps=int(round(cfg.warmup_epochs * spe)))
 
+    if ctx.is_main:
+        # --out is locked for the rest of the run (a second run into it is refused), and checked
+        # again under the lock: a run that finished meanwhile is not overwritten
+        lock.enter_context(folder_lock(out))
+        _check_out(cfg)
+        refuse_symlink(out / "last")  # a link (to a folder elsewhere): refused now, not later
+    if _check_out(cfg):
+        resume_state = load_train_state(state_path)
     start_epoch, start_step, global_step = 0, 0, 0
     running = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0, "seconds": 0.0}
     history: list[dict[str, Any]] = []
@@ -464,9 +482,11 @@ def _train(cfg: TrainConfig, ctx: DistContext, rep: TrainReporter) -> TrainResul
         if ctx.is_main:
             out.mkdir(parents=True, exist_ok=True)
     if ctx.is_main and out.is_dir():
-        # temporary files of an atomic write that a killed run left behind (never read)
-        for stale in out.glob(".*.tmp"):
-            stale.unlink(missing_ok=True)
+        # temporary files of an atomic write that a killed run left behind (never read; only
+        # camloc's own: see camloc.io.is_temp_file)
+        remove_stale_temps(out)
+        if (out / "last").is_dir() and not (out / "last").is_symlink():
+            remove_stale_temps(out / "last")
     ctx.barrier()
 
     ddp_model: nn.Module = model
@@ -668,8 +688,8 @@ def _evaluate(eval_model: nn.Module, head: Any, cfg: TrainConfig, ctx: DistConte
     shard of the validation set and the accumulators are merged exactly on rank 0."""
     import json
 
-    from camloc.evaluate import build_report, evaluate_state
-    from camloc.models.registry import CamModel
+    from camloc.evaluation.evaluate import build_report, evaluate_state
+    from camloc.models.loader import CamModel
     from camloc.models.spec import ModelSpec
 
     spec = ModelSpec(cfg.name or cfg.arch, train_ds.num_classes, list(train_ds.class_names),

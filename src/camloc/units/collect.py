@@ -50,9 +50,9 @@ class _Decoded(torch.utils.data.Dataset):
 
         try:
             img = load_image(self.items[i].path)
+            x, _ = to_tensor(img, self.pre)  # refuses an image too large once resized
         except ImageError as exc:
             return i, None, (0, 0), exc.reason
-        x, _ = to_tensor(img, self.pre)
         return i, x, img.size, ""
 
 

@@ -104,9 +104,9 @@ def render_sheets(report: dict[str, Any], state: UnitsState, items: list[Any], p
 
     from camloc.data.images import load_image
     from camloc.errors import ImageError
-    from camloc.io import atomic_open
+    from camloc.io import atomic_open, make_out_dir
 
-    (Path(out) / "sheets").mkdir(parents=True, exist_ok=True)
+    make_out_dir(out, "sheets")  # a link there (to a folder elsewhere) is refused
     units = report["units"]
     size = tuple(preprocess.input_size)
     images = _LRU(512)  # index -> (original, its stretch to the tile) or None

@@ -15,6 +15,7 @@ a finished pass, only rebuilds the report). ``overwrite=True`` starts over.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -51,15 +52,32 @@ class UnitsSettings:
     draws: int = 1000
 
     def check(self) -> None:
-        for name, low in (("top_units", 1), ("top_images", 1), ("purity_classes", 1),
-                          ("batch_size", 1), ("tile", 16), ("gallery_units", 1), ("draws", 1)):
+        """Raise :class:`ConfigError` naming the option unless every option is in its range
+        (:data:`LIMITS`: the options that size memory or time are bounded)."""
+        for name, (low, high) in LIMITS.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ConfigError(f"--{name.replace('_', '-')}={value!r}: expected an integer "
-                                  f">= {low}")
-        if not 0.0 < float(self.quantile) < 1.0:
+                                  f"from {low} to {high}")
+        try:
+            quantile, save_every = float(self.quantile), float(self.save_every)
+        except (TypeError, ValueError):
+            raise ConfigError(f"--quantile={self.quantile!r} / --save-every="
+                              f"{self.save_every!r}: expected numbers") from None
+        if not 0.0 < quantile < 1.0:
             raise ConfigError(f"--quantile={self.quantile}: expected a fraction in (0, 1), e.g. "
                               f"0.005 for the top 0.5% of activations")
+        if not 0.0 <= save_every <= 86400.0:
+            raise ConfigError(f"--save-every={self.save_every}: expected seconds from 0 to 86400")
+
+
+#: ``(lowest, highest)`` of each whole-number option of a units run. The upper bounds keep
+#: memory bounded: ``tile`` x ``top_images`` sizes each unit's sheet (at most 100 x 260 pixels
+#: wide), ``top_images`` x ``units`` the kept maps.
+LIMITS: dict[str, tuple[int, int]] = {
+    "top_units": (1, 256), "top_images": (1, 100), "purity_classes": (1, 1000),
+    "batch_size": (1, 4096), "workers": (0, 64), "tile": (16, 256), "gallery_units": (1, 1024),
+    "draws": (1, 100_000)}
 
 
 @dataclass
@@ -158,14 +176,30 @@ def run_units(model: Any, data: UnitsData, out: str | os.PathLike[str],
         ConfigError: bad options, labels that are not the model's classes, a saved state from a
             different run.
     """
+    from camloc.io import folder_lock, refuse_symlink
+
+    settings, head, names, shape, data = _prepare(model, data, settings)
+    rank = int(getattr(ctx, "rank", 0))
+    out = Path(out)
+    with contextlib.ExitStack() as lock:
+        if rank == 0:  # out locked for the run (a second run into it is refused)
+            lock.enter_context(folder_lock(out))
+            if settings.sheets:  # a link to a folder elsewhere: refused before the pass
+                refuse_symlink(out / "sheets")
+        return _run_units(model, data, out, settings, head, names, shape, ctx, progress,
+                          stop_after)
+
+
+def _run_units(model: Any, data: UnitsData, out: Path, settings: UnitsSettings, head: Any,
+               names: list[str], shape: Any, ctx: Any,
+               progress: Callable[[int, int], None] | None,
+               stop_after: int | None) -> UnitsResult:
     from camloc.io import atomic_write_json, atomic_write_text
     from camloc.units.collect import collect_units, input_preprocess
     from camloc.units.render import render_html, render_sheets
 
-    settings, head, names, shape, data = _prepare(model, data, settings)
     rank = int(getattr(ctx, "rank", 0))
     world = int(getattr(ctx, "world_size", 1))
-    out = Path(out)
     state_path = out / "state" / f"units-rank{rank}-of{world}.pt"
     meta = _fingerprint(model, data, settings, names, shape, world, rank)
     state = _load_or_start(state_path, meta, settings, head)

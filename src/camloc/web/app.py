@@ -17,6 +17,7 @@ import logging
 import tempfile
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -34,13 +35,18 @@ from camloc.web.batcher import MicroBatcher, QueueFull
 from camloc.web.encode import MAP_ENCODINGS, boxes_on_sent_map, encode_maps, encode_raw_maps
 from camloc.web.engine import DEFAULT_LAYER, ExplainJob, WebEngine
 from camloc.web.guard import BodyLimit, LoopbackHosts
+from camloc.web.jobs import JOB_ID, Cancelled, Jobs
 from camloc.web.runs import PathRefused, RunsIndex, safe_join
-from camloc.web.uploads import UploadLimits, UploadRejected, decode_upload
+from camloc.web.uploads import (
+    PixelBudget, UploadLimits, UploadRejected, check_resize, decode_upload, peek_size)
 
 __all__ = ["create_app", "ServerSettings", "ApiError"]
 
 log = logging.getLogger("camloc.web")
 MAX_CLASSES_PER_REQUEST = 50
+SLOW_QUEUE = 8  # slow requests waiting at most (503 beyond)
+RUNS_THREADS = 4  # threads reading runs (never the pool that decodes uploads)
+RUNS_TIMEOUT_S = 20.0
 # The pages load nothing from elsewhere and cannot be framed by another site.
 _PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
@@ -49,6 +55,18 @@ _PAGE_HEADERS = {
 }
 _RUN = "a run's folder, relative to --runs DIR (as /api/runs lists it)"
 _IMAGE_ID = "an image id of the dataset the run's report names"
+
+
+_ERROR_BODY = {"content": {"application/json": {"schema": {
+    "type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}}}}
+_EXPLAIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": text, **_ERROR_BODY} for code, text in (
+        (400, "a bad value (unknown method, layer or class; an undecodable image; a broken form)"),
+        (409, "the request was cancelled (DELETE /api/jobs/{job})"),
+        (413, "the upload is larger than the server accepts (bytes or pixels)"),
+        (415, "not an image (JPEG, PNG, GIF, BMP, WebP or TIFF content)"),
+        (422, "a missing or out-of-range field"),
+        (503, "the server is busy (too many requests waiting); retry shortly"))}
 
 
 class ApiError(Exception):
@@ -68,7 +86,9 @@ class ServerSettings:
     max_batch: int = 16
     max_wait_ms: float = 5.0
     max_queue: int = 256
-    allowed_hosts: tuple[str, ...] | None = ("127.0.0.1", "localhost", "[::1]", "testserver")
+    allowed_hosts: tuple[str, ...] | None = ("127.0.0.1", "localhost", "[::1]")
+    #: decoded pixels held at once by all requests (0: twice ``limits.max_pixels``)
+    max_decoded_pixels: int = 0
 
 
 def _error(status: int, reason: str) -> JSONResponse:
@@ -97,25 +117,55 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
     scratch: dict[str, str | None] = {"dir": None}  # where uploads are decoded, while serving
 
     def run_batch(key: tuple[str, str], jobs: list[ExplainJob]) -> list[Any]:
+        """One pass of a lane: results with the seconds the pass took (never the queueing)."""
         method, layer = key
-        return engine.explain(method, layer or None, jobs)
+        followed = jobs[0].progress if len(jobs) == 1 else None
+        if followed is not None:
+            followed.start()
+        t0 = time.perf_counter()
+        try:
+            results = engine.explain(method, layer or None, jobs)
+        except BaseException:
+            if followed is not None:
+                followed.finish("cancelled" if followed.cancel_event.is_set() else "failed")
+            raise
+        seconds = time.perf_counter() - t0
+        if followed is not None:
+            followed.finish("done")
+            sel = jobs[0].selection
+            engine.learn(method, layer, sel if isinstance(sel, int) else len(sel), seconds)
+        return [(r, seconds) for r in results]
 
+    # Two lanes, each with its own worker thread: CAM, the gradient family and Eigen-CAM (one pass
+    # and k backward) never wait behind the slow methods (a pass per channel or noise sample:
+    # Score-CAM, Ablation-CAM, Smooth Grad-CAM++), which run one request at a time, followed and
+    # cancellable (camloc.web.jobs).
     batcher = MicroBatcher(run_batch, max_batch=settings.max_batch,
                            max_wait=settings.max_wait_ms / 1000.0, max_queue=settings.max_queue)
+    slow_lane = MicroBatcher(run_batch, max_batch=1, max_wait=0.0, max_queue=SLOW_QUEUE)
+    jobs = Jobs()
+    slow_methods = {m["name"] for m in engine.methods() if m.get("slow")}
     started = time.time()
     # Requests holding a decoded image at once (decode -> forward -> answer): enough to fill two
     # batches, few enough that a burst of huge images cannot exhaust memory.
     inflight = asyncio.Semaphore(max(4, 2 * settings.max_batch))
+    # ... and at most this many decoded pixels among them (the memory ceiling of docs/ui.md)
+    pixels = PixelBudget(settings.max_decoded_pixels or 2 * settings.limits.max_pixels)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         with tempfile.TemporaryDirectory(prefix="camloc-serve-") as tmp:
             scratch["dir"] = tmp
             await batcher.start()
+            await slow_lane.start()
             try:
                 yield
             finally:
+                for job_id in list(jobs.ids()):
+                    jobs.cancel(job_id)
+                await slow_lane.close()
                 await batcher.close()
+                runs_pool.shutdown(wait=False, cancel_futures=True)
                 scratch["dir"] = None
 
     app = FastAPI(title="camloc", version=_version(), lifespan=lifespan, docs_url=None,
@@ -145,11 +195,18 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
         return _error(503, f"server busy: {exc}; retry shortly")
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_r: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         parts = []
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ())[1:]) or "request"
-            parts.append(f"{where}: {err.get('msg', 'invalid')}")
+            msg = err.get("msg", "invalid")
+            if where == "image" and err.get("type") == "missing":
+                kind = request.headers.get("content-type", "")
+                msg = ("no file part named 'image' in the multipart form (send the picture as "
+                       "image=@photo.jpg)" if kind.startswith("multipart/form-data") else
+                       f"send a multipart/form-data body with the picture as its 'image' part "
+                       f"(got {kind.split(';')[0] or 'no content type'})")
+            parts.append(f"{where}: {msg}")
         return _error(422, "; ".join(parts) or "invalid request")
 
     @app.exception_handler(StarletteHTTPException)
@@ -184,9 +241,11 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
         return {"status": "ok", "version": _version(), "model": engine.name, "device": engine.device,
                 "num_classes": len(names), "input_size": list(engine.input_size),
                 "all_class_maps": engine.has_exact_cam, "runs": runs is not None,
-                "uptime_s": round(time.time() - started, 1), "batching": batcher.stats(),
+                "uptime_s": round(time.time() - started, 1), "batching": batcher.stats(), "slow_lane": slow_lane.stats(),
                 "limits": {"max_bytes": settings.limits.max_bytes,
-                           "max_pixels": settings.limits.max_pixels}}
+                           "max_pixels": settings.limits.max_pixels,
+                           "max_decoded_pixels": pixels.cap},
+                "decoded_pixels": {"held": pixels.used, "peak": pixels.peak}}
 
     @app.get("/api/classes", summary="The model's classes (id, name); q filters by name")
     async def classes(q: str = Query("", max_length=200, description="case-insensitive substring"),
@@ -203,7 +262,8 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
         return {"methods": methods_, "layers": layers, "default_method": "cam",
                 "default_layer": DEFAULT_LAYER, "map_encodings": list(MAP_ENCODINGS)}
 
-    @app.post("/api/explain", summary="Explain one image: classes, probabilities, maps and boxes")
+    @app.post("/api/explain", summary="Explain one image: classes, probabilities, maps and boxes",
+              responses=_EXPLAIN_ERRORS)
     async def explain(
         image: UploadFile = File(..., description="the image (JPEG, PNG, GIF, BMP, WebP, TIFF)"),
         method: str = Form("cam", description="a method from /api/methods"),
@@ -213,12 +273,15 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
                           description="explain the k most likely classes"),
         classes: str = Form("", description="ids or names instead of top-k: '285,281' or "
                                             "'tabby;tiger cat'"),
-        threshold: float = Form(0.2, ge=0.0, le=1.0,
+        threshold: float = Form(0.2, ge=0.0, le=1.0, allow_inf_nan=False,
                                 description="box threshold, a fraction of the map maximum"),
         multi: bool = Form(False, description="also box every connected component"),
         maps: str = Form("f16", description="map payload: f16, f32, png or none"),
         all_maps: bool = Form(False, description="also send every class's raw low-resolution map "
                                                  "(float16), for the point lookup"),
+        job: str = Form("", max_length=64, description="a name for this request, to follow a slow "
+                                                        "method's progress (GET /api/jobs/{job}) "
+                                                        "and cancel it (DELETE)"),
     ) -> dict[str, Any]:
         if maps not in MAP_ENCODINGS:
             raise ApiError(400, f"maps={maps!r}: expected one of {', '.join(MAP_ENCODINGS)}")
@@ -227,18 +290,83 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
                                 "map cannot come from one forward pass")
         await run_in_threadpool(engine.check, method, layer)
         selection: int | list[int] = _parse_classes(classes, names) if classes.strip() else top_k
+        slow = method in slow_methods
+        tracked = None
+        if job:
+            if not JOB_ID.fullmatch(job):
+                raise ApiError(400, "job: 1 to 64 letters, digits, '-' or '_'")
+            if slow:
+                k = selection if isinstance(selection, int) else len(selection)
+                est = await run_in_threadpool(engine.estimate, method, layer, k)
+                try:
+                    tracked = jobs.create(job, method, est["seconds"], est["passes"])
+                except ValueError as exc:
+                    raise ApiError(409, str(exc)) from exc
         data = await image.read()
-        async with inflight:
-            pil = await run_in_threadpool(decode_upload, data, settings.limits, scratch["dir"])
-            del data
-            t0 = time.perf_counter()
-            result = await batcher.submit((method, layer), ExplainJob(pil, selection, all_maps))
-            seconds = time.perf_counter() - t0
-            del pil
-            return await run_in_threadpool(_response, engine, result, threshold, multi, maps,
-                                           seconds, layer)
+        held = 0
+        try:
+            async with inflight:
+                w, h = await run_in_threadpool(peek_size, data, settings.limits)
+                need = check_resize(w, h, engine.preprocess, settings.limits.max_pixels)
+                held = await pixels.acquire(need)
+                pil = await run_in_threadpool(decode_upload, data, settings.limits, scratch["dir"])
+                del data
+                t0 = time.perf_counter()
+                lane = slow_lane if slow else batcher
+                result, seconds = await lane.submit(
+                    (method, layer), ExplainJob(pil, selection, all_maps, progress=tracked))
+                queued = time.perf_counter() - t0 - seconds
+                del pil
+                return await run_in_threadpool(_response, engine, result, threshold, multi, maps,
+                                               seconds, layer, queued)
+        except Cancelled as exc:
+            raise ApiError(409, f"{exc}") from exc
+        finally:
+            if held:
+                await pixels.release(held)
+            if tracked is not None and tracked.state in ("queued", "running"):
+                tracked.cancel_event.set()  # never started (a refused upload, the queue full)
+                tracked.finish("cancelled")
+
+    @app.get("/api/estimate", summary="Before explaining: which lane, expected passes, seconds")
+    async def estimate(method: str = Query("cam", max_length=100),
+                       layer: str = Query(DEFAULT_LAYER, max_length=300),
+                       top_k: int = Query(5, ge=1, le=MAX_CLASSES_PER_REQUEST)) -> dict[str, Any]:
+        await run_in_threadpool(engine.check, method, layer)
+        out = await run_in_threadpool(engine.estimate, method, layer, top_k)
+        out["waiting"] = slow_lane.stats()["waiting"] + (1 if jobs.running() else 0) \
+            if out["slow"] else 0
+        return out
+
+    @app.get("/api/jobs/{job}", summary="A slow request's state: queued, running (progress), done")
+    async def job_state(job: str = Path(..., max_length=64)) -> dict[str, Any]:
+        tracked = jobs.get(job)
+        if tracked is None:
+            raise ApiError(404, f"job={job!r}: no such request (only slow methods are followed)")
+        return tracked.to_dict()
+
+    @app.delete("/api/jobs/{job}", summary="Cancel a slow request (it answers 409)")
+    async def job_cancel(job: str = Path(..., max_length=64)) -> dict[str, Any]:
+        if not jobs.cancel(job):
+            tracked = jobs.get(job)
+            if tracked is None:
+                raise ApiError(404, f"job={job!r}: no such request")
+            return tracked.to_dict()
+        return jobs.get(job).to_dict()  # type: ignore[union-attr]
 
     # ------------------------------------------------------------------ runs browser
+    # Reading runs happens in its own few threads, each read bounded in time: a file that blocks
+    # (a FIFO is refused before that, a hung network disk is not) never takes the threads that
+    # decode uploads.
+    runs_pool = ThreadPoolExecutor(max_workers=RUNS_THREADS, thread_name_prefix="camloc-runs")
+
+    async def in_runs_pool(fn: Any, *args: Any) -> Any:
+        fut = asyncio.get_running_loop().run_in_executor(runs_pool, fn, *args)
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), RUNS_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise ApiError(504, f"reading the run took more than {RUNS_TIMEOUT_S:g} s") from None
+
     def need_runs() -> RunsIndex:
         if runs is None:
             raise ApiError(404, "no runs folder: start the server with --runs DIR")
@@ -247,17 +375,17 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
     @app.get("/api/runs", summary="Evaluation runs found under --runs DIR")
     async def list_runs() -> dict[str, Any]:
         idx = need_runs()
-        return {"root": idx.root.name, "runs": await run_in_threadpool(idx.list_runs)}
+        return {"root": idx.root.name, "runs": await in_runs_pool(idx.list_runs)}
 
     @app.get("/api/runs/report", summary="One run: report, figures, per-image records")
     async def run_report(run: str = Query(..., max_length=1000, description=_RUN)) -> dict[str, Any]:
-        return await run_in_threadpool(need_runs().run, run)
+        return await in_runs_pool(need_runs().run, run)
 
     @app.get("/api/runs/image", summary="One image of a run: ground-truth and predicted boxes")
     async def run_image(run: str = Query(..., max_length=1000, description=_RUN),
                         image_id: str = Query(..., max_length=1000, description=_IMAGE_ID)
                         ) -> dict[str, Any]:
-        info = await run_in_threadpool(need_runs().image_info, run, image_id)
+        info = await in_runs_pool(need_runs().image_info, run, image_id)
         info["url"] = app.url_path_for("run_image_jpeg") + "?" + _query(run=run, image_id=image_id)
         return info
 
@@ -265,7 +393,7 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
     async def run_image_jpeg(run: str = Query(..., max_length=1000, description=_RUN),
                              image_id: str = Query(..., max_length=1000, description=_IMAGE_ID)
                              ) -> Response:
-        data = await run_in_threadpool(need_runs().image_jpeg, run, image_id)
+        data = await in_runs_pool(need_runs().image_jpeg, run, image_id)
         return Response(data, media_type="image/jpeg",
                         headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "max-age=300"})
 
@@ -279,7 +407,8 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
                                               "style-src 'unsafe-inline'"}
         return FileResponse(str(target), headers=headers)
 
-    app.add_middleware(BodyLimit, max_bytes=settings.limits.max_bytes + 64 * 1024)
+    app.add_middleware(BodyLimit, max_bytes=settings.limits.max_bytes + 64 * 1024,
+                       upload_bytes=settings.limits.max_bytes)
     if settings.allowed_hosts is not None:
         app.add_middleware(LoopbackHosts, allowed=settings.allowed_hosts)
     return app
@@ -298,7 +427,7 @@ def _version() -> str:
 
 
 def _response(engine: WebEngine, r: Any, threshold: float, multi: bool, encoding: str,
-              seconds: float, layer: str) -> dict[str, Any]:
+              seconds: float, layer: str, queued: float = 0.0) -> dict[str, Any]:
     payload, decoded = encode_maps(r.maps, encoding)
     out_classes = []
     for j, cid in enumerate(r.class_ids):
@@ -319,6 +448,7 @@ def _response(engine: WebEngine, r: Any, threshold: float, multi: bool, encoding
                      "scale_x": g.scale_x, "scale_y": g.scale_y,
                      "offset_x": g.offset_x, "offset_y": g.offset_y},
         "classes": out_classes, "maps": payload, "seconds": round(seconds, 4),
+        "queued_seconds": round(max(queued, 0.0), 4),
     }
     if r.all_maps is not None:
         resp["all_maps"] = encode_raw_maps(r.all_maps)

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -48,6 +50,8 @@ class ExplainJob:
     image: Image.Image
     selection: int | list[int]
     all_maps: bool = False
+    #: a followed request (``camloc.web.jobs.Job``): ``tick()`` before each pass of the network
+    progress: Any = None
 
 
 @dataclass
@@ -151,6 +155,12 @@ class WebEngine:
         self._layers: list[dict[str, Any]] | None = None
         self._methods: list[dict[str, Any]] | None = None
         self._made: dict[tuple[str, str], Any] = {}
+        self._pass_seconds: float | None = None  # one image through the network (dry pass)
+        self._factor: dict[str, float] = {}  # measured / estimated seconds, per method
+        self._local = threading.local()  # the request being followed in this thread, if any
+        # Every pass of the network (a method's perturbed batches included) first asks the request
+        # run by this thread whether to go on: progress and Cancel for slow methods.
+        model.module.register_forward_pre_hook(self._before_pass)
 
     @classmethod
     def load(cls, name: str = "efficientnet_lite0", weights: Any = "DEFAULT", device: str = "auto",
@@ -187,19 +197,22 @@ class WebEngine:
     def methods(self) -> list[dict[str, Any]]:
         """Every method of the engine, with its metadata and whether this model can run it."""
         from camloc.cams import METHODS
+        from camloc.cams.catalog import CATALOG
 
         if self._methods is None:
             out = []
             for name, entry in METHODS.items():
                 meta = _metadata(name, entry)
-                needs_head = bool(meta.get("needs_head", meta.get("requires_head", name == "cam")))
+                if name in CATALOG:  # the library's own metadata wins over anything inferred
+                    meta.update(CATALOG[name].to_dict())
+                needs_head = bool(meta.get("needs_head", meta.get("requires_head", False)))
                 meta["needs_head"] = needs_head
                 meta["available"] = self.has_exact_cam or not needs_head
                 if not meta["available"]:
                     meta["reason"] = self._refusal(name)
-                # many forward passes per map (one per channel): left out of "side by side"
-                # unless chosen
-                meta["slow"] = bool(meta.get("slow", meta.get("family") == "perturbation"))
+                # many whole-network passes per map (one per channel or noise sample): the slow
+                # lane, left out of "side by side" unless chosen
+                meta["slow"] = bool(meta.get("slow", _is_slow(meta)))
                 out.append(meta)
             self._methods = out
         return [dict(m) for m in self._methods]
@@ -222,15 +235,23 @@ class WebEngine:
         return self._layers
 
     def _candidate_layers(self) -> list[dict[str, Any]]:
-        import camloc.cams as cams
-
-        named = getattr(cams, "candidate_layers", None)
-        if callable(named):
-            return [{"name": str(n), "label": str(n)} for n in named(self.model)]
         default = {str(n) for n in getattr(self.model, "layers", None) or []}
-        return [entry for entry in _spatial_modules(self.model.module, self.input_size,
-                                                    self.model.device)
-                if entry["name"] not in default or len(default) > 1]
+        found = _spatial_layers(self.model.module, self.input_size, self.model.device)
+        self._pass_seconds = found.pop(0)["seconds"]
+        out = []
+        for entry in found:
+            if entry["name"] in default and len(default) == 1:
+                continue
+            refused = {}
+            for meta in self.methods():  # methods that cannot use this layer (exact CAM: only one)
+                if meta["available"] and meta["layer_choice"] and meta["needs_head"]:
+                    try:
+                        self._make(meta["name"], entry["name"])
+                    except CamlocError as exc:
+                        refused[meta["name"]] = str(exc)
+            entry["refused_by"] = refused
+            out.append(entry)
+        return out
 
     def _refusal(self, method: str) -> str:
         """The engine's own reason why ``method`` cannot run on this model (no GAP head)."""
@@ -286,18 +307,81 @@ class WebEngine:
         self._made[key] = made
         return made
 
+    def _before_pass(self, _module: Any, _args: Any) -> None:
+        progress = getattr(self._local, "progress", None)
+        if progress is not None:
+            progress.tick()
+
+    def _channels(self, layer: str) -> int:
+        """Channels of ``layer``'s map ('' = the default layer(s): their sum)."""
+        names = [layer] if layer else [str(n) for n in getattr(self.model, "layers", None) or []]
+        shapes = {e["name"]: e.get("shape") for e in self.layers()}
+        if any(shapes.get(n) is None for n in names):  # the default layer is not listed: trace it
+            found = _spatial_layers(self.model.module, self.input_size, self.model.device)[1:]
+            shapes.update({e["name"]: e["shape"] for e in found})
+        return sum(int((shapes.get(n) or [512])[0]) for n in names) or 512
+
+    def estimate(self, method: str, layer: str = DEFAULT_LAYER, k: int = 5) -> dict[str, Any]:
+        """Before a request runs: ``slow`` (the slow lane), ``passes`` (expected passes of the
+        network, when the method's cost says; ``None`` otherwise) and ``seconds`` (estimated from
+        the dry pass's time and the method's catalog cost, corrected by what earlier requests of
+        this method measured)."""
+        from camloc.cams.engine import CPU_PASS_PIXELS
+
+        meta = next((m for m in self.methods() if m["name"] == method), None)
+        if meta is None:
+            raise ConfigError(f"method={method!r}: expected one of "
+                              f"{', '.join(m['name'] for m in self.methods())}")
+        self.layers()
+        one = self._pass_seconds or 0.05
+        h, w = self.input_size
+        per_pass = max(1, min(64, CPU_PASS_PIXELS // (h * w))) \
+            if self.model.device.type == "cpu" else 64
+        passes: int | None = None
+        cost = str(meta.get("cost", ""))
+        if meta.get("family") == "perturbation" or "K forward" in cost:
+            channels = self._channels(layer)
+            passes = 2 + math.ceil(channels / per_pass)
+            rows = 1 + channels
+        elif "n forward" in cost:
+            rows = (1 + 8) * (1 + 2 * k)  # 8 noise samples, a backward ~ two forwards per class
+        elif meta.get("needs_grad"):
+            rows = 1 + 2 * k
+        else:
+            rows = 1
+        seconds = rows * one * 0.6 * self._factor.get(method, 1.0)  # batched rows cost less
+        return {"method": method, "slow": bool(meta.get("slow")), "passes": passes,
+                "seconds": round(seconds, 2)}
+
+    def learn(self, method: str, layer: str, k: int, seconds: float) -> None:
+        """Correct later estimates of ``method`` by a finished request's measured ``seconds``."""
+        predicted = self.estimate(method, layer, k)["seconds"] / self._factor.get(method, 1.0)
+        if predicted > 0 and seconds > 0:
+            ratio = seconds / predicted
+            old = self._factor.get(method)
+            self._factor[method] = ratio if old is None else 0.5 * old + 0.5 * ratio
+
     # ------------------------------------------------------------------ explaining
     def explain(self, method: str, layer: str | None, jobs: Sequence[ExplainJob]) -> list[ImageResult]:
         """Explain a batch of images with one method on one layer.
 
         Jobs asking for top-k share one forward pass (the largest k, sliced per image), jobs naming
-        classes share another (each row padded to the longest list, then trimmed).
+        classes share another (each row padded to the longest list, then trimmed). A job with a
+        ``progress`` tracker, alone in its batch, is followed pass by pass (and can be cancelled).
         """
+        engine = self._make(method, layer)
+        followed = [j.progress for j in jobs if j.progress is not None]
+        self._local.progress = followed[0] if len(jobs) == 1 and followed else None
+        try:
+            return self._explain(engine, jobs)
+        finally:
+            self._local.progress = None
+
+    def _explain(self, engine: Any, jobs: Sequence[ExplainJob]) -> list[ImageResult]:
         import torch
 
         from camloc.explain import explain_batch
 
-        engine = self._make(method, layer)
         results: list[ImageResult | None] = [None] * len(jobs)
         top = {i: j.selection for i, j in enumerate(jobs) if isinstance(j.selection, int)}
         named = {i: list(j.selection) for i, j in enumerate(jobs) if not isinstance(j.selection, int)}
@@ -340,49 +424,52 @@ class WebEngine:
         return out.maps.float().cpu().numpy()
 
 
-_NOT_A_LAYER = ("Dropout", "DropPath", "Identity")
+def _is_slow(meta: dict[str, Any]) -> bool:
+    """Whether a method's cost (the catalog's ``cost``) is many whole-network passes per map: one per
+    channel (``K forward``) or per noise sample (``n forward``)."""
+    import re
+
+    return meta.get("family") == "perturbation" or \
+        bool(re.search(r"\b[Kn]\s+forward", str(meta.get("cost", ""))))
 
 
-def _spatial_modules(module: Any, input_size: tuple[int, int], device: Any) -> list[dict[str, Any]]:
+def _spatial_layers(module: Any, input_size: tuple[int, int], device: Any) -> list[dict[str, Any]]:
     """Named submodules, at most two levels deep, whose output the engine reads as a spatial map
-    larger than 1x1 (``(N, C, h, w)``, channels-last, or patch tokens; the stages and blocks a
-    user would pick), found by one dry forward pass. ``shape`` is the map's ``[C, h, w]``."""
+    larger than 1x1 (:func:`camloc.models.layers.trace_modules`, one dry forward pass, and
+    :func:`~camloc.models.layers.infer_layout`); ``shape`` is the map's ``[C, h, w]``. The first
+    entry is ``{"seconds": s}``, how long the one-image pass took (for time estimates)."""
+    import time
+
     import torch
 
-    from camloc.models.layers import declared_prefix, infer_layout
+    from camloc.models.layers import _is_skipped, declared_prefix, infer_layout, trace_modules
 
     prefix = declared_prefix(module)
-
-    found: dict[str, list[int]] = {}
-    handles = []
-
-    def hook_for(name: str) -> Any:
-        def hook(_m: Any, _inp: Any, out: Any) -> None:
-            if not isinstance(out, torch.Tensor) or out.dim() not in (3, 4) or name in found:
-                return
-            lay = infer_layout(out.shape, input_size, prefix)
-            if lay is None:
-                return
-            try:
-                shape = list(lay.to_map(out[:1], input_size, name).shape[1:])
-            except CamlocError:
-                return
-            if shape[1] * shape[2] > 1:
-                found[name] = shape
-        return hook
-
+    only = [m for n, m in module.named_modules() if n and n.count(".") <= 1 and not _is_skipped(m)]
+    was_training = module.training
+    module.eval()
     try:
-        for name, sub in module.named_modules():
-            if name and name.count(".") <= 1 and not type(sub).__name__.startswith(_NOT_A_LAYER):
-                handles.append(sub.register_forward_hook(hook_for(name)))
-        was_training = module.training
-        module.eval()
-        try:
-            with torch.inference_mode():
-                module(torch.zeros(1, 3, *input_size, device=device))
-        finally:
-            module.train(was_training)
+        x = torch.zeros(1, 3, *input_size, device=device)
+        _, records = trace_modules(module, x, only=only, keep=lambda t: t.dim() in (3, 4))
+        times = []
+        with torch.inference_mode():
+            for _ in range(3):  # the first pass allocates; the best of the others
+                t0 = time.perf_counter()
+                module(x)
+                times.append(time.perf_counter() - t0)
+        seconds = min(times[1:])
     finally:
-        for h in handles:
-            h.remove()
-    return [{"name": n, "label": f"{n} {'x'.join(map(str, s))}", "shape": s} for n, s in found.items()]
+        module.train(was_training)
+    found: dict[str, list[int]] = {}
+    for rec in records:
+        lay = infer_layout(rec.shape, input_size, prefix)
+        if rec.name in found or lay is None or rec.value is None:
+            continue
+        try:
+            shape = list(lay.to_map(rec.value[:1], input_size, rec.name).shape[1:])
+        except CamlocError:
+            continue
+        if shape[1] * shape[2] > 1:
+            found[rec.name] = shape
+    return [{"seconds": seconds}] + [
+        {"name": n, "label": f"{n} {'x'.join(map(str, s))}", "shape": s} for n, s in found.items()]

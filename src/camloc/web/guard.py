@@ -34,15 +34,19 @@ class _TooLarge(Exception):
 class BodyLimit:
     """Refuse request bodies over ``max_bytes`` (413)."""
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
+    def __init__(self, app: Any, max_bytes: int, upload_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = int(max_bytes)
+        #: the upload limit the reason names (the body may carry some form fields more)
+        self.upload_bytes = int(upload_bytes if upload_bytes is not None else max_bytes)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
-        reason = f"request body exceeds the limit of {self.max_bytes} bytes"
+        mb = self.upload_bytes / (1024 * 1024)
+        reason = (f"request body exceeds the limit of {mb:g} MB for an upload (the server's "
+                  f"--max-upload-mb)")
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None:

@@ -29,6 +29,7 @@ import io
 import json
 import math
 import os
+import stat
 import threading
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -40,6 +41,7 @@ PER_IMAGE_NAME = "per_image.jsonl"
 MAX_RUNS = 1000
 MAX_DEPTH = 8
 MAX_REPORT_BYTES = 256 * 1024 * 1024
+MAX_PER_IMAGE_BYTES = 512 * 1024 * 1024
 IOU_CORRECT = 0.5
 
 
@@ -97,6 +99,31 @@ def _record(raw: dict[str, Any]) -> dict[str, Any]:
     return rec
 
 
+def read_regular(path: Path, cap: int) -> bytes:
+    """The bytes of ``path`` if it is a regular file of at most ``cap`` bytes, else
+    :class:`OSError` saying why. Opened without blocking: a FIFO or a device named like a report
+    is refused at once, never waited on."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"{path.name} is not a regular file")
+        if st.st_size > cap:
+            raise OSError(f"{path.name} is larger than {cap} bytes")
+        chunks, total = [], 0
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > cap:
+                raise OSError(f"{path.name} is larger than {cap} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 class RunsIndex:
     """Runs under one folder (``root``), read on demand; dataset listings cached."""
 
@@ -127,7 +154,11 @@ class RunsIndex:
                 report = self.report(rel)
             except PathRefused:
                 continue
-            runs.append(self._summary(rel, report))
+            try:
+                runs.append(self._summary(rel, report))
+            except Exception as exc:  # noqa: BLE001 - one odd report never hides the others
+                runs.append({"id": rel, "error": f"report.json has unexpected content "
+                                                  f"({type(exc).__name__}: {exc})"})
             if len(runs) >= MAX_RUNS:
                 break
         return runs
@@ -150,8 +181,14 @@ class RunsIndex:
             "gt_known_loc": (loc.get("gt_known_loc") or {}).get("at_fixed"),
             "figures": [list(r) for r in _safe_rows(figure_rows, report)],
             "has_html": (folder / "report.html").is_file(),
-            "has_per_image": bool(self._raw_per_image(run_id, report)),
+            "has_per_image": self._has_per_image(run_id, report),
         }
+
+    def _has_per_image(self, run_id: str, report: dict[str, Any]) -> bool:
+        try:
+            return bool(self._raw_per_image(run_id, report))
+        except PathRefused:
+            return False
 
     # ------------------------------------------------------------------ one run
     def report(self, run_id: str) -> dict[str, Any]:
@@ -159,10 +196,8 @@ class RunsIndex:
         rel = REPORT_NAME if run_id in ("", ".") else f"{run_id}/{REPORT_NAME}"
         path = safe_join(self.root, rel)
         try:
-            if path.stat().st_size > MAX_REPORT_BYTES:
-                return {"error": f"report.json is larger than {MAX_REPORT_BYTES} bytes"}
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            data = json.loads(read_regular(path, MAX_REPORT_BYTES).decode("utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
             return {"error": f"report.json cannot be read: {exc}"}
         return data if isinstance(data, dict) else {"error": "report.json is not a JSON object"}
 
@@ -174,15 +209,18 @@ class RunsIndex:
             path = safe_join(self.root, f"{run_id}/{PER_IMAGE_NAME}")
         except PathRefused:
             return []
+        try:
+            data = read_regular(path, MAX_PER_IMAGE_BYTES)
+        except OSError as exc:
+            raise PathRefused(422, f"run {run_id!r}: {PER_IMAGE_NAME} cannot be read: {exc}") from None
         out = []
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a torn last line
-                if isinstance(rec, dict):
-                    out.append(rec)
+        for line in data.splitlines():
+            try:
+                rec = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError, RecursionError):
+                continue  # a torn last line, or bytes that are not UTF-8 JSON: that record only
+            if isinstance(rec, dict):
+                out.append(rec)
         return out
 
     def run(self, run_id: str) -> dict[str, Any]:
@@ -190,7 +228,14 @@ class RunsIndex:
         from camloc.report import figure_rows
 
         report = self.report(run_id)
-        records = [_record(r) for r in self._raw_per_image(run_id, report)]
+        if "error" in report and len(report) == 1:
+            raise PathRefused(422, f"run {run_id!r}: {report['error']}")
+        records = []
+        for raw in self._raw_per_image(run_id, report):
+            try:
+                records.append(_record(raw))
+            except (TypeError, ValueError):
+                continue  # a record with a box that is not four numbers, ...
         return {"id": run_id, "report": report,
                 "figures": [list(r) for r in _safe_rows(figure_rows, report)],
                 "per_image": records, "iou_correct": IOU_CORRECT,

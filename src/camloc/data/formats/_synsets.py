@@ -13,6 +13,18 @@ from camloc.data._parse import (MAX_CLASSES, Problems, class_list_source, load_c
 from camloc.errors import ConfigError
 
 
+#: ``synsets=`` / ``--synsets`` value naming the ImageNet-1k class list.
+IMAGENET = "imagenet"
+
+
+def imagenet_list() -> tuple[list[str], dict[str, str], str]:
+    """``(the 1000 ImageNet-1k synsets in class-id order, their class names, "imagenet")``."""
+    from camloc.models.zoo import imagenet_class_names, imagenet_synsets
+
+    syns = imagenet_synsets()
+    return syns, dict(zip(syns, imagenet_class_names())), IMAGENET
+
+
 def read_synset_mapping(file: Path, problems: Problems) -> tuple[list[str], dict[str, str]]:
     """``LOC_synset_mapping.txt`` lines ``n01440764 tench, Tinca tinca`` (or a bare synset list)."""
     synsets: list[str] = []
@@ -35,11 +47,15 @@ def load_synsets(value: Any, base: Path, problems: Problems
                  ) -> tuple[list[str], dict[str, str], str] | None:
     """``synsets=`` as given: a list of synsets, or a mapping file (relative to ``base`` unless
     found from the working directory). Returns ``(synsets in the given order, descriptions,
-    source)``, or ``None`` after adding a problem."""
+    source)``, or ``None`` after adding a problem. The word ``imagenet`` (where no file has that
+    name) is the 1000 ImageNet-1k synsets in class-id order, described by their class names."""
     if isinstance(value, (str, os.PathLike)):
         file = resolve(value, base)
+        if not file.is_file() and str(value).strip().lower() == IMAGENET:
+            return imagenet_list()
         if not file.is_file():
-            problems.add(file, 0, "synset mapping file not found")
+            problems.add(file, 0, "synset mapping file not found (give a LOC_synset_mapping.txt-"
+                                  f"style file, or '{IMAGENET}' for the 1000 ImageNet-1k classes)")
             return None
         syns, descr = read_synset_mapping(file, problems)
         if not syns:

@@ -101,6 +101,7 @@ def read_cub(p: Path, split: str | None, *, classes: Any = None, num_classes: in
 
     boxes: dict[str, list[tuple[float, ...]]] = {}
     box_ids: set[str] = set()
+    box_at: dict[str, list[tuple[str, int]]] = {}
     if boxes_file.is_file():
         for number, text in read_lines(boxes_file, problems):
             parts = text.split()
@@ -126,6 +127,7 @@ def read_cub(p: Path, split: str | None, *, classes: Any = None, num_classes: in
                 problems.add(boxes_file, number, why)
                 continue
             boxes.setdefault(parts[0], []).append(box)
+            box_at.setdefault(parts[0], []).append((str(boxes_file), number))
 
     samples: list[Sample] = []
     label_refs: list[tuple[int | None, str, int]] = []
@@ -164,7 +166,8 @@ def read_cub(p: Path, split: str | None, *, classes: Any = None, num_classes: in
         if boxes_file.is_file() and key not in box_ids:
             problems.add(images_file, number, f"image id {key} has no box in bounding_boxes.txt")
         samples.append(Sample(image_id=rel, path=path, label=cls - 1,
-                              boxes=np.asarray(boxes.get(key, []), dtype=np.float64), size=None))
+                              boxes=np.asarray(boxes.get(key, []), dtype=np.float64), size=None,
+                              box_lines=tuple(box_at.get(key, ()))))
     problems.raise_if_any(f"CUB dataset {root}" + (f" split {split!r}" if split else ""))
     return Dataset(name=name or "CUB", root=root, format="cub", split=split, samples=samples,
                    class_names=list(names or []))

@@ -138,7 +138,8 @@ def read_ilsvrc_csv(p: Path, split: str | None, *, csv_file: Any = None, images:
                 else:
                     path = found
         samples.append(Sample(image_id=image_id, path=path, label=index[syn],
-                              boxes=np.asarray(boxes, dtype=np.float64), size=None))
+                              boxes=np.asarray(boxes, dtype=np.float64), size=None,
+                              box_lines=((str(file), number),) * len(boxes)))
     problems.raise_if_any(f"ILSVRC CSV dataset {file}")
     return Dataset(name=name or dataset_name(base), root=img_dir, format="ilsvrc-csv",
                    split=split, samples=samples, class_names=names, synsets=syn_list,

@@ -14,12 +14,17 @@ from camloc.data.sample import Dataset, Sample
 from camloc.errors import ConfigError
 
 
+#: The largest annotation file read (an ILSVRC/PASCAL-VOC box file is about 1 KB).
+MAX_XML_BYTES = 1 << 20
+
+
 class _XmlNode:
-    __slots__ = ("tag", "line", "children", "text")
+    __slots__ = ("tag", "line", "children", "parts", "text")
 
     def __init__(self, tag: str, line: int) -> None:
         self.tag, self.line = tag, line
         self.children: list[_XmlNode] = []
+        self.parts: list[str] = []  # character data, joined once at the end tag (linear time)
         self.text = ""
 
     def find(self, tag: str) -> _XmlNode | None:
@@ -32,11 +37,30 @@ class _XmlNode:
         return [c for c in self.children if c.tag == tag]
 
 
+class _Refused(Exception):
+    """A construct the hardened parser does not read (a DTD, an entity declaration)."""
+
+
 def _parse_xml(file: Path, problems: Problems) -> _XmlNode | None:
-    """A minimal XML tree that keeps each element's line number."""
+    """A minimal XML tree that keeps each element's line number.
+
+    Hardened: a document type declaration (DTD) or an entity declaration is refused before
+    anything is expanded (no "billion laughs", no external entities), files over
+    :data:`MAX_XML_BYTES` are refused unread, and text is collected in linear time.
+    """
     from xml.parsers import expat
 
+    try:
+        with open(file, "rb") as fh:
+            data = fh.read(MAX_XML_BYTES + 1)
+    except OSError as exc:
+        problems.add(file, 0, f"cannot read file: {exc.strerror or exc}")
+        return None
+    if len(data) > MAX_XML_BYTES:
+        problems.add(file, 0, f"larger than {MAX_XML_BYTES} bytes; not an ILSVRC box file")
+        return None
     parser = expat.ParserCreate()
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
     stack: list[_XmlNode] = []
     root: list[_XmlNode] = []
 
@@ -50,22 +74,32 @@ def _parse_xml(file: Path, problems: Problems) -> _XmlNode | None:
 
     def end(tag: str) -> None:
         node = stack.pop()
-        node.text = node.text.strip()
+        node.text = "".join(node.parts).strip()
+        node.parts = []
 
     def chars(data: str) -> None:
         if stack:
-            stack[-1].text += data
+            stack[-1].parts.append(data)
+
+    def doctype(*_: Any) -> None:
+        raise _Refused("a document type declaration (<!DOCTYPE>): DTDs and entities are not "
+                       "read")
+
+    def entity(*_: Any) -> None:
+        raise _Refused("an entity declaration (<!ENTITY>): entities are not expanded")
 
     parser.StartElementHandler = start
     parser.EndElementHandler = end
     parser.CharacterDataHandler = chars
+    parser.StartDoctypeDeclHandler = doctype
+    parser.EntityDeclHandler = entity
     try:
-        parser.Parse(file.read_bytes(), True)
+        parser.Parse(data, True)
+    except _Refused as exc:
+        problems.add(file, parser.CurrentLineNumber, f"refused: {exc}")
+        return None
     except expat.ExpatError as exc:
         problems.add(file, exc.lineno, f"malformed XML: {expat.ErrorString(exc.code)}")
-        return None
-    except OSError as exc:
-        problems.add(file, 0, f"cannot read file: {exc.strerror or exc}")
         return None
     return root[0] if root else None
 
@@ -126,6 +160,7 @@ def read_ilsvrc_xml(p: Path, split: str | None, *, annotations: Any = None, imag
                 size = (w, h)
                 size_at = (str(xml), size_node.line)
         syns, boxes = [], []
+        box_at: list[tuple[str, int]] = []
         objects = tree.findall("object")
         if not objects:
             problems.add(xml, tree.line, "no <object> in the annotation")
@@ -151,19 +186,20 @@ def read_ilsvrc_xml(p: Path, split: str | None, *, annotations: Any = None, imag
                 continue
             syns.append((name_node.text, name_node.line))
             boxes.append(box)
+            box_at.append((str(xml), bb.line))
         if len({s for s, _ in syns}) > 1:
             problems.add(xml, syns[1][1] if len(syns) > 1 else tree.line,
                          f"objects of several classes ({', '.join(sorted({s for s, _ in syns}))}); "
                          "an ILSVRC image has one label")
         seen_syn.extend(s for s, _ in syns)
-        records.append((xml, img, syns[0] if syns else None, boxes, size, size_at))
+        records.append((xml, img, syns[0] if syns else None, boxes, size, size_at, box_at))
     for f in sorted(set(by_stem.values()) - used):
         problems.add(f, 0, f"image has no XML annotation in {xml_dir}")
     syn_list, names, class_source = ilsvrc_classes(synsets, [p, p.parent, xml_dir], seen_syn,
                                                    classes, num_classes, p, problems)
     index = {s: i for i, s in enumerate(syn_list)}
     samples = []
-    for xml, img, syn, boxes, size, size_at in records:
+    for xml, img, syn, boxes, size, size_at, box_at in records:
         label = None
         if syn is not None:
             if syn[0] not in index:
@@ -172,7 +208,7 @@ def read_ilsvrc_xml(p: Path, split: str | None, *, annotations: Any = None, imag
             label = index[syn[0]]
         samples.append(Sample(image_id=img.relative_to(img_dir).as_posix(), path=img, label=label,
                               boxes=np.asarray(boxes, dtype=np.float64), size=size,
-                              size_source=size_at))
+                              size_source=size_at, box_lines=tuple(box_at)))
     problems.raise_if_any(f"ILSVRC XML dataset {p}")
     return Dataset(name=name or dataset_name(p), root=img_dir, format="ilsvrc-xml", split=split,
                    samples=samples, class_names=names, synsets=syn_list,

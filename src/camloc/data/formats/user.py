@@ -29,14 +29,15 @@ _MAX_SIDE = 2**31 - 1
 
 
 class _Entry:
-    __slots__ = ("path", "label", "label_line", "boxes", "size", "size_line", "masks", "ignore",
-                 "line")
+    __slots__ = ("path", "label", "label_line", "boxes", "box_lines", "size", "size_line", "masks",
+                 "ignore", "line")
 
     def __init__(self, path: str, line: int) -> None:
         self.path, self.line = path, line
         self.label: str | int | None = None
         self.label_line = line
         self.boxes: list[tuple[float, float, float, float]] = []
+        self.box_lines: list[int] = []
         self.size: tuple[int, int] | None = None
         self.size_line = line
         self.masks: list[str] = []
@@ -133,6 +134,7 @@ def _parse_user_csv(file: Path, problems: Problems) -> list[_Entry]:
                         problems.add(file, number, why)
                     else:
                         e.boxes.append(box)  # type: ignore[arg-type]
+                        e.box_lines.append(number)
         if rec.get("mask"):
             e.masks.append(rec["mask"])
         if rec.get("ignore"):
@@ -253,6 +255,7 @@ def _parse_user_json(file: Path, problems: Problems) -> tuple[list[_Entry], list
                 problems.add(file, number, where + why)
             else:
                 e.boxes.append(box)  # type: ignore[arg-type]
+                e.box_lines.append(number)
         masks = masks or []
         if not isinstance(masks, list) or not all(isinstance(m, str) for m in masks):
             problems.add(file, number, where + "masks must be a list of PNG paths")
@@ -313,6 +316,9 @@ def read_user(p: Path, split: str | None, *, _kind: str, image_root: Any = None,
     if by_name:
         names = sorted({str(v) for v in raw})
     lookup = {n: i for i, n in enumerate(names)} if names is not None else {}
+    if syn_list is not None and names is not None and len(syn_list) == len(names):
+        for i, s in enumerate(syn_list):  # labels may name a class by its synset
+            lookup.setdefault(s, i)
     samples, label_refs = [], []
     for e in entries:
         label: int | None = None
@@ -339,6 +345,7 @@ def read_user(p: Path, split: str | None, *, _kind: str, image_root: Any = None,
                     problems.add(file, e.line, f"mask not found: {m}")
         samples.append(Sample(image_id=e.path, path=path, label=label,
                               boxes=np.asarray(e.boxes, dtype=np.float64), size=e.size,
+                              box_lines=tuple((str(file), n) for n in e.box_lines),
                               mask_paths=mask_paths, ignore_path=ignore,
                               size_source=(str(file), e.size_line) if e.size else None))
     class_names, class_source = finish_classes(label_refs, names, num_classes, problems,

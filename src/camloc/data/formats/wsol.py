@@ -141,6 +141,7 @@ def read_wsol(p: Path, split: str | None, *, image_root: str | os.PathLike[str] 
     # localization.txt (optional): boxes (5 fields) or OpenImages masks (3 fields)
     boxes: dict[str, list[tuple[float, float, float, float]]] | None = None
     box_lines: dict[str, list[int]] = {}
+    box_at: dict[str, list[tuple[str, int]]] = {}  # (file, line) of each accepted box
     masks: dict[str, list[Path]] | None = None
     ignores: dict[str, Path | None] = {}
     mask_source: Path | None = None
@@ -212,6 +213,7 @@ def read_wsol(p: Path, split: str | None, *, image_root: str | os.PathLike[str] 
                     problems.add(loc_file, number, why)
                     continue
                 boxes.setdefault(image_id, []).append(box)  # type: ignore[arg-type]
+                box_at.setdefault(image_id, []).append((str(loc_file), number))
     if masks_file.is_file():
         if masks is not None:
             problems.add(masks_file, 0, "masks given twice: localization.txt already holds masks")
@@ -274,6 +276,7 @@ def read_wsol(p: Path, split: str | None, *, image_root: str | os.PathLike[str] 
             mask_paths=tuple(masks.get(image_id, ())) if masks is not None else (),
             ignore_path=ignores.get(image_id),
             size_source=(str(sizes_file), size_line[image_id]) if size is not None else None,
+            box_lines=tuple(box_at.get(image_id, ())),
         ))
     class_names, class_source = finish_classes(label_refs, names, num_classes, problems,
                                                names_from)

@@ -12,7 +12,9 @@ exact because the state is a few numbers per image):
 Every ``update(forward, x, maps, class_ids, *, logits=None, image_ids=None)`` takes the model as a
 ``torch.nn.Module``, a camloc ``CamModel`` or any function ``x -> logits (N, C)``; ``x`` the
 normalised inputs ``(N, C, H, W)``; ``maps`` ``(N, H, W)`` at input resolution (a map of another
-size is refused with the call that resizes it); ``class_ids`` ``(N,)``. Perturbed inputs of
+size is refused with the call that resizes it); ``class_ids`` ``(N,)``, or a target with one
+score per image (:mod:`camloc.targets`: ``Margin(labels)``, a callable on the logits or
+probabilities). Perturbed inputs of
 several images share forward batches of ``batch_size``. Definitions, costs and how camloc differs
 from torchcam, pytorch-grad-cam and Quantus: docs/faithfulness.md.
 

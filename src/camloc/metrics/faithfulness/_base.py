@@ -2,7 +2,9 @@
 perturbed inputs, and per-image records that merge exactly.
 
 Scores: ``"softmax"`` is the class probability ``softmax(logits)[c]`` (computed in float64 from the
-model's logits), ``"logit"`` the raw logit ``logits[c]``.
+model's logits), ``"logit"`` the raw logit ``logits[c]``. The target (``class_ids``) is one class
+per image or a :class:`~camloc.targets.Target` / callable with one score per image (see
+:mod:`camloc.targets`); it reads the probabilities or the logits, as ``score`` says.
 
 Model side effects: a ``torch.nn.Module`` (or a camloc ``CamModel``, whose ``module`` is used) is
 switched to eval mode for the call and every submodule's train/eval flag is restored afterwards;
@@ -21,7 +23,8 @@ import numpy as np
 import torch
 
 from camloc.errors import ConfigError, MetricError, ModelError
-from camloc.models.spec import Preprocess
+from camloc.preprocess import Preprocess
+from camloc.targets import ClassTarget, ScoreTarget, Target
 
 # the statistics of camloc's default preprocessing (ImageNet), from their one definition
 IMAGENET_MEAN: tuple[float, ...] = Preprocess.mean
@@ -77,7 +80,7 @@ def resolve_forward(forward: Any) -> tuple[Forward, torch.nn.Module | None]:
 @contextlib.contextmanager
 def model_context(module: torch.nn.Module | None) -> Iterator[None]:
     """Eval mode (flags restored afterwards) and inference mode for the block."""
-    from camloc.models.heads import eval_mode
+    from camloc.devices import eval_mode
 
     with contextlib.ExitStack() as stack:
         if module is not None:
@@ -87,8 +90,8 @@ def model_context(module: torch.nn.Module | None) -> Iterator[None]:
 
 
 def check_inputs(x: Any, maps: Any, class_ids: Any, image_ids: Sequence[str] | None,
-                 unit_maps: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str | None]]:
-    """Validate one ``update`` batch; returns ``(x, maps on x's device as float32, ids, names)``."""
+                 unit_maps: bool) -> tuple[torch.Tensor, torch.Tensor, Target, list[str | None]]:
+    """Validate one ``update`` batch; returns ``(x, maps on x's device as float32, target, names)``."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
         got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise MetricError(f"x must be a float tensor (N, C, H, W) of normalised model inputs, got {got}")
@@ -114,11 +117,7 @@ def check_inputs(x: Any, maps: Any, class_ids: Any, image_ids: Sequence[str] | N
     if unit_maps and (float(m.min()) < 0.0 or float(m.max()) > 1.0):
         raise MetricError(f"maps must lie in [0, 1] (got {float(m.min()):.4g}..{float(m.max()):.4g}); "
                           "normalise them, e.g. camloc.cams.normalize(maps, 'minmax')")
-    ids = torch.as_tensor(np.asarray(class_ids.cpu() if isinstance(class_ids, torch.Tensor)
-                                     else class_ids))
-    if ids.shape != (n,) or ids.is_floating_point() or ids.dtype == torch.bool:
-        raise MetricError(f"class_ids must be {n} integer class ids (one per image), got "
-                          f"shape {tuple(ids.shape)} dtype {ids.dtype}")
+    target = _target(class_ids, n)
     names: list[str | None]
     if image_ids is None:
         names = [None] * n
@@ -126,7 +125,32 @@ def check_inputs(x: Any, maps: Any, class_ids: Any, image_ids: Sequence[str] | N
         names = [str(s) for s in image_ids]
         if len(names) != n:
             raise MetricError(f"image_ids must have {n} entries, got {len(names)}")
-    return x, m, ids.long().to(x.device), names
+    return x, m, target, names
+
+
+def _target(class_ids: Any, n: int) -> Target:
+    """``class_ids`` as a one-score-per-image target: ``(N,)`` ids, a Target or a callable."""
+    if isinstance(class_ids, Target):
+        if class_ids.class_ids is not None and class_ids.class_ids.shape[1] != 1:
+            raise MetricError(f"class_ids: the metrics score one target per image, got "
+                              f"{class_ids.class_ids.shape[1]} classes per image")
+        return class_ids
+    if callable(class_ids) and not isinstance(class_ids, torch.Tensor):
+        return ScoreTarget(class_ids)
+    ids = torch.as_tensor(np.asarray(class_ids.cpu() if isinstance(class_ids, torch.Tensor)
+                                     else class_ids))
+    if ids.shape != (n,) or ids.is_floating_point() or ids.dtype == torch.bool:
+        raise MetricError(f"class_ids must be {n} integer class ids (one per image), got "
+                          f"shape {tuple(ids.shape)} dtype {ids.dtype}")
+    return ClassTarget(ids.long())
+
+
+def class_ids_of(target: Target, n: int) -> np.ndarray | None:
+    """``(N,)`` the class each image's score is about, or None (a score function's target)."""
+    if target.class_ids is None:
+        return None
+    ids = target.class_ids[:, 0].cpu().numpy()
+    return np.broadcast_to(ids, (n,)) if ids.shape[0] == 1 else ids
 
 
 def stable_key(name: str) -> int:
@@ -136,41 +160,55 @@ def stable_key(name: str) -> int:
 
 class Scorer:
     """Runs ``forward`` on perturbed inputs in batches of at most ``batch_size`` and reads the
-    target class's score (and the arg-max class) of each."""
+    target's score (and the arg-max class) of each; ``n`` images in the batch."""
 
-    def __init__(self, fn: Forward, score: str, batch_size: int) -> None:
+    def __init__(self, fn: Forward, score: str, batch_size: int, target: Target, n: int) -> None:
         self.fn = fn
         self.score = score
         self.batch_size = batch_size
+        self.target = target
+        self.n = n
         self.forwards = 0  # batched forward calls made (for cost reports)
+        self._checked = False
 
-    def from_logits(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or \
-                logits.shape[0] != targets.shape[0]:
-            got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-            raise ModelError(f"forward must return logits of shape ({targets.shape[0]}, classes), "
-                             f"got {got}")
-        ncls = logits.shape[1]
-        if int(targets.min()) < 0 or int(targets.max()) >= ncls:
-            raise MetricError(f"class_ids must lie in [0, {ncls}) for a model with {ncls} classes, got "
-                              f"{int(targets.min())}..{int(targets.max())}")
-        lg = logits.detach().double()
-        t = targets.to(lg.device).view(-1, 1)
-        if self.score == "softmax":
-            s = torch.log_softmax(lg, dim=1).gather(1, t).exp()
+    def _check(self, ncls: int) -> None:
+        if isinstance(self.target, ClassTarget):
+            ids = self.target.class_ids
+            if int(ids.min()) < 0 or int(ids.max()) >= ncls:
+                raise MetricError(f"class_ids must lie in [0, {ncls}) for a model with {ncls} "
+                                  f"classes, got {int(ids.min())}..{int(ids.max())}")
         else:
-            s = lg.gather(1, t)
+            self.target.check(self.n, ncls)
+        self._checked = True
+
+    def from_logits(self, logits: torch.Tensor, rows: torch.Tensor | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and arg-max classes of ``logits``; ``rows``: the image of each row (None: all
+        ``n`` images in order)."""
+        b = self.n if rows is None else int(rows.shape[0])
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != b:
+            got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise ModelError(f"forward must return logits of shape ({b}, classes), got {got}")
+        if not self._checked:
+            self._check(logits.shape[1])
+        lg = logits.detach().double()
+        z = torch.log_softmax(lg, dim=1).exp() if self.score == "softmax" else lg
+        s = self.target.scores(z, rows)
+        if s.shape != (b, 1):
+            raise MetricError(f"class_ids: the metrics score one target per image; "
+                              f"{self.target!r} gave scores of shape {tuple(s.shape)}")
         return s.view(-1).cpu().numpy(), lg.argmax(dim=1).cpu().numpy()
 
-    def run(self, make_batch: Callable[[int, int], torch.Tensor], targets: torch.Tensor
+    def run(self, make_batch: Callable[[int, int], torch.Tensor], rows: torch.Tensor
             ) -> tuple[np.ndarray, np.ndarray]:
-        """Score ``len(targets)`` perturbed inputs; ``make_batch(i, j)`` builds inputs ``i..j-1``."""
-        n = int(targets.shape[0])
+        """Score ``len(rows)`` perturbed inputs of images ``rows``; ``make_batch(i, j)`` builds
+        inputs ``i..j-1``."""
+        n = int(rows.shape[0])
         scores = np.empty(n, np.float64)
         preds = np.empty(n, np.int64)
         for i in range(0, n, self.batch_size):
             j = min(n, i + self.batch_size)
-            s, p = self.from_logits(self.fn(make_batch(i, j)), targets[i:j])
+            s, p = self.from_logits(self.fn(make_batch(i, j)), rows[i:j])
             self.forwards += 1
             scores[i:j] = s
             preds[i:j] = p

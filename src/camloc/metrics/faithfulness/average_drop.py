@@ -89,14 +89,16 @@ class AverageDropAccumulator(RecordAccumulator):
                image_ids: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Score a batch: ``forward`` (a Module, CamModel or function ``x -> logits``), ``x``
         (N, C, H, W) normalised inputs, ``maps`` (N, H, W) in [0, 1] at input resolution,
-        ``class_ids`` (N,) target classes; ``logits``: the model's logits on ``x`` if already
-        computed (saves a forward). Returns this batch's per-image ``drop`` (percent),
+        ``class_ids`` (N,) target classes, or a :class:`~camloc.targets.Target` or callable on
+        the logits with one score per image (see :mod:`camloc.targets`); ``logits``: the model's
+        logits on ``x`` if already computed (saves a forward). Returns this batch's per-image ``drop`` (percent),
         ``increase`` (0/1), ``score`` and ``masked_score``.
         """
-        x, m, ids, names = check_inputs(x, maps, class_ids, image_ids, unit_maps=True)
+        x, m, target, names = check_inputs(x, maps, class_ids, image_ids, unit_maps=True)
         fn, module = resolve_forward(forward)
-        scorer = Scorer(fn, self.score, self.batch_size)
         n = x.shape[0]
+        scorer = Scorer(fn, self.score, self.batch_size, target, n)
+        rows = torch.arange(n)
         with model_context(module):
             if logits is None:  # the images and the explanation images share batches
                 def make(i: int, j: int) -> torch.Tensor:
@@ -106,11 +108,11 @@ class AverageDropAccumulator(RecordAccumulator):
                                                              m[max(i, n) - n:j - n]))
                     return torch.cat(parts)
 
-                s, _ = scorer.run(make, torch.cat([ids, ids]))
+                s, _ = scorer.run(make, torch.cat([rows, rows]))
                 y, o = s[:n], s[n:]
             else:
-                y, _ = scorer.from_logits(logits, ids)
-                o, _ = scorer.run(lambda i, j: self.explanation_images(x[i:j], m[i:j]), ids)
+                y, _ = scorer.from_logits(logits)
+                o, _ = scorer.run(lambda i, j: self.explanation_images(x[i:j], m[i:j]), rows)
         if not (y > 0).all():
             bad = [names[k] if names[k] is not None else str(self.count + k)
                    for k in np.flatnonzero(~(y > 0))[:5]]

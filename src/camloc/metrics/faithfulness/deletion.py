@@ -131,14 +131,14 @@ class DeletionInsertionAccumulator(RecordAccumulator):
         values, only their order matters). Returns this batch's per-image ``score``, AUCs
         (``deletion_auc`` / ``insertion_auc``), ``fractions`` and curves (``deletion`` /
         ``insertion``, (N, S + 1))."""
-        x, m, ids, names = check_inputs(x, maps, class_ids, image_ids, unit_maps=False)
+        x, m, target, names = check_inputs(x, maps, class_ids, image_ids, unit_maps=False)
         n, _, h, w = x.shape
         counts = step_counts(h * w, self.n_steps, self.pixels_per_step)
         npts = len(counts)
         fn, module = resolve_forward(forward)
-        scorer = Scorer(fn, self.score, self.batch_size)
+        scorer = Scorer(fn, self.score, self.batch_size, target, n)
         with model_context(module):
-            y = scorer.from_logits(logits, ids)[0] if logits is not None else None
+            y = scorer.from_logits(logits)[0] if logits is not None else None
             ranks = relevance_ranks(m)
             base = {mode: self._baseline(x, getattr(self, f"{mode}_baseline")) for mode in self.modes}
             shared = len(self.modes) == 2 and self.deletion_baseline == self.insertion_baseline
@@ -172,7 +172,7 @@ class DeletionInsertionAccumulator(RecordAccumulator):
                 # deletion: changed pixels come from the baseline; insertion: from the image
                 return torch.where(changed == dl.view(-1, 1, 1, 1), bs, xs)
 
-            s, _ = scorer.run(make, ids[img_t])
+            s, _ = scorer.run(make, img_t)
         curves = {mode: np.full((n, npts), np.nan) for mode in self.modes}
         jb = job.numpy()
         for (i, mode, j, _), v in zip(jb, s):

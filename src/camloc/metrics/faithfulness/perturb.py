@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -53,7 +53,7 @@ NEIGHBOUR_WEIGHTS: tuple[tuple[tuple[int, int], float], ...] = (
 )
 
 #: ``"zero"``, ``"blur"``, a number, or one number per channel (input units).
-BaselineSpec = Union[str, float, Sequence[float]]
+BaselineSpec = str | float | Sequence[float]
 
 
 # ---------------------------------------------------------------------------------------- order

@@ -42,7 +42,7 @@ import torch
 
 from camloc.errors import ConfigError, MetricError
 from camloc.metrics.faithfulness._base import (IMAGENET_MEAN, IMAGENET_STD, RecordAccumulator, Scorer,
-                                               check_inputs, check_pixel_stats, exact_mean,
+                                               check_inputs, check_pixel_stats, class_ids_of, exact_mean,
                                                model_context, resolve_forward, stable_key)
 from camloc.metrics.faithfulness.perturb import noisy_linear_impute, relevance_order, removal_count
 
@@ -124,7 +124,7 @@ class ROADAccumulator(RecordAccumulator):
         <camloc.metrics.faithfulness.AverageDropAccumulator.update>`; maps may hold any finite
         values, only their order matters). Returns this batch's per-image ``score`` and, per
         order, ``{order}_score`` / ``{order}_correct`` ``(N, len(percentiles))``."""
-        x, m, ids, names = check_inputs(x, maps, class_ids, image_ids, unit_maps=False)
+        x, m, target, names = check_inputs(x, maps, class_ids, image_ids, unit_maps=False)
         n, c, h, w = x.shape
         npix = h * w
         counts = [removal_count(npix, p) for p in self.percentiles]
@@ -153,16 +153,18 @@ class ROADAccumulator(RecordAccumulator):
             return torch.from_numpy(batch).to(device=x.device, dtype=x.dtype)
 
         fn, module = resolve_forward(forward)
-        scorer = Scorer(fn, self.score, self.batch_size)
-        job_img = torch.tensor([j[0] for j in jobs], dtype=torch.long, device=ids.device)
+        scorer = Scorer(fn, self.score, self.batch_size, target, n)
+        job_img = torch.tensor([j[0] for j in jobs], dtype=torch.long)
         perturbations = n * len(self.orders) * len(self.percentiles)
         with model_context(module):
-            s, pred = scorer.run(make, ids[job_img])
-        y = s[perturbations:] if logits is None else scorer.from_logits(logits, ids)[0]
+            s, pred = scorer.run(make, job_img)
+        y = s[perturbations:] if logits is None else scorer.from_logits(logits)[0]
         s, pred = s[:perturbations], pred[:perturbations]
         shape = (n, len(self.orders), len(self.percentiles))
         s = s.reshape(shape)
-        correct = (pred.reshape(shape) == ids.cpu().numpy()[:, None, None]).astype(np.float64)
+        cls = class_ids_of(target, n)  # a score function's target has no class to be correct about
+        correct = (np.full(shape, np.nan) if cls is None
+                   else (pred.reshape(shape) == cls[:, None, None]).astype(np.float64))
         rec: dict[str, np.ndarray] = {"score": y}
         for oi, o in enumerate(self.orders):
             rec[f"{o}_score"] = s[:, oi]

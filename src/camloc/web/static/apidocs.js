@@ -19,7 +19,7 @@
   function typeOf(spec, schema) {
     const s = resolve(spec, schema);
     if (s.anyOf) return s.anyOf.map(function (x) { return typeOf(spec, x); }).join(" | ");
-    if (s.type === "string" && s.format === "binary") return "file";
+    if (s.type === "string" && (s.format === "binary" || s.contentMediaType)) return "file";
     let t = s.type || "object";
     if (s.minimum !== undefined || s.maximum !== undefined) t += " [" + (s.minimum ?? "") + ".." + (s.maximum ?? "") + "]";
     return t;

@@ -6,6 +6,7 @@
   const M = window.CamlocMaps;
   const $ = function (id) { return document.getElementById(id); };
   const MAX_CANVAS_SIDE = 1600;
+  const MAX_TOP_K = 50;
 
   const state = {
     health: null, methods: [], classNames: [],
@@ -17,6 +18,8 @@
     point: null,                               // {x, y, ranking}
     heat: null,                                // offscreen canvas of the selected map
     requestId: 0,
+    layers: [],                                // /api/methods' layers (with refused_by)
+    job: null,                                 // the slow request being followed: {id, timer}
   };
 
   // ---------------------------------------------------------------- small helpers
@@ -46,10 +49,14 @@
 
   function fmtBox(b) { return "[" + b.map(function (v) { return v.toFixed(1); }).join(", ") + "]"; }
 
+  function methodMeta(name) {
+    return state.methods.find(function (m) { return m.name === name; }) || null;
+  }
+
   function settings() {
     return {
       method: $("method").value, layer: $("layer").value,
-      topK: Math.max(1, Math.min(50, parseInt($("topk").value, 10) || 5)),
+      topK: Math.max(1, Math.min(MAX_TOP_K, parseInt($("topk").value, 10) || 5)),
       threshold: parseFloat($("threshold").value), multi: $("multi").checked,
       opacity: parseFloat($("opacity").value),
     };
@@ -76,7 +83,8 @@
         const tip = [m.description, m.family ? "family: " + m.family : "", m.cost ? "cost: " + m.cost : "",
                      m.reason || ""].filter(Boolean).join("\n");
         const o = el("option", { value: m.name, title: tip, "data-family": m.family || "" },
-                     (m.label || m.name) + (m.family ? " [" + m.family + "]" : ""));
+                     (m.label || m.name) + (m.family ? " [" + m.family + "]" : "") +
+                     (m.slow ? " (slow)" : ""));
         if (!m.available) { o.disabled = true; o.textContent += " (not for this model)"; }
         $("method").appendChild(o);
       }
@@ -90,8 +98,9 @@
         label.appendChild(document.createTextNode(" " + (m.label || m.name) + (m.slow ? " (slow)" : "")));
         $("compare-methods").appendChild(label);
       }
+      state.layers = methods.layers;
       for (const l of methods.layers) $("layer").appendChild(el("option", { value: l.name }, l.label || l.name));
-      $("layer").disabled = methods.layers.length < 2;
+      updateLayerOptions();
       if (health.runs) $("tab-runs").hidden = false;
       document.body.dataset.ready = "1";
     } catch (e) {
@@ -100,27 +109,57 @@
   }
 
   // ---------------------------------------------------------------- image input
+  // Forget the shown result entirely: a new picture never shows (or draws over) the old one's
+  // classes, map, boxes or point.
+  function clearResult(message) {
+    state.response = null; state.entries = []; state.selected = 0; state.heat = null;
+    state.all = null; state.point = null;
+    $("classes").innerHTML = "";
+    $("point-classes").innerHTML = "";
+    $("point-info").textContent = "Click the image: the classes whose maps are highest there.";
+    $("compare-panel").hidden = true;
+    const canvas = $("view");
+    canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+    canvas.hidden = true;
+    $("placeholder").hidden = false;
+    $("placeholder").textContent = message || "No image yet.";
+    const readout = $("box-readout");
+    readout.textContent = "";
+    ["box", "boxes", "threshold", "classId"].forEach(function (k) { delete readout.dataset[k]; });
+    const label = $("view-label");
+    label.textContent = "";
+    ["method", "layer", "classId"].forEach(function (k) { delete label.dataset[k]; });
+    ["compare", "download-png", "download-json"].forEach(function (b) { $(b).disabled = true; });
+  }
+
   function takeFile(file) {
     if (!file) return;
-    if (file.type && !file.type.startsWith("image/")) { setStatus("not an image: " + file.name, true); return; }
-    state.file = file;
+    cancelJob();
+    state.requestId++;  // any answer still on its way is for the previous picture
+    state.file = null; state.image = null;
+    clearResult("Reading " + (file.name || "the pasted image") + " ...");
+    if (file.type && !file.type.startsWith("image/")) {
+      clearResult("Refused: not an image");
+      setStatus("not an image: " + file.name, true);
+      return;
+    }
     state.fileName = file.name || "pasted-image";
-    // busy from the moment a new picture is taken: until its result arrives, the page still shows
-    // the previous picture's classes (explain() clears the flag when its request is done)
+    // busy from the moment a new picture is taken (explain() clears the flag when it is done)
     document.body.dataset.busy = "1";
     const url = URL.createObjectURL(file);
     const img = new Image();
+    const taken = state.requestId;
     img.onload = function () {
+      if (taken !== state.requestId) return;  // another picture was taken meanwhile
+      state.file = file;
       state.image = img;
-      state.all = null; state.point = null; state.entries = [];
-      $("point-classes").innerHTML = "";
-      $("point-info").textContent = "Click the image: the classes whose maps are highest there.";
-      $("compare-panel").hidden = true;
-      explain(null, true);
+      explain(null, true, true);
     };
     img.onerror = function () {
+      if (taken !== state.requestId) return;
       delete document.body.dataset.busy;
-      setStatus("the browser cannot display this image", true);
+      clearResult("Refused: the browser cannot display this image");
+      setStatus("the browser cannot display this image: " + state.fileName, true);
     };
     img.src = url;
   }
@@ -134,7 +173,14 @@
       takeFile(e.dataTransfer.files[0]);
     });
     drop.addEventListener("keydown", function (e) { if (e.key === "Enter") $("file").click(); });
-    $("file").addEventListener("change", function () { takeFile($("file").files[0]); });
+    drop.addEventListener("keydown", function (e) {
+      if (e.key === " ") { e.preventDefault(); $("file").click(); }
+    });
+    $("file").addEventListener("change", function () {
+      const f = $("file").files[0];
+      $("file").value = "";  // choosing the same file again is a new choice
+      takeFile(f);
+    });
     document.addEventListener("paste", function (e) {
       const items = (e.clipboardData && e.clipboardData.items) || [];
       for (const it of items) {
@@ -146,9 +192,12 @@
   // ---------------------------------------------------------------- explaining
   // classIds: null -> top-k; an array -> exactly those classes (keeps the list when switching
   // method or layer). wantAll: also ask for every class's raw map (once per image).
-  async function explain(classIds, wantAll) {
+  // fresh: the first request for a new picture (a refusal clears the page); otherwise a change of
+  // method, layer or classes (a refusal puts the controls back to what the picture shows).
+  async function explain(classIds, wantAll, fresh) {
     if (!state.file) return;
     const s = settings();
+    const meta = methodMeta(s.method);
     const form = new FormData();
     form.append("image", state.file, state.fileName);
     form.append("method", s.method);
@@ -160,11 +209,18 @@
     form.append("maps", "f16");
     form.append("all_maps", String(!!(wantAll && state.health && state.health.all_class_maps)));
     const id = ++state.requestId;
+    cancelJob();  // a slow request still running is for settings no longer wanted
     setStatus("explaining with " + s.method + " ...");
     document.body.dataset.busy = "1";
+    if (meta && meta.slow) {
+      const jobId = "j" + Date.now().toString(36) + Math.random().toString(36).slice(2, 10);
+      form.append("job", jobId);
+      followJob(jobId, s, classIds ? classIds.length : s.topK);
+    }
     try {
       const r = await api("/api/explain", { method: "POST", body: form });
       if (id !== state.requestId) return;  // a newer request superseded this one
+      endJob();
       const planes = await M.decodeMaps(r.maps);
       const keepId = state.entries.length ? state.entries[state.selected].id : null;
       state.response = r;
@@ -174,15 +230,100 @@
       const keep = state.entries.findIndex(function (e) { return e.id === keepId; });
       state.selected = keep >= 0 ? keep : 0;
       if (r.all_maps) state.all = { flat: M.decodeF16(r.all_maps.data), shape: r.all_maps.shape };
-      setStatus(r.method + ": " + r.classes.length + " classes in " + r.seconds.toFixed(3) + " s");
+      setStatus(r.method + ": " + r.classes.length + " classes in " + r.seconds.toFixed(3) + " s" +
+                (r.queued_seconds > 0.05 ? " (after " + r.queued_seconds.toFixed(1) + " s waiting)" : ""));
       renderClasses();
       selectClass(state.selected);
       ["compare", "download-png", "download-json"].forEach(function (b) { $(b).disabled = false; });
     } catch (e) {
-      if (id === state.requestId) setStatus(e.message, true);
+      if (id !== state.requestId) return;
+      endJob();
+      if (fresh || !state.response) {
+        clearResult("Refused: " + e.message);
+        setStatus(e.message, true);
+      } else {
+        // the picture still shows the last answer: the controls say so too
+        $("method").value = state.response.method;
+        $("layer").value = state.response.layer;
+        updateLayerOptions();
+        setStatus(e.message + " (still showing " + describe(state.response) + ")", true);
+      }
     } finally {
       if (id === state.requestId) delete document.body.dataset.busy;
     }
+  }
+
+  function describe(r) {
+    const layer = (r.layers && r.layers.length) ? r.layers.join(", ") : (r.layer || "default layer");
+    return r.method + " on " + layer;
+  }
+
+  // ---------------------------------------------------------------- slow methods: estimate,
+  // progress, Cancel
+  async function followJob(jobId, s, k) {
+    state.job = { id: jobId, timer: null };
+    const box = $("job");
+    box.hidden = false;
+    $("job-progress").removeAttribute("value");
+    $("job-info").textContent = "estimating ...";
+    try {
+      const q = new URLSearchParams({ method: s.method, layer: s.layer, top_k: String(k) });
+      const est = await api("/api/estimate?" + q.toString());
+      if (!state.job || state.job.id !== jobId) return;
+      $("job-info").textContent = s.method + ": about " + fmtSeconds(est.seconds) +
+        (est.waiting ? " after " + est.waiting + " slow request(s) ahead" : "");
+      box.dataset.estimate = String(est.seconds);
+    } catch (e) { /* the request itself reports errors */ }
+    const poll = async function () {
+      if (!state.job || state.job.id !== jobId) return;
+      try {
+        const st = await api("/api/jobs/" + jobId);
+        if (!state.job || state.job.id !== jobId) return;
+        box.dataset.state = st.state;
+        if (st.state === "queued") {
+          $("job-info").textContent = s.method + ": waiting for the slow lane (" +
+            st.queued_s.toFixed(0) + " s)";
+        } else if (st.state === "running") {
+          if (st.fraction !== null) $("job-progress").value = st.fraction;
+          $("job-info").textContent = s.method + ": " + Math.round(100 * (st.fraction || 0)) + "%" +
+            (st.expected_passes ? ", pass " + st.passes + " of at most " + st.expected_passes : "") +
+            (st.left_s !== null ? ", about " + fmtSeconds(st.left_s) + " left" : "");
+        }
+      } catch (e) { /* not registered yet */ }
+      if (state.job && state.job.id === jobId) state.job.timer = setTimeout(poll, 400);
+    };
+    state.job.timer = setTimeout(poll, 200);
+  }
+
+  function fmtSeconds(x) { return x < 90 ? x.toFixed(x < 10 ? 1 : 0) + " s" : (x / 60).toFixed(1) + " min"; }
+
+  function endJob() {
+    if (state.job && state.job.timer) clearTimeout(state.job.timer);
+    state.job = null;
+    $("job").hidden = true;
+  }
+
+  // Cancel the followed slow request (the server stops it at its next pass).
+  function cancelJob() {
+    const job = state.job;
+    if (!job) return;
+    endJob();
+    fetch("/api/jobs/" + job.id, { method: "DELETE" }).catch(function () {});
+  }
+
+  // Layers the chosen method cannot use are greyed out (their reason as a tooltip); a method
+  // without a layer choice greys out the whole list.
+  function updateLayerOptions() {
+    const method = $("method").value, meta = methodMeta(method);
+    const sel = $("layer");
+    Array.from(sel.options).forEach(function (o, i) {
+      const l = state.layers[i] || {};
+      const why = l.refused_by && l.refused_by[method];
+      o.disabled = !!why;
+      o.title = why || "";
+      o.textContent = (l.label || l.name) + (why ? " (not for " + method + ")" : "");
+    });
+    sel.disabled = state.layers.length < 2 || (meta !== null && meta.layer_choice === false);
   }
 
   // Add one class (from the search or the point list) and show it.
@@ -233,7 +374,7 @@
     const W = r.geometry.input_width, H = r.geometry.input_height;
     const c = document.createElement("canvas");
     c.width = W; c.height = H;
-    c.getContext("2d").putImageData(new ImageData(M.heatmapPixels(e.map, W, H), W, H), 0, 0);
+    c.getContext("2d").putImageData(new ImageData(M.heatmapPixels(e.map, W, H, $("raw-map").checked), W, H), 0, 0);
     state.heat = c;
   }
 
@@ -241,11 +382,16 @@
   // per original pixel.
   function paint(ctx, scale, heat, boxes, opacity) {
     const r = state.response, g = r.geometry;
+    const raw = $("raw-map").checked;
     ctx.clearRect(0, 0, ctx.canvas.width, ctx.canvas.height);
-    ctx.drawImage(state.image, 0, 0, ctx.canvas.width, ctx.canvas.height);
-    if (heat && opacity > 0) {
+    if (raw) {  // the map alone: black where the network input does not reach
+      ctx.fillStyle = "#000"; ctx.fillRect(0, 0, ctx.canvas.width, ctx.canvas.height);
+    } else {
+      ctx.drawImage(state.image, 0, 0, ctx.canvas.width, ctx.canvas.height);
+    }
+    if (heat && (opacity > 0 || raw)) {
       ctx.save();
-      ctx.globalAlpha = opacity;
+      ctx.globalAlpha = raw ? 1 : opacity;
       ctx.imageSmoothingEnabled = true;
       // input pixel x_in covers original x = (x_in + offset) / scale
       ctx.drawImage(heat, scale * g.offset_x / g.scale_x, scale * g.offset_y / g.scale_y,
@@ -268,9 +414,10 @@
   }
 
   function draw() {
-    const r = state.response;
-    if (!r || !state.image) return;
+    const r = state.response, e = state.entries[state.selected];
+    if (!r || !state.image || !e) return;
     const canvas = $("view");
+    canvas.hidden = false;
     const scale = Math.min(1, MAX_CANVAS_SIDE / Math.max(r.image.width, r.image.height));
     canvas.width = Math.round(r.image.width * scale);
     canvas.height = Math.round(r.image.height * scale);
@@ -284,7 +431,9 @@
       ctx.beginPath(); ctx.arc(scale * state.point.x, scale * state.point.y, 6, 0, 2 * Math.PI);
       ctx.fill(); ctx.stroke();
     }
-    const e = state.entries[state.selected];
+    const label = $("view-label");
+    label.textContent = describe(r) + " \u00b7 " + e.name + " (class " + e.id + ")";
+    label.dataset.method = r.method; label.dataset.layer = r.layer; label.dataset.classId = String(e.id);
     const readout = $("box-readout");
     readout.textContent = e.name + ": box " + fmtBox(boxes.largest) +
       (s.multi ? " | " + boxes.all.length + " components" : "") + " at threshold " + s.threshold.toFixed(2);
@@ -297,7 +446,7 @@
   // ---------------------------------------------------------------- point lookup
   function onCanvasClick(ev) {
     const r = state.response;
-    if (!r) return;
+    if (!r || !state.entries.length) return;
     const canvas = $("view"), rect = canvas.getBoundingClientRect();
     const x = (ev.clientX - rect.left) / rect.width * r.image.width;
     const y = (ev.clientY - rect.top) / rect.height * r.image.height;
@@ -340,6 +489,7 @@
       ul.appendChild(li);
       shown++;
     }
+    if (!shown) ul.appendChild(el("li", { class: "none muted" }, "no class name contains \u201c" + q + "\u201d"));
   }
 
   // ---------------------------------------------------------------- methods side by side
@@ -367,7 +517,6 @@
       form.append("threshold", String(s.threshold));
       form.append("maps", "f16");
       try {
-        const t0 = performance.now();
         const r = await api("/api/explain", { method: "POST", body: form });
         const [map] = await M.decodeMaps(r.maps);
         const g = r.geometry, W = g.input_width, H = g.input_height;
@@ -382,7 +531,8 @@
         state.response = r;   // paint() reads the geometry of the answer it draws
         paint(canvas.getContext("2d"), scale, heat, { largest: largest, all: [] }, s.opacity);
         state.response = saved;
-        cap.textContent = (m.label || m.name) + " (" + ((performance.now() - t0) / 1000).toFixed(2) + " s)";
+        // the time of its own computation, never the time it waited behind the others
+        cap.textContent = (m.label || m.name) + " (" + r.seconds.toFixed(2) + " s)";
         fig.dataset.box = JSON.stringify(largest);
       } catch (err) {
         cap.textContent = (m.label || m.name) + ": " + err.message;
@@ -415,6 +565,25 @@
     };
   }
 
+  // The colour scale under the picture: the overlay's colours and opacities from 0 to 1.
+  function drawScale() {
+    const c = $("scale"), w = c.width, h = c.height;
+    const line = new Float32Array(w);
+    for (let i = 0; i < w; i++) line[i] = i / (w - 1);
+    const px = M.heatmapPixels(line, w, 1, false), img = new ImageData(w, h);
+    for (let y = 0; y < h; y++) img.data.set(px, 4 * w * y);
+    c.getContext("2d").putImageData(img, 0, 0);
+  }
+
+  // camloc-<image>-<method>-<class>.<ext>: one name per picture, method and class
+  function downloadName(ext) {
+    const r = state.response, e = state.entries[state.selected];
+    const clean = function (t) { return String(t).replace(/\.[^.]*$/, "").replace(/[^A-Za-z0-9_-]+/g, "_").replace(/^_+|_+$/g, "").slice(0, 60); };
+    const parts = ["camloc", clean(state.fileName) || "image", r ? clean(r.method) : ""];
+    if (ext === "png" && e) parts.push(clean(e.name) || String(e.id));
+    return parts.filter(Boolean).join("-") + "." + ext;
+  }
+
   function wireControls() {
     $("threshold").addEventListener("input", function () {
       $("threshold-value").textContent = parseFloat($("threshold").value).toFixed(2);
@@ -425,21 +594,55 @@
       draw();
     });
     $("multi").addEventListener("change", draw);
+    $("raw-map").addEventListener("change", function () { buildHeat(); draw(); });
+    drawScale();
     const reexplain = function () {
       if (!state.entries.length) return explain(null, false);
       explain(state.entries.map(function (e) { return e.id; }), false);
     };
-    $("method").addEventListener("change", reexplain);
+    $("method").addEventListener("change", function () {
+      const method = $("method").value, layer = state.layers.find(function (l) { return l.name === $("layer").value; });
+      if (layer && layer.refused_by && layer.refused_by[method]) $("layer").value = "";  // its default
+      updateLayerOptions();
+      reexplain();
+    });
     $("layer").addEventListener("change", reexplain);
-    $("topk").addEventListener("change", function () { explain(null, false); });
+    $("topk").addEventListener("change", function () {
+      const raw = parseInt($("topk").value, 10);
+      const k = settings().topK;
+      if (raw !== k) {  // never run one number while showing another
+        $("topk").value = String(k);
+        setStatus("top-k: 1 to " + MAX_TOP_K + "; using " + k);
+      }
+      explain(null, false);
+    });
     $("view").addEventListener("click", onCanvasClick);
     $("search").addEventListener("input", onSearch);
     $("compare").addEventListener("click", compareMethods);
     $("download-png").addEventListener("click", function () {
-      $("view").toBlob(function (blob) { download(blob, "camloc-overlay.png"); }, "image/png");
+      // the overlay as shown, without the click marker
+      const r = state.response, view = $("view");
+      if (!r || !state.entries.length) return;
+      const c = document.createElement("canvas");
+      c.width = view.width; c.height = view.height;
+      paint(c.getContext("2d"), view.width / r.image.width, state.heat, currentBoxes(), settings().opacity);
+      c.toBlob(function (blob) { download(blob, downloadName("png")); }, "image/png");
     });
     $("download-json").addEventListener("click", function () {
-      download(new Blob([JSON.stringify(resultJson(), null, 2)], { type: "application/json" }), "camloc-result.json");
+      download(new Blob([JSON.stringify(resultJson(), null, 2)], { type: "application/json" }), downloadName("json"));
+    });
+    $("cancel").addEventListener("click", function () {
+      const job = state.job;
+      cancelJob();
+      state.requestId++;
+      delete document.body.dataset.busy;
+      if (job) {
+        setStatus("cancelled" + (state.response ? " (still showing " + describe(state.response) + ")" : ""));
+        if (state.response) {
+          $("method").value = state.response.method; $("layer").value = state.response.layer;
+          updateLayerOptions();
+        }
+      }
     });
     for (const tab of document.querySelectorAll(".tab")) {
       tab.addEventListener("click", function () {

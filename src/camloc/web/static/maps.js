@@ -204,14 +204,23 @@
     return [f(3), f(2), f(1)];
   }
 
-  // An RGBA ImageData-shaped buffer of a normalised map (values <= 0 transparent).
-  function heatmapPixels(map, w, h) {
+  // Opacity of a map value: rises with the value from 0 (transparent) to 1 (opaque), the same
+  // rule for every pixel, so a zero and a weak value look alike and only strong values cover the
+  // photo (a colour alone would make untouched bright photo pixels look like hot spots).
+  function heatAlpha(v) {
+    const t = Math.min(Math.max(v, 0), 1);
+    return t > 0 ? Math.round(255 * Math.sqrt(t)) : 0;
+  }
+
+  // An RGBA ImageData-shaped buffer of a normalised map: jet colours, alpha heatAlpha(value)
+  // (opaque: every pixel opaque, the raw-map view).
+  function heatmapPixels(map, w, h, opaque) {
     const px = new Uint8ClampedArray(w * h * 4);
     for (let i = 0; i < w * h; i++) {
-      const v = map[i];
+      const v = map[i] === map[i] ? map[i] : 0;  // NaN: as zero
       const c = jet(v);
       px[4 * i] = c[0]; px[4 * i + 1] = c[1]; px[4 * i + 2] = c[2];
-      px[4 * i + 3] = v > 0 ? 255 : 0;
+      px[4 * i + 3] = opaque ? 255 : heatAlpha(v);
     }
     return px;
   }
@@ -220,6 +229,6 @@
     decodeF16: decodeF16, decodeF32: decodeF32, decodeMaps: decodeMaps, halfToFloat: halfToFloat,
     thresholdMask: thresholdMask, components: components, boxesFromMap: boxesFromMap,
     toOriginalBoxes: toOriginalBoxes, valuesAt: valuesAt, inputPixel: inputPixel,
-    pointRanking: pointRanking, jet: jet, heatmapPixels: heatmapPixels,
+    pointRanking: pointRanking, jet: jet, heatmapPixels: heatmapPixels, heatAlpha: heatAlpha,
   };
 })(typeof window !== "undefined" ? window : this);
