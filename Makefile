@@ -7,7 +7,9 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test test-fast lint venv bench clean
+AXE := .cache/axe-core/node_modules/axe-core/axe.min.js
+
+.PHONY: demo test test-fast lint venv bench clean axe
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,11 +28,21 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	PYTHONPATH=src $(VENV)/bin/lint-imports
 
+# axe-core (npm) for the accessibility check of the browser tests; without npm those checks skip
+# and say why.
+$(AXE):
+	@if command -v npm >/dev/null 2>&1; then \
+		npm install --silent --no-audit --no-fund --prefix .cache/axe-core axe-core@4.14.1 \
+		|| echo "warning: npm could not install axe-core; the accessibility checks will be skipped"; \
+	else echo "warning: npm not found; the accessibility checks will be skipped"; fi
+
+axe: $(AXE)
+
 # The lint first; then two lanes: everything on two xdist workers, then the timing tests marked `serial` alone (their
 # goals are ratios that another worker sharing the 2 cores would distort).
-test: lint
-	$(PY) -m pytest -n 2 --dist loadfile -q --durations=15 -m "not serial"
-	$(PY) -m pytest -q -m serial --durations=5
+test: lint axe
+	CAMLOC_AXE_JS=$(CURDIR)/$(AXE) $(PY) -m pytest -n 2 --dist loadfile -q --durations=15 -m "not serial"
+	CAMLOC_AXE_JS=$(CURDIR)/$(AXE) $(PY) -m pytest -q -m serial --durations=5
 
 # The fast lane: everything not marked slow, stopping at the first failure.
 test-fast: lint

@@ -6,7 +6,7 @@ one forward pass under ``inference_mode``; no maps, no boxes, nothing written.
 
 Compared, in the same run, at the same batch size, round by round (each round runs every case
 once, in turn, so machine noise hits them alike), through the library entry point of the CLI
-(:func:`camloc.explain_run.run_explain`, a fresh output folder each time):
+(:func:`camloc.explain.run.run_explain`, a fresh output folder each time):
 
   top-1 + overlays     ``camloc explain -k 1``          (overlay PNG, results.jsonl)
   top-5 + overlays     ``camloc explain -k 5``
@@ -134,7 +134,7 @@ def main() -> None:
     import torch
 
     import camloc
-    from camloc.explain_run import ExplainSettings, run_explain
+    from camloc.explain.run import ExplainSettings, run_explain
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -77,14 +77,14 @@ def __dir__() -> list[str]:
 
 
 class _Package(types.ModuleType):
-    """``camloc.explain`` is both a submodule and the function it defines. Importing the submodule
-    binds the module on the package; this keeps the function there instead (as the eager
-    ``from camloc.explain import explain`` did), whichever is imported first."""
+    """``camloc.explain`` is both a subpackage and the function it defines. Importing the
+    subpackage binds it on this package; that binding is left out, so ``camloc.explain`` stays
+    the function (resolved on first use by :func:`__getattr__`, whichever is imported first)
+    and importing ``camloc.explain.<module>`` stays light."""
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name == "explain" and isinstance(value, types.ModuleType) \
-                and callable(getattr(value, "explain", None)):
-            value = value.explain
+        if name == "explain" and isinstance(value, types.ModuleType):
+            return
         super().__setattr__(name, value)
 
 

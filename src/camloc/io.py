@@ -346,7 +346,6 @@ def folder_lock(folder: str | os.PathLike[str], option: str = "--out") -> Iterat
     so a stale lock file never blocks a later run. Where ``fcntl`` is missing (Windows) or the
     filesystem does not support locks, the block runs unlocked.
     """
-    from camloc.errors import ConfigError
 
     path = Path(folder) / LOCK_NAME
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -74,12 +74,12 @@ class _FakeUsageError(Exception):
 
 
 def _patch_run(monkeypatch, exc: BaseException) -> None:
-    import camloc.explain_run
+    import camloc.explain.run
 
     def boom(*a, **k):
         raise exc
 
-    monkeypatch.setattr(camloc.explain_run, "run_explain", boom)
+    monkeypatch.setattr(camloc.explain.run, "run_explain", boom)
 
 
 def test_usage_error_found_by_duck_typing(monkeypatch, tiny_model, small_images, tmp_path, capsys):

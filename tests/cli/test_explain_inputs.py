@@ -11,7 +11,7 @@ import pytest
 
 from camloc.data.images import find_images
 from camloc.errors import ConfigError
-from camloc.explain_inputs import ExplainInputs, key_of
+from camloc.explain.inputs import ExplainInputs, key_of
 
 
 def touch(p: Path) -> Path:

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from camloc.cli import main
-from camloc.explain_run import output_name
+from camloc.explain.run import output_name
 from camloc.io import NAME_MAX, folder_lock, repair_jsonl
 
 
@@ -125,7 +125,7 @@ def test_render_and_write_failures_are_recorded_per_image(run, small_images, tmp
 
 
 def test_a_failing_batch_is_retried_image_by_image(run, small_images, tmp_path, monkeypatch):
-    ex = importlib.import_module("camloc.explain")  # (`import camloc.explain` gives the function)
+    ex = importlib.import_module("camloc.explain.api")
     real = ex.explain_batch
 
     def picky(model, images, sources, *a, **k):
@@ -142,7 +142,7 @@ def test_a_failing_batch_is_retried_image_by_image(run, small_images, tmp_path, 
 
 def test_nan_scores_fail_the_image_and_every_line_is_strict_json(run, small_images, tmp_path,
                                                                  monkeypatch):
-    ex = importlib.import_module("camloc.explain")
+    ex = importlib.import_module("camloc.explain.api")
     real = ex.explain_batch
 
     def nan_for_cat(model, images, sources, *a, **k):
@@ -392,7 +392,7 @@ def test_overlay_map_matches_map_in_original(tiny_model, samples_dir):
 
 def test_batches_of_huge_photos_are_cut_short(monkeypatch):
     """A batch holds at most PIXELS_PER_BATCH decoded pixels; unreadable images are reported."""
-    import camloc.explain_run as er
+    import camloc.explain.run as er
 
     monkeypatch.setattr(er, "PIXELS_PER_BATCH", 2500)
     sizes = {"a": (40, 40), "b": (40, 40), "bad": None, "c": (10, 10), "d": (10, 10)}
@@ -402,7 +402,7 @@ def test_batches_of_huge_photos_are_cut_short(monkeypatch):
             raise OSError(5, "I/O error")
         return Image.new("RGB", sizes[p])
 
-    from camloc.explain_inputs import InputItem
+    from camloc.explain.inputs import InputItem
 
     failed = []
     todo = [InputItem(i, k, k) for i, k in enumerate(sizes)]

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from camloc.cli import main
-from camloc.explain_run import ExplainSettings, run_explain
+from camloc.explain.run import ExplainSettings, run_explain
 
 
 def lines(path: Path) -> list[dict]:
@@ -210,7 +210,7 @@ class FakeGroup:
 
 def explain_ranks(model, inputs, out: Path, world: int, ranks=None, **kw) -> object:
     """Run ranks 1..world-1 then rank 0 (which merges); returns rank 0's summary."""
-    from camloc.explain_run import _settings_record
+    from camloc.explain.run import _settings_record
     from camloc.io import atomic_write_json
 
     group = FakeGroup(world)

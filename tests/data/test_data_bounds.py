@@ -192,3 +192,19 @@ def test_synsets_imagenet_names_the_1000_classes(tmp_path: Path, files) -> None:
     ds = open_dataset(tmp_path / "annotations.csv", synsets="imagenet")
     assert ds.num_classes == 1000 and ds[0].label == 285
     assert ds.class_names[285] == "Egyptian cat" and ds.synsets[285] == "n02124075"
+
+
+@pytest.mark.parametrize("kw, says", [
+    ({"input_size": (100000, 100000)}, r"input_size=\(100000, 100000\).*1 to 2048"),
+    ({"input_size": (0, 224)}, r"input_size"),
+    ({"input_size": (224.5, 224)}, r"whole number"),
+    ({"crop_pct": 1e-300}, r"crop_pct=1e-300: expected 0.25 <= crop_pct <= 1"),
+])
+def test_preprocess_geometry_is_bounded(kw: dict, says: str) -> None:
+    """The sizes a model spec may ask for are bounded (a 100000 x 100000 input allocates
+    120 GB; a tiny crop_pct makes every resize huge)."""
+    from camloc.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=says):
+        Preprocess(**kw)
+    Preprocess(input_size=(2048, 2048), crop_pct=0.25)  # the bounds themselves are allowed

@@ -201,11 +201,32 @@ def eval_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> 
 
 
 @pytest.fixture(scope="module")
-def shared_server() -> Iterator[Server]:
+def shared_server(eval_run) -> Iterator[Server]:
     """One ``camloc serve`` (the default model, ``--max-pixels 4000000`` so that a refused picture
-    is cheap to make) for every test of a module."""
-    srv = Server(["--max-pixels", "4000000"])
+    is cheap to make, the eval run's folder as ``--runs``) for every test of a module."""
+    srv = Server(["--max-pixels", "4000000", "--runs", str(eval_run["root"])])
     try:
         yield srv
     finally:
         srv.stop()
+
+
+@pytest.fixture(scope="session")
+def axe_js() -> str | None:
+    """axe-core's ``axe.min.js`` (npm ``axe-core``): ``$CAMLOC_AXE_JS``, or ``node_modules`` in the
+    repository or npm's global folder; ``None`` when absent (the check is then skipped)."""
+    candidates = [os.environ.get("CAMLOC_AXE_JS", "")]
+    repo = Path(__file__).resolve().parents[2]
+    candidates.append(str(repo / "node_modules" / "axe-core" / "axe.min.js"))
+    npm = shutil.which("npm")
+    if npm:
+        try:
+            root = subprocess.run([npm, "root", "-g"], capture_output=True, text=True,
+                                  timeout=20).stdout.strip()
+            candidates.append(str(Path(root) / "axe-core" / "axe.min.js"))
+        except (OSError, subprocess.SubprocessError):
+            pass
+    for c in candidates:
+        if c and Path(c).is_file():
+            return Path(c).read_text(encoding="utf-8")
+    return None

@@ -254,8 +254,8 @@ def test_server_findings_of_issue_22_and_23(client, engine):
     assert "finite" in _error(_post(client, threshold="nan"), 422)
     assert "classes: unknown class 'kat'" in _error(_post(client, classes="kat"), 400)
     assert "--" not in _error(_post(client, classes="kat"), 400)
-    broken = b"--zzz\r\nContent-Disposition: form-data; name=\"picture\"; filename=\"a.png\"\r\n\r\n" \
-             + _png() + b"\r\n--zzz--\r\n"
+    broken = (b"--zzz\r\nContent-Disposition: form-data; name=\"picture\"; "
+              b"filename=\"a.png\"\r\n\r\n" + _png() + b"\r\n--zzz--\r\n")
     reason = _error(client.post("/api/explain", content=broken,
                                 headers={"content-type": "multipart/form-data; boundary=zzz"}), 422)
     assert "no file part named 'image'" in reason and "Field required" not in reason
@@ -265,3 +265,56 @@ def test_server_findings_of_issue_22_and_23(client, engine):
     ref = op["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"].split("/")[-1]
     image = spec["components"]["schemas"][ref]["properties"]["image"]
     assert image.get("format") == "binary" or "contentMediaType" in image
+
+
+def test_a_queued_slow_request_cancels_at_once(tiny_model_dir):
+    """A second slow request waits for the slow lane; cancelling it answers 409 at once (not when
+    the request ahead is done), and the fast lane answers meanwhile."""
+    import threading
+    import time
+
+    import camloc
+    from fastapi.testclient import TestClient
+
+    from camloc.web.app import create_app
+
+    eng = WebEngine(camloc.load_model(str(tiny_model_dir), device="cpu"))
+    real = eng.explain
+    release = threading.Event()
+
+    def slow_explain(method, layer, jobs):
+        if method == "scorecam":
+            for _ in range(200):  # "passes" of a slow method, each can be cancelled
+                jobs[0].progress.tick()
+                if release.wait(0.05):
+                    break
+        return real(method, layer, jobs)
+
+    eng.explain = slow_explain  # type: ignore[method-assign]
+    with TestClient(create_app(eng), base_url="http://127.0.0.1") as c:
+        answers: dict = {}
+
+        def send(job: str) -> None:
+            r = _post(c, method="scorecam", job=job, maps="none")
+            answers[job] = (r.status_code, r.json())
+
+        first = threading.Thread(target=send, args=("first",))
+        first.start()
+        while c.get("/api/jobs/first").json().get("state") != "running":
+            time.sleep(0.05)
+        second = threading.Thread(target=send, args=("second",))
+        second.start()
+        while c.get("/api/jobs/second").status_code != 200:
+            time.sleep(0.05)
+        assert c.get("/api/jobs/second").json()["state"] == "queued"
+        assert _post(c, method="gradcam", maps="none").status_code == 200  # the fast lane
+        t0 = time.perf_counter()
+        assert c.delete("/api/jobs/second").status_code == 200
+        second.join(timeout=5)
+        assert not second.is_alive() and time.perf_counter() - t0 < 5
+        assert answers["second"][0] == 409 and "cancelled" in answers["second"][1]["error"]
+        assert first.is_alive()  # the request ahead is still running
+        release.set()
+        first.join(timeout=30)
+        assert answers["first"][0] == 200
+        assert c.get("/api/jobs/first").json()["state"] == "done"

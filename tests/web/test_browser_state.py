@@ -202,3 +202,34 @@ def test_viewer_height_scale_and_raw_map(page):
     assert page.locator("#view").screenshot() != shown
     page.uncheck("#raw-map")
     assert page.errors == []
+
+
+def test_settings_are_shared_through_the_address(chromium, shared_server, samples_dir):
+    """#23 "What to build": the settings in the URL; opening it restores them."""
+    page = chromium.new_page(viewport={"width": 1280, "height": 860})
+    try:
+        page.goto(shared_server.url + "/#method=gradcam&layer=blocks.5&threshold=0.35"
+                                      "&classes=281,285&multi=1&topk=3")
+        page.wait_for_selector("body[data-ready='1']")
+        assert page.input_value("#method") == "gradcam" and page.input_value("#layer") == "blocks.5"
+        assert page.input_value("#threshold") == "0.35" and page.is_checked("#multi")
+        _upload(page, samples_dir / PHOTO)
+        ids = page.eval_on_selector_all("#classes li", "ls => ls.map(l => l.dataset.class)")
+        assert ids == ["281", "285"]
+        assert _label(page)["method"] == "gradcam" and _label(page)["layer"] == "blocks.5"
+        page.evaluate("() => { const e = document.getElementById('threshold'); e.value = 0.6;"
+                      " e.dispatchEvent(new Event('input', {bubbles: true})); }")
+        from urllib.parse import parse_qs
+
+        shared = parse_qs(page.evaluate("location.hash").lstrip("#"))
+        assert shared["method"] == ["gradcam"] and shared["layer"] == ["blocks.5"]
+        assert shared["threshold"] == ["0.60"] and shared["classes"] == ["281,285"]
+        # a bad address never breaks the page
+        page.goto(shared_server.url + "/#method=nope&threshold=nan&classes=x,99999&topk=-4")
+        page.reload()
+        page.wait_for_selector("body[data-ready='1']")
+        assert page.input_value("#method") == "cam" and page.input_value("#threshold") == "0.2"
+        _upload(page, samples_dir / PHOTO)
+        assert page.locator("#classes li").count() == 5
+    finally:
+        page.close()

@@ -100,12 +100,13 @@ def test_cam_latency_while_scorecam_runs(start_server, samples_dir):
         est = c.get("/api/estimate", params={"method": "scorecam"}).json()
         assert est["slow"] and est["passes"] > 2 and est["seconds"] > 0
         assert not c.get("/api/estimate", params={"method": "cam"}).json()["slow"]
-        c.post("/api/explain", files={"image": ("w.jpg", blob)}, data={"maps": "f16"})  # warm
+        idle = c.post("/api/explain", files={"image": ("w.jpg", blob)}, data={"maps": "f16"}).json()
         slow: dict = {}
 
         def score_cam() -> None:
             r = httpx.post(srv.url + "/api/explain", files={"image": ("s.jpg", blob)},
-                           data={"method": "scorecam", "job": "load-1", "maps": "none"}, timeout=600)
+                           data={"method": "scorecam", "job": "load-1", "maps": "none"},
+                           timeout=600)
             slow["status"], slow["body"] = r.status_code, r.json()
 
         import threading
@@ -115,7 +116,8 @@ def test_cam_latency_while_scorecam_runs(start_server, samples_dir):
         deadline = time.monotonic() + 120
         while True:
             st = c.get("/api/jobs/load-1")
-            if st.status_code == 200 and st.json()["state"] == "running" and st.json()["passes"] >= 2:
+            if st.status_code == 200 and st.json()["state"] == "running" \
+                    and st.json()["passes"] >= 2:
                 break
             assert time.monotonic() < deadline, st.text
             time.sleep(0.1)
@@ -128,6 +130,8 @@ def test_cam_latency_while_scorecam_runs(start_server, samples_dir):
             latencies.append(time.perf_counter() - t0)
             assert r.status_code == 200, r.text
             seconds.append(r.json()["seconds"])
+            if i % len(photos) == 0:  # the same answer as when idle: the lanes never mix passes
+                assert r.json()["maps"] == idle["maps"] and r.json()["classes"] == idle["classes"]
         during = c.get("/api/jobs/load-1").json()
         assert during["state"] == "running", during  # still running: the CAM requests overlapped it
         assert during["passes"] >= 2 and during["expected_passes"] >= during["passes"]
@@ -140,6 +144,15 @@ def test_cam_latency_while_scorecam_runs(start_server, samples_dir):
         assert c.get("/api/jobs/load-1").json()["state"] == "cancelled"
         # the slow lane is free again: the next slow request starts at once
         assert c.get("/api/estimate", params={"method": "scorecam"}).json()["waiting"] == 0
+        # a client that hangs up (a closed tab) cancels its slow request
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(srv.url + "/api/explain", files={"image": ("s.jpg", blob)},
+                       data={"method": "scorecam", "job": "load-2", "maps": "none"},
+                       timeout=httpx.Timeout(60, read=4))
+        deadline = time.monotonic() + 60
+        while c.get("/api/jobs/load-2").json()["state"] != "cancelled":
+            assert time.monotonic() < deadline, c.get("/api/jobs/load-2").text
+            time.sleep(0.2)
     p95 = _p95(latencies)
     print(f"\nCAM while Score-CAM runs: {n} requests, p50 {sorted(latencies)[n // 2]:.3f} s, "
           f"p95 {p95:.3f} s, max {max(latencies):.3f} s; Score-CAM cancelled in {stopped:.2f} s "

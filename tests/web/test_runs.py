@@ -133,6 +133,10 @@ def test_runs_http(runs_client, eval_run):
     assert len(run["per_image"]) == len(eval_run["records"])
     rec = eval_run["records"][0]
     info = c.get("/api/runs/image", params={"run": "synth-eval", "image_id": rec["image_id"]}).json()
+    # the runs browser's extras: the method of each run, the image's class named
+    assert {r["id"]: r["method"] for r in listed["runs"]}["synth-eval"] == "cam"
+    ds = eval_run["dataset"]
+    assert info["class_name"] == ds.class_names[info["label"]]
     img = c.get(info["url"])
     assert img.status_code == 200 and img.headers["content-type"] == "image/jpeg"
     html = c.get("/runs/files/synth-eval/report.html")
@@ -222,7 +226,8 @@ def test_odd_runs_never_block_or_break_the_browser(runs_client, eval_run):
         odd = run_dir("latin1")
         (odd / "report.json").write_text(json.dumps({"dataset": {"name": "x"}}))
         good = json.dumps({"image_id": "a", "iou": 0.75}).encode()
-        (odd / "per_image.jsonl").write_bytes(b'{"image_id": "caf\xe9", "iou": 0.5}\n' + good + b"\n")
+        latin1 = b'{"image_id": "caf\xe9", "iou": 0.5}\n'
+        (odd / "per_image.jsonl").write_bytes(latin1 + good + b"\n")
         (run_dir("broken") / "report.json").write_text("{not json")
 
         listed = _within(30, lambda: c.get("/api/runs"))

@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         """
         from camloc.commands.common import console, print_failures, progress_bar
         from camloc.errors import ConfigError
-        from camloc.evaluation.evaluate import calibration_threshold
+        from camloc.evaluation.calibration import calibration_threshold
         from camloc.evaluation.run import open_eval_dataset
         from camloc.evaluation.score import (build_score_report, check_settings, fill_sizes,
                                              score_maps)

@@ -7,7 +7,9 @@ faithfulness figures (Average Drop / Increase in Confidence, deletion / insertio
 LeRF) and the seconds per image. With ``out`` it also writes ``compare.json``, ``compare.md`` (the
 table) and ``compare.html`` (the table and a gallery of the images where the methods disagree
 most, PNGs in ``gallery/``). Modules: ``run`` (the pass), ``tta`` (flip / multi-scale maps),
-``calibration`` (thresholds from another split or report), ``report`` (the outputs).
+``calibration`` (the held-out share of ``--calibration-split``; thresholds read from a number
+or a report: :mod:`camloc.evaluation.calibration`), ``report`` (the outputs), ``job`` (the
+whole ``camloc compare`` job from the user's options: :func:`~camloc.compare.job.run_compare_job`).
 
 >>> import camloc                                                             # doctest: +SKIP
 >>> from camloc.data import open_dataset                                      # doctest: +SKIP
@@ -19,13 +21,15 @@ most, PNGs in ``gallery/``). Modules: ``run`` (the pass), ``tta`` (flip / multi-
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
-from camloc.compare.calibration import Calibration, holdout_indices, load_calibration, parse_holdout
+from camloc.compare.calibration import holdout_indices, parse_holdout
 from camloc.compare.options import resolve_methods
 from camloc.cams.tta import TTA, parse_tta
+from camloc.defaults import DEFAULT_THRESHOLD
+from camloc.evaluation.calibration import Calibration, load_calibration
 
 __all__ = ["compare", "split_for_calibration", "calibrate", "FaithfulnessSettings", "TTA",
            "parse_tta", "tta_maps", "Calibration", "load_calibration", "resolve_methods",
@@ -115,7 +119,7 @@ def calibrate(model: Any, dataset: Any, methods: dict[str, Any], *, tta: TTA | N
     cal = Calibration(taus, f"calibration pass on {label or dataset.name} "
                             f"({st.images} images; each method's best V1 threshold there)",
                       split=label or None)
-    cal.figures = figures  # type: ignore[attr-defined]
+    cal.figures = figures
     return cal if dist is None else dist.broadcast_object(cal)
 
 
@@ -140,10 +144,11 @@ def check_inputs(model: Any, dataset: Any, methods: str | Sequence[str], layer: 
 
 
 def compare(model: Any, dataset: Any, methods: str | Sequence[str] = "all", *, layer: Any = None,
-            tta: TTA | str | None = None, calibrate_with: str | float | None = None,
+            tta: TTA | str | None = None,
+            calibrate_with: str | float | Calibration | None = None,
             calibration_split: str | None = None, limit: int | None = None,
             faithfulness: Any = None,
-            fixed_threshold: float = 0.2, interval: float = 0.01, batch_size: int = 16,
+            fixed_threshold: float = DEFAULT_THRESHOLD, interval: float = 0.01, batch_size: int = 16,
             workers: int = 0, method_batch_size: int | None = None, gallery: int = 6,
             out: str | os.PathLike[str] | None = None,
             progress: Callable[[str, int, int], None] | None = None,
@@ -161,7 +166,8 @@ def compare(model: Any, dataset: Any, methods: str | Sequence[str] = "all", *, l
         methods: names (``"cam,gradcam"``, a list, or ``"all"``).
         layer: target layer for every method (default: the model's).
         tta: a :class:`TTA` or its ``--tta`` text (``"flip,scales=224:288"``).
-        calibrate_with: a threshold, an ``evaluate`` report.json or a ``compare.json``.
+        calibrate_with: a threshold, an ``evaluate`` report.json or a ``compare.json``
+            (:func:`~camloc.evaluation.calibration.load_calibration`), or what that read.
         calibration_split: a split name of the dataset's folder, or ``"P%"`` held out of
             ``dataset`` (not scored); each method's best threshold there is applied here.
         limit: score only the first ``limit`` images (after the hold-out).
@@ -200,7 +206,8 @@ def compare(model: Any, dataset: Any, methods: str | Sequence[str] = "all", *, l
         dataset = check_fits_model(model, dataset)
     skipped = [n for n in names if n not in built]
     names = list(built)
-    cal = load_calibration(calibrate_with, names) if calibrate_with is not None else None
+    cal = calibrate_with if isinstance(calibrate_with, Calibration) or calibrate_with is None \
+        else load_calibration(calibrate_with, names)
     scored = dataset
     cal_info: dict[str, Any] | None = cal.to_dict() if cal is not None else None
 
@@ -214,7 +221,7 @@ def compare(model: Any, dataset: Any, methods: str | Sequence[str] = "all", *, l
                         workers=workers, label=calibration_split, progress=stage("calibrate"), dist=dist)
         cal_info = cal.to_dict()
         cal_info["images"] = len(cal_ds.samples)
-        cal_info["figures_there"] = getattr(cal, "figures", {})
+        cal_info["figures_there"] = cal.figures
     scored = _limit(scored, limit)
     faith_ids = None
     if faithfulness.enabled and faithfulness.limit is not None:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from camloc.compare.run import EVAL_SIZE, CompareState, MethodState
+from camloc.defaults import DEFAULT_THRESHOLD
 
 __all__ = ["build_compare_report", "markdown_table", "disagreements", "render_html",
            "write_outputs"]
@@ -107,7 +108,7 @@ def build_compare_report(state: CompareState, model: Any, dataset: Any, settings
                      "faithfulness_maps": "the same map at the model's input size"},
         "settings": settings,
         "calibration": calibration or {"source": "none: Loc figures at the fixed threshold "
-                                                 f"{settings.get('fixed_threshold', 0.2)}"},
+                                                 f"{settings.get('fixed_threshold', DEFAULT_THRESHOLD)}"},
         "counts": {"scored": state.images, "failed": len(state.failed)},
         "seconds": round(state.seconds, 3),
         "methods": {name: _method_report(st) for name, st in state.methods.items()},

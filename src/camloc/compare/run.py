@@ -24,11 +24,12 @@ import cv2
 import numpy as np
 import torch
 
-from camloc.compare.calibration import Calibration
 from camloc.compare.options import resolve_methods
 from camloc.cams.tta import TTA, tta_maps
+from camloc.defaults import DEFAULT_THRESHOLD
 from camloc.errors import ConfigError, UnsupportedHeadError
 from camloc.evaluation.batches import EVAL_SIZE, labelled_samples
+from camloc.evaluation.calibration import Calibration
 
 __all__ = ["FaithfulnessSettings", "MethodState", "CompareState", "resolve_methods",
            "build_methods", "compare_state", "EVAL_SIZE"]
@@ -152,8 +153,11 @@ def _new_state(name: str, tau: float, interval: float, has_boxes: bool, has_mask
     if has_masks:
         st.pxap = PxAPAccumulator(interval=interval)
     if faith.enabled:
-        from camloc.metrics.faithfulness import (AverageDropAccumulator,
-                                                 DeletionInsertionAccumulator, ROADAccumulator)
+        from camloc.metrics.faithfulness import (
+            AverageDropAccumulator,
+            DeletionInsertionAccumulator,
+            ROADAccumulator,
+        )
 
         st.average_drop = AverageDropAccumulator(mean=mean, std=std, batch_size=faith.batch_size)
         st.deletion = DeletionInsertionAccumulator(n_steps=faith.steps, batch_size=faith.batch_size,
@@ -182,7 +186,8 @@ def _check_grid(taus: dict[str, float | None], calibration: Calibration | None,
 
 
 def compare_state(model: Any, dataset: Any, methods: dict[str, Any], *, tta: TTA | None = None,
-                  calibration: Calibration | None = None, fixed_threshold: float = 0.2,
+                  calibration: Calibration | None = None,
+                  fixed_threshold: float = DEFAULT_THRESHOLD,
                   interval: float = 0.01, batch_size: int = 16, workers: int = 0,
                   faithfulness: FaithfulnessSettings = FaithfulnessSettings(),
                   faith_ids: set[str] | None = None,

@@ -43,7 +43,7 @@ from camloc.runtime import channels_last
 from camloc.targets import ClassTarget, ScoreFn, Target
 
 __all__ = ["EvalState", "build_report", "check_calibration_report", "map_engine", "map_settings",
-           "calibration_threshold", "check_classes", "check_fits_model", "check_eval_settings",
+           "check_classes", "check_fits_model", "check_eval_settings",
            "evaluate_model", "evaluate_state", "gt_class_maps", "make_engine", "fit_classes",
            "method_block", "scoremap_of", "write_per_image", "PROTOCOLS", "EVAL_SIZE",
            "prepare_scoremap"]
@@ -85,7 +85,7 @@ def _model_synsets(model: CamModel) -> list[str] | None:
     if model.spec.num_classes != 1000:
         return None
     try:
-        from camloc.models.zoo import imagenet_class_names, imagenet_synsets
+        from camloc.data.imagenet import imagenet_class_names, imagenet_synsets
 
         if list(model.spec.class_names) != list(imagenet_class_names()):
             return None
@@ -201,7 +201,7 @@ def check_calibration_report(value: str | float | None, tta: Any, localizer: Any
     """Refuse a ``--calibrate`` report made with another TTA or another localizer (its threshold
     belongs to other maps). A number, or a report without these keys (``"none"``), passes
     when this run has neither."""
-    import json
+    from camloc.evaluation.calibration import read_report
 
     if value is None or value == "":
         return
@@ -211,11 +211,9 @@ def check_calibration_report(value: str | float | None, tta: Any, localizer: Any
     except (TypeError, ValueError):
         pass
     try:
-        rep = json.loads(Path(str(value)).read_text())
-    except (OSError, ValueError):
+        rep, _ = read_report(str(value))
+    except ConfigError:
         return  # calibration_threshold names the problem
-    if not isinstance(rep, dict):
-        return
     theirs = str(rep.get("tta", "none"))
     ours = tta.describe() if tta is not None else "none"
     if theirs != ours:
@@ -359,26 +357,6 @@ def scoremap_of(engine: Any, sample: Any, protocol: str = "wsol") -> np.ndarray:
     return prepare_scoremap(cams[0], EVAL_SIZE, protocol)
 
 
-def calibration_threshold(value: str | float | None) -> float | None:
-    """``--calibrate``: a threshold, or a ``report.json`` from another split whose best
-    largest-contour threshold (MaxBoxAcc V1's, i.e. GT-known Loc's) is applied here."""
-    if value is None or value == "":
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        pass
-    import json
-
-    path = Path(str(value))
-    try:
-        rep = json.loads(path.read_text())
-        return float(rep["localization"]["maxboxacc_v1"]["threshold"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"--calibrate {value}: neither a threshold nor a camloc report.json with "
-                          f"localization.maxboxacc_v1.threshold ({exc})") from exc
-
-
 def build_report(state: EvalState, model: CamModel | None, dataset: Any, protocol: str,
                  interval: float, extra: dict[str, Any] | None = None,
                  calibrate: float | None = None, method: dict[str, Any] | None = None
@@ -443,6 +421,7 @@ def evaluate_model(model: CamModel, dataset: Any, protocol: str = "wsol", interv
     masks, plus counts, protocol, model and versions.
     """
     from camloc.cams.tta import parse_tta
+    from camloc.evaluation.calibration import calibration_threshold
 
     tau = calibration_threshold(calibrate)
     parse_tta(tta)

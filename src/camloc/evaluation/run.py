@@ -76,7 +76,8 @@ def run_evaluation(dataset: Any, out: str | os.PathLike[str], *, model: str = "e
     the other ranks return ``None``.
     """
     from camloc.cams.tta import parse_tta
-    from camloc.evaluation.evaluate import calibration_threshold, check_eval_settings
+    from camloc.evaluation.calibration import calibration_threshold
+    from camloc.evaluation.evaluate import check_eval_settings
 
     tau = calibration_threshold(calibrate)
     parse_tta(tta)  # a bad --tta is refused before any work

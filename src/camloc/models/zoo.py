@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from camloc.data.imagenet import imagenet_class_names, imagenet_synsets
 from camloc.errors import ConfigError, WeightsError
 from camloc.models.spec import ModelSpec, Preprocess
 
@@ -37,22 +38,6 @@ __all__ = ["DEFAULT_MODEL", "OFFLINE_ALIASES", "build_zoo_model", "check_finite"
 DEFAULT_MODEL = "efficientnet_lite0"
 #: Names that load the offline EfficientNet-Lite0.
 OFFLINE_ALIASES = (DEFAULT_MODEL, "tf_efficientnet_lite0_offline")
-
-
-def imagenet_class_names() -> list[str]:
-    """The 1000 ImageNet-1k class names, in the standard sorted-synset order (from timm)."""
-    from timm.data import ImageNetInfo
-
-    info = ImageNetInfo()
-    return [info.index_to_description(i) for i in range(1000)]
-
-
-def imagenet_synsets() -> list[str]:
-    """The 1000 ImageNet-1k WordNet synset ids (``n01440764``, ...) in class-id order, from timm."""
-    from timm.data import ImageNetInfo
-
-    info = ImageNetInfo()
-    return [info.index_to_label_name(i) for i in range(1000)]
 
 
 def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:

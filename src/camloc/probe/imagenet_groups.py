@@ -83,7 +83,7 @@ def derive_groups(data_noun: str | os.PathLike[str], synsets: Sequence[str] | No
     """The group of each synset (``None`` when under no group's root), by WordNet ancestry."""
     parents = read_hypernyms(data_noun)
     if synsets is None:
-        from camloc.models.zoo import imagenet_synsets
+        from camloc.data.imagenet import imagenet_synsets
 
         synsets = imagenet_synsets()
     syns = list(synsets)
@@ -121,7 +121,7 @@ def _write_table(data_noun: str, stream: object = sys.stdout) -> None:
     from timm.data import ImageNetInfo
 
     info = ImageNetInfo()
-    from camloc.models.zoo import imagenet_synsets
+    from camloc.data.imagenet import imagenet_synsets
 
     syns = imagenet_synsets()
     groups = derive_groups(data_noun, syns)

@@ -13,6 +13,7 @@ to the client). OpenAPI docs are at ``/docs``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import tempfile
 import time
@@ -144,6 +145,7 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
                            max_wait=settings.max_wait_ms / 1000.0, max_queue=settings.max_queue)
     slow_lane = MicroBatcher(run_batch, max_batch=1, max_wait=0.0, max_queue=SLOW_QUEUE)
     jobs = Jobs()
+    auto_ids = itertools.count(1)
     slow_methods = {m["name"] for m in engine.methods() if m.get("slow")}
     started = time.time()
     # Requests holding a decoded image at once (decode -> forward -> answer): enough to fill two
@@ -241,7 +243,8 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
         return {"status": "ok", "version": _version(), "model": engine.name, "device": engine.device,
                 "num_classes": len(names), "input_size": list(engine.input_size),
                 "all_class_maps": engine.has_exact_cam, "runs": runs is not None,
-                "uptime_s": round(time.time() - started, 1), "batching": batcher.stats(), "slow_lane": slow_lane.stats(),
+                "uptime_s": round(time.time() - started, 1), "batching": batcher.stats(),
+                "slow_lane": slow_lane.stats(),
                 "limits": {"max_bytes": settings.limits.max_bytes,
                            "max_pixels": settings.limits.max_pixels,
                            "max_decoded_pixels": pixels.cap},
@@ -265,6 +268,7 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
     @app.post("/api/explain", summary="Explain one image: classes, probabilities, maps and boxes",
               responses=_EXPLAIN_ERRORS)
     async def explain(
+        request: Request,
         image: UploadFile = File(..., description="the image (JPEG, PNG, GIF, BMP, WebP, TIFF)"),
         method: str = Form("cam", description="a method from /api/methods"),
         layer: str = Form(DEFAULT_LAYER, description="a layer from /api/methods, or any layer name of the model "
@@ -292,6 +296,8 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
         selection: int | list[int] = _parse_classes(classes, names) if classes.strip() else top_k
         slow = method in slow_methods
         tracked = None
+        if slow and not job:  # followed all the same (Cancel on hang-up), under a private name
+            job = f"auto-{next(auto_ids)}"
         if job:
             if not JOB_ID.fullmatch(job):
                 raise ApiError(400, "job: 1 to 64 letters, digits, '-' or '_'")
@@ -313,8 +319,12 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
                 del data
                 t0 = time.perf_counter()
                 lane = slow_lane if slow else batcher
-                result, seconds = await lane.submit(
+                submitted = lane.submit(
                     (method, layer), ExplainJob(pil, selection, all_maps, progress=tracked))
+                if tracked is None:
+                    result, seconds = await submitted
+                else:
+                    result, seconds = await _unless_cancelled(submitted, tracked, request)
                 queued = time.perf_counter() - t0 - seconds
                 del pil
                 return await run_in_threadpool(_response, engine, result, threshold, multi, maps,
@@ -412,6 +422,22 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
     if settings.allowed_hosts is not None:
         app.add_middleware(LoopbackHosts, allowed=settings.allowed_hosts)
     return app
+
+
+async def _unless_cancelled(submitted: Any, tracked: Any, request: Request) -> Any:
+    """Await a slow lane's answer. A request cancelled while still queued answers at once (it
+    leaves the queue) instead of when the request ahead of it is done; a client that hangs up
+    cancels its request (a closed tab never keeps the slow lane busy)."""
+    task = asyncio.ensure_future(submitted)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=0.25)
+        if done:
+            return task.result()
+        if not tracked.cancel_event.is_set() and await request.is_disconnected():
+            tracked.cancel_event.set()
+        if tracked.cancel_event.is_set() and tracked.state == "queued":
+            task.cancel()
+            raise Cancelled(f"request {tracked.id!r} was cancelled")
 
 
 def _query(**params: str) -> str:

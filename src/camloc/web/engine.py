@@ -156,11 +156,27 @@ class WebEngine:
         self._methods: list[dict[str, Any]] | None = None
         self._made: dict[tuple[str, str], Any] = {}
         self._pass_seconds: float | None = None  # one image through the network (dry pass)
+        self._shapes: dict[str, list[int]] = {}  # every spatial layer's map shape (dry pass)
         self._factor: dict[str, float] = {}  # measured / estimated seconds, per method
         self._local = threading.local()  # the request being followed in this thread, if any
-        # Every pass of the network (a method's perturbed batches included) first asks the request
-        # run by this thread whether to go on: progress and Cancel for slow methods.
-        model.module.register_forward_pre_hook(self._before_pass)
+        self._slow_model: CamModel | None = None
+        self._slow_lock = threading.Lock()
+
+    def _model_for(self, method: str) -> CamModel:
+        """The model a method runs on: slow methods on their own copy, so that the two lanes'
+        layer hooks (added and removed around every pass) never see each other's passes."""
+        if not any(m["name"] == method and m.get("slow") for m in self.methods()):
+            return self.model
+        with self._slow_lock:
+            if self._slow_model is None:
+                import copy
+
+                slow = copy.deepcopy(self.model)
+                # Every pass of the copy (a method's perturbed batches included) first asks the
+                # request run by this thread whether to go on: progress and Cancel.
+                slow.module.register_forward_pre_hook(self._before_pass)
+                self._slow_model = slow
+            return self._slow_model
 
     @classmethod
     def load(cls, name: str = "efficientnet_lite0", weights: Any = "DEFAULT", device: str = "auto",
@@ -238,6 +254,7 @@ class WebEngine:
         default = {str(n) for n in getattr(self.model, "layers", None) or []}
         found = _spatial_layers(self.model.module, self.input_size, self.model.device)
         self._pass_seconds = found.pop(0)["seconds"]
+        self._shapes = {e["name"]: e["shape"] for e in found}
         out = []
         for entry in found:
             if entry["name"] in default and len(default) == 1:
@@ -288,15 +305,16 @@ class WebEngine:
         if layer and not meta["layer_choice"]:
             raise ConfigError(f"layer={layer!r}: method {method!r} takes no layer choice")
         try:
+            model = self._model_for(method)
             if layer:  # the layer exists (plug-ins may not check it themselves)
                 from camloc.models.layers import resolve_layers
 
-                resolve_layers(self.model.module, layer)
+                resolve_layers(model.module, layer)
             if METHODS[method] is registry.METHODS.get(method):
-                made = registry.make_method(self.model, method, layer or None)
+                made = registry.make_method(model, method, layer or None)
             else:  # an entry added at run time (a plug-in): build it as its class says
                 cls = _method_class(METHODS[method])
-                made = cls(self.model, layer=layer) if layer else cls(self.model)
+                made = cls(model, layer=layer) if layer else cls(model)
         except ConfigError as exc:
             if layer and "no such layer" in str(exc):
                 raise ConfigError(f"layer={layer!r}: not a layer of {self.name} ({exc}); see "
@@ -315,10 +333,8 @@ class WebEngine:
     def _channels(self, layer: str) -> int:
         """Channels of ``layer``'s map ('' = the default layer(s): their sum)."""
         names = [layer] if layer else [str(n) for n in getattr(self.model, "layers", None) or []]
-        shapes = {e["name"]: e.get("shape") for e in self.layers()}
-        if any(shapes.get(n) is None for n in names):  # the default layer is not listed: trace it
-            found = _spatial_layers(self.model.module, self.input_size, self.model.device)[1:]
-            shapes.update({e["name"]: e["shape"] for e in found})
+        self.layers()  # traced once, at start-up (never while a request runs)
+        shapes = self._shapes
         return sum(int((shapes.get(n) or [512])[0]) for n in names) or 512
 
     def estimate(self, method: str, layer: str = DEFAULT_LAYER, k: int = 5) -> dict[str, Any]:
@@ -373,11 +389,12 @@ class WebEngine:
         followed = [j.progress for j in jobs if j.progress is not None]
         self._local.progress = followed[0] if len(jobs) == 1 and followed else None
         try:
-            return self._explain(engine, jobs)
+            return self._explain(self._model_for(method), engine, jobs)
         finally:
             self._local.progress = None
 
-    def _explain(self, engine: Any, jobs: Sequence[ExplainJob]) -> list[ImageResult]:
+    def _explain(self, model: CamModel, engine: Any, jobs: Sequence[ExplainJob]
+                 ) -> list[ImageResult]:
         import torch
 
         from camloc.explain import explain_batch
@@ -394,7 +411,7 @@ class WebEngine:
             groups.append((list(named), torch.tensor(rows, dtype=torch.long)))
         for idx, selection in groups:
             with torch.inference_mode(not getattr(engine, "needs_grad", True)):
-                exps = explain_batch(self.model, [jobs[i].image for i in idx], None, selection,
+                exps = explain_batch(model, [jobs[i].image for i in idx], None, selection,
                                      method=engine, preprocess=self.preprocess)
             for i, e in zip(idx, exps):
                 sel = jobs[i].selection
@@ -425,8 +442,8 @@ class WebEngine:
 
 
 def _is_slow(meta: dict[str, Any]) -> bool:
-    """Whether a method's cost (the catalog's ``cost``) is many whole-network passes per map: one per
-    channel (``K forward``) or per noise sample (``n forward``)."""
+    """Whether a method's cost (the catalog's ``cost``) is many whole-network passes per map: one
+    per channel (``K forward``) or per noise sample (``n forward``)."""
     import re
 
     return meta.get("family") == "perturbation" or \

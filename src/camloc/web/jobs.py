@@ -76,7 +76,8 @@ class Job:
         if self.state == "running":
             if self.expected_passes and self.passes >= 2:
                 fraction = min(0.99, self.passes / self.expected_passes)
-                left = elapsed / max(self.passes - 1, 1) * max(self.expected_passes - self.passes, 0)
+                per_pass = elapsed / max(self.passes - 1, 1)
+                left = per_pass * max(self.expected_passes - self.passes, 0)
             elif self.estimate_s:
                 fraction = min(0.95, elapsed / self.estimate_s)
                 left = max(0.0, self.estimate_s - elapsed)

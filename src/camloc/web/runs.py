@@ -173,6 +173,8 @@ class RunsIndex:
         return {
             "id": run_id,
             "model": (report.get("model") or {}).get("name") or report.get("maps") or "",
+            "method": (report.get("method") or {}).get("name", "")
+            if isinstance(report.get("method"), dict) else str(report.get("method") or ""),
             "dataset": (report.get("dataset") or {}).get("name", ""),
             "split": (report.get("dataset") or {}).get("split"),
             "images": (report.get("counts") or {}).get("scored"),
@@ -212,7 +214,8 @@ class RunsIndex:
         try:
             data = read_regular(path, MAX_PER_IMAGE_BYTES)
         except OSError as exc:
-            raise PathRefused(422, f"run {run_id!r}: {PER_IMAGE_NAME} cannot be read: {exc}") from None
+            raise PathRefused(422, f"run {run_id!r}: {PER_IMAGE_NAME} cannot be read: "
+                                   f"{exc}") from None
         out = []
         for line in data.splitlines():
             try:
@@ -258,7 +261,8 @@ class RunsIndex:
                     ds = open_dataset(key[0], format=key[1], split=key[2])
                 except CamlocError as exc:
                     raise PathRefused(404, f"the dataset cannot be read: {exc}") from None
-                self._datasets[key] = (Path(key[0]), {s.image_id: s for s in ds.samples})
+                names = [str(n) for n in (getattr(ds, "class_names", None) or [])]
+                self._datasets[key] = (Path(key[0]), {s.image_id: s for s in ds.samples}, names)
             return self._datasets[key]
 
     def image_info(self, run_id: str, image_id: str) -> dict[str, Any]:
@@ -270,6 +274,9 @@ class RunsIndex:
                    for r in self._raw_per_image(run_id, report)}
         rec = _record(records[image_id]) if image_id in records else None
         sample, image = self._load(report, image_id)
+        names = self._dataset(report)[2]
+        label = sample.label
+        class_name = names[label] if isinstance(label, int) and 0 <= label < len(names) else None
         w, h = image.size
         eval_size = float((report.get("protocol") or {}).get("eval_size") or 224)
         pred = None
@@ -279,7 +286,7 @@ class RunsIndex:
             pred = list(eval_box_to_pixels(rec["box"], w, h, eval_size))
         return {"image_id": image_id, "width": w, "height": h,
                 "gt_boxes": [[float(v) for v in b] for b in sample.boxes],
-                "label": sample.label, "pred_box": pred,
+                "label": sample.label, "class_name": class_name, "pred_box": pred,
                 "iou": rec["iou"] if rec else None, "correct": rec["correct"] if rec else None,
                 "eval_size": eval_size}
 
@@ -294,7 +301,7 @@ class RunsIndex:
         from camloc.data.images import load_image
         from camloc.errors import ImageError
 
-        root, samples = self._dataset(report)
+        root, samples, _names = self._dataset(report)
         sample = samples.get(image_id)
         if sample is None:
             raise PathRefused(404, f"image {image_id!r} is not in the dataset this run names")

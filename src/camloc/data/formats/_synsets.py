@@ -19,7 +19,7 @@ IMAGENET = "imagenet"
 
 def imagenet_list() -> tuple[list[str], dict[str, str], str]:
     """``(the 1000 ImageNet-1k synsets in class-id order, their class names, "imagenet")``."""
-    from camloc.models.zoo import imagenet_class_names, imagenet_synsets
+    from camloc.data.imagenet import imagenet_class_names, imagenet_synsets
 
     syns = imagenet_synsets()
     return syns, dict(zip(syns, imagenet_class_names())), IMAGENET

@@ -20,6 +20,7 @@
     requestId: 0,
     layers: [],                                // /api/methods' layers (with refused_by)
     job: null,                                 // the slow request being followed: {id, timer}
+    hashClasses: null,                         // classes named in the address, for the next picture
   };
 
   // ---------------------------------------------------------------- small helpers
@@ -45,6 +46,17 @@
     for (const k in attrs || {}) e.setAttribute(k, attrs[k]);
     if (text !== undefined) e.textContent = text;
     return e;
+  }
+
+  // A list entry operable by mouse and keyboard: a <button> (Tab, Enter, Space) inside the <li>.
+  function pickItem(attrs, parts, onPick, title) {
+    const li = el("li", attrs);
+    const b = el("button", { type: "button", class: "pick" });
+    if (title) b.title = title;
+    for (const p of parts) b.appendChild(p);
+    b.addEventListener("click", onPick);
+    li.appendChild(b);
+    return li;
   }
 
   function fmtBox(b) { return "[" + b.map(function (v) { return v.toFixed(1); }).join(", ") + "]"; }
@@ -101,11 +113,56 @@
       state.layers = methods.layers;
       for (const l of methods.layers) $("layer").appendChild(el("option", { value: l.name }, l.label || l.name));
       updateLayerOptions();
+      readHash();
       if (health.runs) $("tab-runs").hidden = false;
       document.body.dataset.ready = "1";
     } catch (e) {
       setStatus("cannot reach the server: " + e.message, true);
     }
+  }
+
+  // ---------------------------------------------------------------- shareable settings
+  // The settings live in the address (#method=gradcam&layer=blocks.5&classes=285,281&threshold=0.35
+  // &multi=1&topk=5&opacity=0.5&raw=1): copy it to share them; opening it restores them, and the
+  // classes are explained on the next picture.
+  function readHash() {
+    const q = new URLSearchParams(location.hash.replace(/^#/, ""));
+    const has = function (k) { return q.has(k) && q.get(k) !== ""; };
+    if (has("method") && methodMeta(q.get("method")) && methodMeta(q.get("method")).available) {
+      $("method").value = q.get("method");
+    }
+    if (q.has("layer") && state.layers.some(function (l) { return l.name === q.get("layer"); })) {
+      $("layer").value = q.get("layer");
+    }
+    updateLayerOptions();
+    if ($("layer").selectedOptions.length && $("layer").selectedOptions[0].disabled) $("layer").value = "";
+    const num = function (k, lo, hi) {
+      const v = parseFloat(q.get(k));
+      return has(k) && isFinite(v) && v >= lo && v <= hi ? v : null;  // else: left as it is
+    };
+    const t = num("threshold", 0, 1), o = num("opacity", 0, 1), k = num("topk", 1, MAX_TOP_K);
+    if (t !== null) { $("threshold").value = String(t); $("threshold-value").textContent = t.toFixed(2); }
+    if (o !== null) { $("opacity").value = String(o); $("opacity-value").textContent = o.toFixed(2); }
+    if (k !== null) $("topk").value = String(Math.round(k));
+    $("multi").checked = q.get("multi") === "1";
+    $("raw-map").checked = q.get("raw") === "1";
+    state.hashClasses = has("classes") ? q.get("classes").split(",").map(Number).filter(function (n) {
+      return Number.isInteger(n) && n >= 0 && n < state.classNames.length;
+    }).slice(0, MAX_TOP_K) : null;
+    if (state.hashClasses && !state.hashClasses.length) state.hashClasses = null;
+  }
+
+  function writeHash() {
+    const s = settings(), q = new URLSearchParams();
+    q.set("method", s.method); q.set("layer", s.layer); q.set("topk", String(s.topK));
+    q.set("threshold", s.threshold.toFixed(2));
+    if (s.multi) q.set("multi", "1");
+    if ($("raw-map").checked) q.set("raw", "1");
+    q.set("opacity", s.opacity.toFixed(2));
+    if (state.entries.length && state.response && state.response.chosen) {
+      q.set("classes", state.entries.map(function (e) { return e.id; }).join(","));
+    }
+    history.replaceState(null, "", "#" + q.toString());
   }
 
   // ---------------------------------------------------------------- image input
@@ -153,7 +210,7 @@
       if (taken !== state.requestId) return;  // another picture was taken meanwhile
       state.file = file;
       state.image = img;
-      explain(null, true, true);
+      explain(state.hashClasses, true, true);
     };
     img.onerror = function () {
       if (taken !== state.requestId) return;
@@ -224,6 +281,7 @@
       const planes = await M.decodeMaps(r.maps);
       const keepId = state.entries.length ? state.entries[state.selected].id : null;
       state.response = r;
+      r.chosen = !!classIds;  // classes named (shared in the address), not the top-k
       state.entries = r.classes.map(function (c, j) {
         return { id: c.id, name: c.name, prob: c.prob, map: planes[j] };
       });
@@ -235,6 +293,11 @@
       renderClasses();
       selectClass(state.selected);
       ["compare", "download-png", "download-json"].forEach(function (b) { $(b).disabled = false; });
+      writeHash();
+      if (fresh) {  // a new picture: its result in sight (below the controls on a phone)
+        const top = $("view").getBoundingClientRect().top;
+        if (top > window.innerHeight * 0.6 || top < 0) $("view-label").scrollIntoView({ block: "start" });
+      }
     } catch (e) {
       if (id !== state.requestId) return;
       endJob();
@@ -340,20 +403,20 @@
     const ol = $("classes");
     ol.innerHTML = "";
     state.entries.forEach(function (e, j) {
-      const li = el("li", { "data-class": String(e.id) });
       const bar = el("span", { class: "bar" });
       bar.style.width = Math.max(1, Math.round(100 * e.prob)) + "%";
-      li.appendChild(el("span", { class: "name" }, e.name));
-      li.appendChild(el("span", { class: "prob" }, (100 * e.prob).toFixed(1) + "%"));
-      li.appendChild(bar);
-      li.addEventListener("click", function () { selectClass(j); });
-      ol.appendChild(li);
+      ol.appendChild(pickItem({ "data-class": String(e.id) },
+        [el("span", { class: "name" }, e.name), el("span", { class: "prob" }, (100 * e.prob).toFixed(1) + "%"), bar],
+        function () { selectClass(j); }));
     });
   }
 
   function selectClass(j) {
     state.selected = j;
-    Array.from($("classes").children).forEach(function (li, k) { li.classList.toggle("selected", k === j); });
+    Array.from($("classes").children).forEach(function (li, k) {
+      li.classList.toggle("selected", k === j);
+      li.firstChild.setAttribute("aria-pressed", String(k === j));
+    });
     buildHeat();
     draw();
   }
@@ -460,12 +523,10 @@
     const ol = $("point-classes");
     ol.innerHTML = "";
     for (const item of ranking) {
-      const li = el("li", { "data-class": String(item.id) });
-      li.appendChild(el("span", { class: "name" }, state.classNames[item.id] || ("class " + item.id)));
-      li.appendChild(el("span", { class: "prob" }, item.value.toFixed(2)));
-      li.title = "explain this class";
-      li.addEventListener("click", function () { explainClass(item.id); });
-      ol.appendChild(li);
+      ol.appendChild(pickItem({ "data-class": String(item.id) },
+        [el("span", { class: "name" }, state.classNames[item.id] || ("class " + item.id)),
+         el("span", { class: "prob" }, item.value.toFixed(2))],
+        function () { explainClass(item.id); }, "explain this class"));
     }
     ol.dataset.x = String(x); ol.dataset.y = String(y);
     draw();
@@ -480,13 +541,12 @@
     let shown = 0;
     for (let i = 0; i < state.classNames.length && shown < 12; i++) {
       if (state.classNames[i].toLowerCase().indexOf(q) < 0) continue;
-      const li = el("li", { "data-class": String(i) }, state.classNames[i]);
-      li.addEventListener("click", function () {
-        ul.innerHTML = ""; $("search").value = "";
-        if (!state.file) { setStatus("choose an image first", true); return; }
-        explainClass(i);
-      });
-      ul.appendChild(li);
+      ul.appendChild(pickItem({ "data-class": String(i) }, [el("span", { class: "name" }, state.classNames[i])],
+        function () {
+          ul.innerHTML = ""; $("search").value = "";
+          if (!state.file) { setStatus("choose an image first", true); return; }
+          explainClass(i);
+        }));
       shown++;
     }
     if (!shown) ul.appendChild(el("li", { class: "none muted" }, "no class name contains \u201c" + q + "\u201d"));
@@ -588,6 +648,7 @@
     $("threshold").addEventListener("input", function () {
       $("threshold-value").textContent = parseFloat($("threshold").value).toFixed(2);
       draw();
+      if (state.response) writeHash();
     });
     $("opacity").addEventListener("input", function () {
       $("opacity-value").textContent = parseFloat($("opacity").value).toFixed(2);

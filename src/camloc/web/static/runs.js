@@ -34,11 +34,11 @@
         const tr = document.createElement("tr");
         tr.dataset.run = r.id;
         cell(tr, r.id === "." || r.id === "" ? "(top folder)" : r.id);
-        if (r.error) { cell(tr, r.error, "error").colSpan = 5; } else {
-          cell(tr, r.model); cell(tr, r.dataset + (r.split ? " / " + r.split : ""));
+        if (r.error) { cell(tr, r.error, "error").colSpan = 6; } else {
+          cell(tr, r.model); cell(tr, r.method || ""); cell(tr, r.dataset + (r.split ? " / " + r.split : ""));
           cell(tr, r.images === null ? "" : String(r.images), "num");
           cell(tr, fmt(r.maxboxacc_v2, 2), "num"); cell(tr, fmt(r.gt_known_loc, 2), "num");
-          tr.addEventListener("click", function () { openRun(r.id); });
+          operable(tr, function () { openRun(r.id); });
         }
         tbody.appendChild(tr);
       }
@@ -108,13 +108,14 @@
       cell(tr, r.image_id);
       cell(tr, fmt(r.iou, 3), "num");
       cell(tr, r.correct === null || r.correct === undefined ? "" : r.correct ? "yes" : "no", r.correct ? "ok" : "bad");
-      tr.addEventListener("click", function () { openImage(r.image_id); });
+      operable(tr, function () { openImage(r.image_id); });
       tbody.appendChild(tr);
     }
     $("page-info").textContent = "page " + (view.page + 1) + " / " + pages;
     for (const th of $("per-image").tHead.rows[0].cells) {
       th.classList.toggle("asc", th.dataset.key === view.sortKey && view.sortAsc);
       th.classList.toggle("desc", th.dataset.key === view.sortKey && !view.sortAsc);
+      th.setAttribute("aria-sort", th.dataset.key !== view.sortKey ? "none" : view.sortAsc ? "ascending" : "descending");
     }
   }
 
@@ -141,7 +142,7 @@
         ctx.strokeStyle = "#00e05a";
         ctx.strokeRect(scale * b[0], scale * b[1], scale * (b[2] - b[0]), scale * (b[3] - b[1]));
       }
-      cap.textContent = imageId + ": IoU " + fmt(info.iou, 3) + (info.correct === null ? "" : info.correct ? " (correct)" : " (wrong)") +
+      cap.textContent = imageId + (info.class_name ? " (" + info.class_name + ")" : "") + ": IoU " + fmt(info.iou, 3) + (info.correct === null ? "" : info.correct ? " (correct)" : " (wrong)") +
         "; ground truth red, prediction green";
       panel.dataset.imageId = imageId;
     };
@@ -208,8 +209,17 @@
   }
 
   // ---------------------------------------------------------------- wiring
+  // A row or header used as a control: reachable with Tab, operated with Enter or Space.
+  function operable(node, fn) {
+    node.tabIndex = 0;
+    node.addEventListener("click", fn);
+    node.addEventListener("keydown", function (e) {
+      if (e.key === "Enter" || e.key === " ") { e.preventDefault(); fn(); }
+    });
+  }
+
   for (const th of $("per-image").tHead.rows[0].cells) {
-    th.addEventListener("click", function () {
+    operable(th, function () {
       if (view.sortKey === th.dataset.key) view.sortAsc = !view.sortAsc;
       else { view.sortKey = th.dataset.key; view.sortAsc = true; }
       renderTable();

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from camloc.explain_inputs import key_hash, key_of
+from camloc.explain.inputs import key_hash, key_of
 from camloc.io import atomic_open, refuse_symlink, remove_stale_temps
 
 __all__ = ["PARTS", "RecordIndex", "part_path", "record_files", "merge_results", "remove_parts"]

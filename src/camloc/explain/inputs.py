@@ -25,6 +25,13 @@ An image reached twice (the same resolved absolute path) is explained once, at i
 Folders and globs keep files with known image extensions; files named explicitly (arguments,
 list lines) are kept whatever their extension and fail later if they cannot be decoded.
 
+The run's own outputs are never explained: a folder walk leaves out the output folder when it
+meets it (``camloc explain photos --out photos/out``), and when the walked folder is the output
+folder or inside it (``camloc explain . --out .``), the output folder's own subfolders
+(:data:`OUTPUT_FOLDERS`: ``overlays/``, ``maps/``, ...); a glob leaves out those subfolders.
+Files named explicitly, and a dataset's samples, are explained wherever they are (``camloc
+explain photos/x.jpg --out photos``).
+
 >>> import tempfile, pathlib
 >>> d = pathlib.Path(tempfile.mkdtemp())
 >>> for name in ("b.jpg", "a/z.png", "a.jpg"):
@@ -46,7 +53,10 @@ from typing import Any, TextIO
 
 from camloc.errors import ConfigError
 
-__all__ = ["ExplainInputs", "InputItem", "key_of", "key_hash"]
+__all__ = ["ExplainInputs", "InputItem", "key_of", "key_hash", "OUTPUT_FOLDERS"]
+
+#: The subfolders of an explain run's output folder that hold its own files.
+OUTPUT_FOLDERS = ("overlays", "maps", "parts", "coco", "yolo", "voc")
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -129,8 +139,9 @@ class ExplainInputs:
                 raise ConfigError(f"--list {lst}: the file is not readable")
 
     def stream(self, exclude: Path | None = None) -> Iterator[InputItem]:
-        """Every input in input order, duplicates dropped, images under ``exclude`` (the run's
-        own output folder, resolved) left out."""
+        """Every input in input order, duplicates dropped; with ``exclude`` (the run's output
+        folder, resolved), the run's own outputs that a folder walk or a glob finds left out
+        (see the module docstring)."""
         seen: set[int] = set()
         index = 0
         for item in self._raw(exclude):
@@ -144,34 +155,35 @@ class ExplainInputs:
 
     # ------------------------------------------------------------------ sources
     def _raw(self, exclude: Path | None) -> Iterator[InputItem]:
-        def image(path: Path, **kw: Any) -> InputItem | None:
-            key = key_of(path)
-            if exclude is not None and _is_within(Path(key), exclude):
-                return None  # never explain the run's own outputs
-            return InputItem(0, key, path, **kw)
+        def skipped_folders(raw: str) -> list[Path]:
+            if exclude is None:
+                return []
+            p = Path(raw)
+            if p.is_dir() and not _is_within(p.expanduser().resolve(), exclude):
+                return [exclude]  # the walk meets the output folder: all of it is the run's
+            return [exclude / name for name in OUTPUT_FOLDERS]
 
         if self.dataset is not None:
             for s in self.dataset:
-                it = image(Path(s.path), image_id=s.image_id, label=s.label)
-                if it is not None:
-                    yield it
+                yield InputItem(0, key_of(s.path), Path(s.path), image_id=s.image_id,
+                                label=s.label)
             return
         for raw in self.paths:
-            for p, problem in _expand(raw):
+            own = skipped_folders(raw)
+            for p, problem, found in _expand(raw):
                 if problem is not None:
                     yield InputItem(0, p, problem=problem)
                     continue
-                it = image(Path(p))
-                if it is not None:
-                    yield it
+                key = key_of(p)
+                if found and any(_is_within(Path(key), folder) for folder in own):
+                    continue  # never explain the run's own outputs
+                yield InputItem(0, key, Path(p))
         for lst in self.lists:
             for p, problem in self._lines(lst):
                 if problem is not None:
                     yield InputItem(0, p, problem=problem)
                     continue
-                it = image(Path(p))
-                if it is not None:
-                    yield it
+                yield InputItem(0, key_of(p), Path(p))
 
     def _lines(self, lst: str) -> Iterator[tuple[str, str | None]]:
         if lst == "-":
@@ -217,36 +229,37 @@ def _is_within(path: Path, folder: Path) -> bool:
         return False
 
 
-def _expand(raw: str) -> Iterator[tuple[str, str | None]]:
-    """Files of one positional input, in order: ``(path, None)`` or ``(input, problem)``."""
+def _expand(raw: str) -> Iterator[tuple[str, str | None, bool]]:
+    """Files of one positional input, in order: ``(path, None, found)`` (``found``: by a folder
+    walk or a glob, not named) or ``(input, problem, False)``."""
     import glob
 
     from camloc.data.images import IMAGE_EXTENSIONS
 
     p = Path(raw)
     if p.is_file():
-        yield raw, None
+        yield raw, None, False
     elif p.is_dir():
         found = False
         problems = False
         for q, problem in _walk_sorted(p):
             if problem is not None:
                 problems = True
-                yield q, problem
+                yield q, problem, False
             elif Path(q).suffix.lower() in IMAGE_EXTENSIONS:
                 found = True
-                yield q, None
+                yield q, None, True
         if not found and not problems:
-            yield raw, "folder contains no images"
+            yield raw, "folder contains no images", False
     elif any(ch in raw for ch in "*?["):
         matches = sorted(Path(m) for m in glob.glob(raw, recursive=True))
         matches = [m for m in matches if m.is_file() and m.suffix.lower() in IMAGE_EXTENSIONS]
         if not matches:
-            yield raw, "pattern matched no images"
+            yield raw, "pattern matched no images", False
         for m in matches:
-            yield str(m), None
+            yield str(m), None, True
     else:
-        yield raw, "no such file or folder"
+        yield raw, "no such file or folder", False
 
 
 def _walk_sorted(root: Path) -> Iterator[tuple[str, str | None]]:

@@ -26,6 +26,8 @@ from camloc.cams.engine import CAMMethod, ClassSelection
 from camloc.cams.postprocess import normalize, upsample
 from camloc.cams.registry import make_method
 from camloc.data.images import batch_images, load_image
+from camloc.defaults import (DEFAULT_BATCH_SIZE, DEFAULT_NORMALIZATION, DEFAULT_THRESHOLD,
+                             DEFAULT_TOP_K)
 from camloc.errors import ConfigError
 from camloc.localize import boxes_from_map, largest_boxes
 from camloc.models.layers import LayerSpec
@@ -99,7 +101,8 @@ class Explanation:
 
 
 def explain_batch(model: CamModel, images: Sequence[Image.Image], sources: Sequence[str] | None = None,
-                  classes: ClassSelection = 5, threshold: float = 0.2, normalization: str = "max",
+                  classes: ClassSelection = DEFAULT_TOP_K, threshold: float = DEFAULT_THRESHOLD,
+                  normalization: str = DEFAULT_NORMALIZATION,
                   multi: bool = False, method: str | CAMMethod = "cam",
                   preprocess: Preprocess | None = None, layer: LayerSpec = None,
                   **options: Any) -> list[Explanation]:
@@ -138,9 +141,10 @@ def explain_batch(model: CamModel, images: Sequence[Image.Image], sources: Seque
 
 
 def explain(model: CamModel, images: Sequence[str | os.PathLike[str] | Image.Image] | str | os.PathLike[str],
-            top_k: int = 5, classes: Sequence[int] | None = None, threshold: float = 0.2,
-            normalization: str = "max", multi: bool = False, method: str | CAMMethod = "cam",
-            batch_size: int = 16, preprocess: Preprocess | None = None, layer: LayerSpec = None,
+            top_k: int = DEFAULT_TOP_K, classes: Sequence[int] | None = None,
+            threshold: float = DEFAULT_THRESHOLD, normalization: str = DEFAULT_NORMALIZATION,
+            multi: bool = False, method: str | CAMMethod = "cam",
+            batch_size: int = DEFAULT_BATCH_SIZE, preprocess: Preprocess | None = None, layer: LayerSpec = None,
             **options: Any) -> list[Explanation]:
     """Explain images (paths or PIL images): top-k classes (or the given ``classes``), their
     normalised maps, and their boxes in original pixels.

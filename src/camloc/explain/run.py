@@ -20,9 +20,9 @@ Output folder layout::
 length, plus a hash of its resolved absolute path, so two inputs never share an output (``a/x.jpg``
 and ``a__x.jpg``; two runs over different folders into one ``OUT``).
 
-Inputs (:class:`camloc.explain_inputs.ExplainInputs`) are streamed in *input order*; the records
+Inputs (:class:`camloc.explain.inputs.ExplainInputs`) are streamed in *input order*; the records
 of ``results.jsonl`` end up in that order (after any records of earlier runs over other inputs),
-whatever the number of processes (see :mod:`camloc.explain_parts`).
+whatever the number of processes (see :mod:`camloc.explain.parts`).
 
 Re-running into the same ``OUT`` resumes: images already in ``results.jsonl`` (or in the rank parts
 a killed ``torchrun`` run left; matched by resolved absolute path, so ``x.jpg`` and ``/abs/x.jpg``
@@ -59,14 +59,29 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from camloc.defaults import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_NORMALIZATION,
+    DEFAULT_THRESHOLD,
+    DEFAULT_TOP_K,
+)
 from camloc.errors import CamlocError, ConfigError, ImageError
-from camloc.explain_inputs import ExplainInputs, InputItem, key_hash, key_of
+from camloc.explain.inputs import OUTPUT_FOLDERS, ExplainInputs, InputItem, key_hash, key_of
 from camloc.export.names import output_name
-from camloc.io import (JsonlWriter, atomic_open, atomic_save_npy, atomic_write_json, dumps,
-                       folder_lock, read_jsonl, refuse_symlink, remove_stale_temps, versions)
+from camloc.io import (
+    JsonlWriter,
+    atomic_open,
+    atomic_save_npy,
+    atomic_write_json,
+    dumps,
+    folder_lock,
+    read_jsonl,
+    refuse_symlink,
+    remove_stale_temps,
+    versions,
+)
 
-__all__ = ["ExplainSettings", "RunSummary", "run_explain", "output_name", "RESUME_KEYS",
-           "Calibration", "read_calibration"]
+__all__ = ["ExplainSettings", "RunSummary", "run_explain", "output_name", "RESUME_KEYS"]
 
 #: Settings that change what an image's record says; a resumed run must match them all.
 RESUME_KEYS = ("model", "weights", "head", "top_k", "classes", "threshold", "normalization",
@@ -97,20 +112,21 @@ class ExplainSettings:
     ``max_panels`` bounds the number of classes drawn in one overlay (``results.jsonl`` still has
     every class). ``formats``: box files to make besides ``results.jsonl`` (``coco``, ``yolo``,
     ``voc``). ``threshold_source`` says where ``threshold`` came from (the manifest keeps it;
-    see :func:`read_calibration`). ``method`` is any name of ``camloc methods``; ``layer`` the
+    see :func:`camloc.evaluation.calibration.read_calibration`). ``method`` is any name of
+    ``camloc methods`` (case-insensitive: :meth:`check` lower-cases it); ``layer`` the
     target layer name(s) (``None``: the model's default, which the manifest and every record
     report as resolved by the engine); ``method_options`` go to the method's constructor
     (``smooth``, ``noise``, ``seed``, ``batch_size``; see :func:`camloc.cams.make_method`)."""
 
-    top_k: int = 5
+    top_k: int = DEFAULT_TOP_K
     classes: Sequence[int] | str | None = None
-    threshold: float = 0.2
-    normalization: str = "max"
+    threshold: float = DEFAULT_THRESHOLD
+    normalization: str = DEFAULT_NORMALIZATION
     multi: bool = False
     method: str = "cam"
     layer: str | Sequence[str] | None = None
     method_options: dict[str, Any] = field(default_factory=dict)
-    batch_size: int = 16
+    batch_size: int = DEFAULT_BATCH_SIZE
     save_maps: bool = False
     overwrite: bool = False
     preprocess: Any = None  # camloc.models.spec.Preprocess; None: the model's
@@ -121,8 +137,11 @@ class ExplainSettings:
     formats: Sequence[str] = ()
     threshold_source: dict[str, Any] | None = None
 
-    def check(self, num_classes: int) -> None:
-        """Raise :class:`ConfigError` naming the first bad setting (nothing is touched)."""
+    def check(self, num_classes: int | None = None) -> None:
+        """Raise :class:`ConfigError` naming the first bad setting; lower-cases ``method`` and
+        parses ``formats``. With ``num_classes`` (the model's) also the class ids and ``top_k``
+        against it; without, only what needs no model (the CLI's job checks that much before
+        it loads the model; :func:`run_explain` checks everything)."""
         def whole(name: str, value: Any, low: int, high: int | None = None) -> None:
             if isinstance(value, bool) or not isinstance(value, int) or value < low or (
                     high is not None and value > high):
@@ -135,7 +154,10 @@ class ExplainSettings:
                 raise ConfigError(f"{name}={t!r}: expected a number in [0, 1]")
 
         if self.classes is None:
-            whole("top_k", self.top_k, 1, num_classes)
+            whole("top_k", self.top_k, 1)
+            if num_classes is not None and self.top_k > num_classes:
+                raise ConfigError(f"--top-k {self.top_k}: the model has only {num_classes} "
+                                  "classes")
         elif isinstance(self.classes, str):
             if self.classes != "gt":
                 raise ConfigError(f"classes={self.classes!r}: expected class ids, 'gt' or None")
@@ -143,7 +165,7 @@ class ExplainSettings:
             if not len(self.classes):
                 raise ConfigError("classes: empty list (give class ids or names, or use top_k)")
             for c in self.classes:
-                whole("classes", c, 0, num_classes - 1)
+                whole("classes", c, 0, None if num_classes is None else num_classes - 1)
         whole("batch_size", self.batch_size, 1)
         whole("overlay_size", self.overlay_size, 32)
         whole("max_panels", self.max_panels, 1)
@@ -155,9 +177,26 @@ class ExplainSettings:
             fraction("min_prob", self.min_prob)
         if self.normalization not in ("max", "minmax"):
             raise ConfigError(f"normalization={self.normalization!r}: expected max or minmax")
+        self._check_method()
         from camloc.export import parse_formats
 
         self.formats = parse_formats(list(self.formats))
+
+    def _check_method(self) -> None:
+        from camloc.cams.catalog import CATALOG
+
+        if not isinstance(self.method, str):
+            raise ConfigError(f"--method {self.method!r}: expected a method name")
+        name = self.method.strip().lower()
+        info = CATALOG.get(name)
+        if info is None:
+            raise ConfigError(f"--method {self.method!r}: expected one of {', '.join(CATALOG)} "
+                              "(`camloc methods` lists them)")
+        self.method = name
+        smooth = self.method_options.get("smooth")
+        if smooth and not info.needs_grad:
+            raise ConfigError(f"--smooth {smooth}: only gradient methods average over noisy "
+                              f"inputs; {info.name} is a {info.family} method")
 
 
 @dataclass
@@ -175,72 +214,6 @@ class RunSummary:
     @property
     def exit_code(self) -> int:
         return 1 if self.failed else 0
-
-
-# --------------------------------------------------------------------------------------------------
-# Calibration
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """A box threshold chosen on labelled data, with the normalisation it was chosen under."""
-
-    threshold: float
-    normalization: str
-    source: dict[str, Any]
-
-
-def read_calibration(path: str | os.PathLike[str], model_name: str | None = None) -> Calibration:
-    """The best threshold of a ``camloc evaluate`` report (``report.json``): MaxBoxAcc V1's,
-    i.e. the threshold at which most images' largest-component box of the ground-truth class
-    reaches IoU 0.5, with the map normalisation that protocol used (``wsol``: min-max,
-    ``paper``: max). Explain the new images with both, or the threshold means something else.
-
-    Per-class thresholds would need per-class curves, which evaluate's report does not hold
-    (its per-image records carry no class); the global threshold is used.
-
-    Raises:
-        ConfigError: not a readable report, no box localization in it, or a report made with
-            another model than ``model_name``.
-    """
-    import hashlib
-    import json
-
-    p = Path(path)
-    try:
-        raw = p.read_bytes()
-        rep = json.loads(raw)
-    except OSError as exc:
-        raise ConfigError(f"--calibrate {p}: cannot read it ({exc.strerror or exc})") from exc
-    except ValueError as exc:
-        raise ConfigError(f"--calibrate {p}: not a JSON report ({exc})") from exc
-    try:
-        best = rep["localization"]["maxboxacc_v1"]
-        tau = float(best["threshold"])
-    except (KeyError, TypeError, ValueError):
-        raise ConfigError(f"--calibrate {p}: not a camloc evaluate report with box localization "
-                          "(localization.maxboxacc_v1.threshold); run `camloc evaluate` on a "
-                          "labelled dataset with boxes first") from None
-    if not 0.0 <= tau <= 1.0:
-        raise ConfigError(f"--calibrate {p}: threshold {tau!r} is outside [0, 1]")
-    proto = rep.get("protocol") if isinstance(rep.get("protocol"), dict) else {}
-    norm = proto.get("normalization")
-    if norm not in ("max", "minmax"):
-        norm = {"wsol": "minmax", "paper": "max"}.get(proto.get("name"), "minmax")
-    made_with = (rep.get("model") or {}).get("name") if isinstance(rep.get("model"), dict) else None
-    if model_name is not None and made_with is not None and made_with != model_name:
-        raise ConfigError(f"--calibrate {p}: the report was made with {made_with}, but this run "
-                          f"explains with {model_name}; a threshold is only good for the model "
-                          f"it was chosen for")
-    ds = rep.get("dataset") if isinstance(rep.get("dataset"), dict) else {}
-    source = {"kind": "calibrated", "report": str(p.resolve()),
-              "report_sha256": hashlib.sha256(raw).hexdigest(),
-              "metric": "maxboxacc_v1", "value": best.get("value"),
-              "protocol": proto.get("name"), "normalization": norm, "model": made_with,
-              "dataset": ds.get("name") or ds.get("root"), "split": ds.get("split"),
-              "images": ds.get("images")}
-    return Calibration(tau, norm, source)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -269,7 +242,7 @@ def _settings_record(model: Any, s: ExplainSettings, source: dict[str, Any] | No
         "classes": s.classes if isinstance(s.classes, str) else (
             list(s.classes) if s.classes else None),
         "threshold": s.threshold, "normalization": s.normalization, "multi": s.multi,
-        "method": s.method.strip().lower(),
+        "method": s.method,
         "layer": s.layer if s.layer is None or isinstance(s.layer, str) else list(s.layer),
         "layers": list(engine.layers),
         "method_options": map_options,
@@ -309,8 +282,7 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-_OWN = ("results.jsonl", "errors.jsonl", "manifest.json", "overlays", "maps", "parts", "coco",
-        "yolo", "voc")
+_OWN = ("results.jsonl", "errors.jsonl", "manifest.json", *OUTPUT_FOLDERS)
 
 
 def _prepare_out(out: Path) -> None:
@@ -325,7 +297,7 @@ def _prepare_out(out: Path) -> None:
         raise ConfigError(f"--out {out}: the folder is not writable")
     for name in _OWN:
         refuse_symlink(out / name)
-    for name in ("overlays", "maps", "parts", "coco", "yolo", "voc"):
+    for name in OUTPUT_FOLDERS:
         if (out / name).exists() and not (out / name).is_dir():
             raise ConfigError(f"--out {out}: {out / name} exists and is not a folder")
 
@@ -347,7 +319,7 @@ def _check_stored_settings(out: Path, overwrite: bool, now: dict[str, Any]) -> N
     """Refuse an ``out`` holding records made with other settings (:class:`ConfigError`); with
     ``overwrite``, empty ``results.jsonl`` and drop leftover rank parts instead (call this only
     once everything is validated and the lock is held)."""
-    from camloc.explain_parts import record_files, remove_parts
+    from camloc.explain.parts import record_files, remove_parts
 
     results_path = out / "results.jsonl"
     if overwrite:
@@ -417,7 +389,7 @@ def run_explain(model: Any, inputs: Sequence[str | os.PathLike[str]] | ExplainIn
                 progress: Callable[[int, int | None], None] | None = None,
                 source: dict[str, Any] | None = None, ctx: Any = None) -> RunSummary:
     """Explain every image of ``inputs`` (paths, folders and globs, or an
-    :class:`~camloc.explain_inputs.ExplainInputs`) and write the run folder ``out``.
+    :class:`~camloc.explain.inputs.ExplainInputs`) and write the run folder ``out``.
 
     ``source`` describes how the model was loaded (``{"model", "weights", "head"}`` as the user
     gave them); it is stored in the manifest and compared on resume. ``ctx``: the
@@ -429,7 +401,7 @@ def run_explain(model: Any, inputs: Sequence[str | os.PathLike[str]] | ExplainIn
         ConfigError: a bad setting, an ``out`` that cannot be written, holds symbolic links, is
             in use by another run, or holds results made with different settings.
     """
-    from camloc.explain import make_method
+    from camloc.cams.registry import make_method
 
     s = settings or ExplainSettings()
     s.check(int(model.spec.num_classes))
@@ -481,7 +453,7 @@ def run_explain(model: Any, inputs: Sequence[str | os.PathLike[str]] | ExplainIn
             write_manifest("running")  # before any rank writes a record
 
         _on_main(ctx, setup)
-        from camloc.explain_parts import RecordIndex, part_path, record_files
+        from camloc.explain.parts import RecordIndex, part_path, record_files
 
         start_files = record_files(out)
         index = RecordIndex(start_files)
@@ -529,7 +501,7 @@ def _finish_rank0(out: Path, summary: RunSummary, shard: _Shard, others: list[An
                   now: dict[str, Any], write_manifest: Callable[..., None], t0: float) -> None:
     """Rank 0's end of a run: counts of every rank, ``results.jsonl`` in canonical order,
     ``errors.jsonl``, the box files and the manifest."""
-    from camloc.explain_parts import merge_results, remove_parts
+    from camloc.explain.parts import merge_results, remove_parts
 
     failed = list(shard.failed)
     summary.total, summary.skipped, summary.done = shard.total, shard.skipped, shard.done
@@ -634,7 +606,7 @@ def _explain_shard(model: Any, engine: Any, s: ExplainSettings, inp: ExplainInpu
         listing["complete"] = True
 
     def explain_images(images: list[Any], items: list[InputItem]) -> list[Any]:
-        from camloc.explain import explain_batch
+        from camloc.explain.api import explain_batch
 
         selection: Any
         if s.classes == "gt":
