@@ -44,7 +44,7 @@ ROWS = {
     "head288": ("scales=288", "loc-head", "CAM with foreground head, 2 layers, TTA 288"),
     "head": (None, "loc-head", "CAM with foreground head, 2 layers, chosen TTA (default fit)"),
 }
-FITS = {"loc-pc1": ("pc1", None), "loc-head-last": ("head", ["bn2"]), "loc-head": ("head", None)}
+FITS = {"loc-head": ("head", None), "loc-head-last": ("head", ["bn2"]), "loc-pc1": ("pc1", None)}
 FIT_ARGS = {"loc-pc1": "--kind pc1", "loc-head-last": "--layer bn2", "loc-head": ""}
 
 
@@ -72,8 +72,8 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=DEV)
     ap.add_argument("--work", type=Path, default=Path("/tmp/camloc-bench-loc"))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--time-images", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--time-images", type=int, default=16)
     ap.add_argument("--rows", default=",".join(ROWS))
     args = ap.parse_args()
     if not (args.data / "metadata").is_dir():
