@@ -85,7 +85,8 @@ __all__ = ["ExplainSettings", "RunSummary", "run_explain", "output_name", "RESUM
 
 #: Settings that change what an image's record says; a resumed run must match them all.
 RESUME_KEYS = ("model", "weights", "head", "top_k", "classes", "threshold", "normalization",
-               "multi", "method", "layers", "method_options", "preprocess", "min_prob")
+               "multi", "method", "layers", "method_options", "preprocess", "min_prob", "tta",
+               "localizer")
 
 
 #: Budget for one batch's maps (images x classes x H x W x 4 bytes); larger top-k runs use
@@ -137,6 +138,25 @@ class ExplainSettings:
     min_prob: float | None = None
     formats: Sequence[str] = ()
     threshold_source: dict[str, Any] | None = None
+    tta: str | None = None  # a --tta text (camloc.cams.tta)
+    localizer: Any = None  # a camloc.localizer.Localizer
+
+    def make_engine(self, model: Any) -> Any:
+        """The map method of these settings: the method, with the localizer's foreground map
+        combined in and wrapped in the TTA; or, with ``runtime`` onnx, the onnxruntime engine."""
+        from camloc.cams.registry import make_method
+        from camloc.cams.tta import parse_tta, with_tta
+        from camloc.localizer.model import with_localizer
+
+        onnx = _runtime_engine(model, self)
+        if onnx is not None:
+            if self.localizer is not None or parse_tta(self.tta) is not None:
+                raise ConfigError(f"--runtime {self.runtime}: the exported graph gives exact CAM "
+                                  "at one size; leave out --tta and --localizer (or use --runtime "
+                                  "torch)")
+            return onnx
+        engine = make_method(model, self.method, self.layer, **self.method_options)
+        return with_tta(with_localizer(engine, self.localizer), self.tta)
 
     def check(self, num_classes: int | None = None) -> None:
         """Raise :class:`ConfigError` naming the first bad setting; lower-cases ``method`` and
@@ -227,9 +247,7 @@ def _settings_record(model: Any, s: ExplainSettings, source: dict[str, Any] | No
     src = dict(source or {})
     opts = {k: v for k, v in sorted(s.method_options.items()) if v is not None}
     if engine is None:
-        from camloc.cams.registry import make_method
-
-        engine = make_method(model, s.method, s.layer, **opts)
+        engine = s.make_engine(model)
     # the options that change the maps, as the engine took them (defaults included, so that
     # `--smooth 0` and no --smooth compare equal): only SmoothGrad's, when it is on
     smooth = int(getattr(engine, "smooth", 0) or 0)
@@ -253,15 +271,35 @@ def _settings_record(model: Any, s: ExplainSettings, source: dict[str, Any] | No
         "overlay_size": s.overlay_size, "max_panels": s.max_panels,
         "formats": list(s.formats),
         "threshold_source": s.threshold_source or {"kind": "given"},
+        "tta": _tta_text(s.tta),
+        "localizer": None if s.localizer is None else s.localizer.settings(),
     }
+
+
+def _tta_text(tta: Any) -> str:
+    from camloc.cams.tta import parse_tta
+
+    spec = parse_tta(tta)
+    return "none" if spec is None else spec.describe()
+
+
+def _resume_value(record: dict[str, Any], key: str) -> Any:
+    """A setting as resumes compare it: a run from before TTA / localizers had none; a localizer
+    by the id of the maps it makes."""
+    if key == "tta":
+        return record.get("tta") or "none"
+    if key == "localizer":
+        loc = record.get("localizer")
+        return loc.get("key") if isinstance(loc, dict) else None
+    return record.get(key)
 
 
 def _settings_differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     import json
 
     # compare through JSON, so tuples and lists (and ints and floats) compare as stored
-    a = json.loads(dumps({k: saved.get(k) for k in RESUME_KEYS}))
-    b = json.loads(dumps({k: now.get(k) for k in RESUME_KEYS}))
+    a = json.loads(dumps({k: _resume_value(saved, k) for k in RESUME_KEYS}))
+    b = json.loads(dumps({k: _resume_value(now, k) for k in RESUME_KEYS}))
     return [f"{k} {a[k]!r} -> {b[k]!r}" for k in RESUME_KEYS if a[k] != b[k]]
 
 
@@ -402,13 +440,11 @@ def run_explain(model: Any, inputs: Sequence[str | os.PathLike[str]] | ExplainIn
         ConfigError: a bad setting, an ``out`` that cannot be written, holds symbolic links, is
             in use by another run, or holds results made with different settings.
     """
-    from camloc.cams.registry import make_method
 
     s = settings or ExplainSettings()
     s.check(int(model.spec.num_classes))
     # validates the method, layer and options before anything is written
-    engine = _runtime_engine(model, s) or make_method(model, s.method, s.layer,
-                                                      **s.method_options)
+    engine = s.make_engine(model)
     inp = inputs if isinstance(inputs, ExplainInputs) else ExplainInputs(paths=list(inputs))
     rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
     if inp.empty:
