@@ -49,6 +49,7 @@ from camloc.errors import ConfigError, ModelError
 from camloc.io import atomic_save_npy, atomic_write_json
 from camloc.models.heads import eval_mode
 from camloc.models.loader import CamModel
+from camloc.models.pooling import global_pool
 from camloc.models.spec import Preprocess
 
 __all__ = ["Features", "FailedImage", "extract_features", "pooled_features", "model_key",
@@ -170,7 +171,7 @@ def pooled_features(model: CamModel, x: torch.Tensor, check: bool = True) -> tor
     with torch.inference_mode(), eval_mode(module):
         logits, f = head.run(module, x.to(model.device))
         fprime, _ = head.folded(f)
-        pooled = fprime.mean(dim=(2, 3)) if head.pool == "avg" else fprime.amax(dim=(2, 3))
+        pooled = global_pool(fprime, head.pool)
         if head.norm is not None and getattr(head.norm, "bias", None) is not None:
             pooled = pooled + head.norm.bias.to(pooled.dtype)[None, :]
         if check:
