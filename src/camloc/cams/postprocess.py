@@ -89,8 +89,8 @@ def normalize(maps: torch.Tensor, how: str = "max") -> torch.Tensor:
     [-0.5, 0.0, 0.25, 1.0]
     >>> normalize(m, "minmax").flatten().tolist()
     [0.0, 0.3333333432674408, 0.5, 1.0]
-    >>> normalize(m - 5, "max").flatten().tolist()  # maximum -1: no positive evidence
-    [0.0, 0.0, 0.0, 0.0]
+    >>> bool((normalize(m - 5, "max") == 0).all())  # maximum -1: no positive evidence
+    True
     """
     if how == "none":
         return maps
