@@ -25,6 +25,7 @@ from PIL import Image
 from camloc.cams.engine import CAMMethod, ClassSelection
 from camloc.cams.postprocess import normalize, upsample
 from camloc.cams.registry import make_method
+from camloc.data.batches import decoded_batches, prefetch
 from camloc.data.images import batch_images, load_image
 from camloc.defaults import (DEFAULT_BATCH_SIZE, DEFAULT_NORMALIZATION, DEFAULT_THRESHOLD,
                              DEFAULT_TOP_K)
@@ -188,16 +189,16 @@ def explain(model: CamModel, images: Sequence[str | os.PathLike[str] | Image.Ima
     if threshold is None:
         threshold = DEFAULT_THRESHOLD
     results: list[Explanation] = []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start:start + batch_size]
-        pils, srcs = [], []
-        for item in chunk:
-            if isinstance(item, Image.Image):
-                pils.append(item.convert("RGB"))
-                srcs.append(getattr(item, "filename", "") or "<image>")
-            else:
-                pils.append(load_image(item))
-                srcs.append(str(Path(item)))
+
+    def load(item: Any) -> tuple[Image.Image, str]:
+        if isinstance(item, Image.Image):
+            return item.convert("RGB"), getattr(item, "filename", "") or "<image>"
+        return load_image(item), str(Path(item))
+
+    # decoded in a thread ahead of the network, batch_size images per engine call
+    for _, _, loaded in prefetch(decoded_batches(images, batch_size, load, None,
+                                                 max_pixels=None)):
+        pils, srcs = [im for im, _ in loaded], [src for _, src in loaded]
         with torch.inference_mode(not engine.needs_grad):
             results.extend(explain_batch(model, pils, srcs, selection, threshold, normalization,
                                          multi, engine, preprocess))

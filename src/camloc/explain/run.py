@@ -37,9 +37,10 @@ same input listing and explains the blocks of ``batch_size`` consecutive inputs 
 ``rank, rank + world_size, ...``, writing its overlays and maps directly and its records to
 ``OUT/parts/results.rank<r>.jsonl``; when all are done, rank 0 merges the parts into
 ``results.jsonl``, writes ``errors.jsonl``, the box files and the manifest, and releases the lock.
-A single process cuts its batches at the same block boundaries, so every image shares its
-forward pass with the same images whatever the number of processes, and every output file is
-byte for byte what one process writes.
+A single process cuts its batches at the same block boundaries
+(:func:`camloc.data.batches.decoded_batches`, decoding in a thread ahead of the network), so
+every image shares its forward pass with the same images whatever the number of processes, and
+every output file is byte for byte what one process writes.
 
 Memory does not grow with the number of images beyond a few 64-bit hashes per image (duplicate
 detection, resume, merge order); records, maps and images live for one batch.
@@ -50,22 +51,22 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import queue
-import threading
 import time
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from camloc.data.batches import decoded_batches, prefetch
+from camloc.data.batches import failure_reason as _reason
 from camloc.defaults import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_NORMALIZATION,
     DEFAULT_THRESHOLD,
     DEFAULT_TOP_K,
 )
-from camloc.errors import CamlocError, ConfigError, ImageError
+from camloc.errors import CamlocError, ConfigError
 from camloc.explain.inputs import OUTPUT_FOLDERS, ExplainInputs, InputItem, key_hash, key_of
 from camloc.export.names import output_name
 from camloc.io import (
@@ -92,11 +93,6 @@ RESUME_KEYS = ("model", "weights", "head", "top_k", "classes", "threshold", "nor
 #: Budget for one batch's maps (images x classes x H x W x 4 bytes); larger top-k runs use
 #: smaller batches instead of more memory.
 MAP_BYTES_PER_BATCH = 512 * 2**20
-#: Budget for one batch's decoded photos (about 200 MB of RGB): a batch of huge photos is cut
-#: short rather than holding ``batch_size`` of them at once.
-PIXELS_PER_BATCH = 64_000_000
-#: Decoded batches waiting for the network (decoding runs ahead in a thread).
-PREFETCH_BATCHES = 2
 #: zlib level of overlay PNGs: 1 writes several times faster than Pillow's default 6, for
 #: files about a third larger.
 PNG_COMPRESSION = 1
@@ -309,16 +305,6 @@ def _finite_result(exp: Any) -> bool:
     return bool(np.isfinite(np.asarray(exp.probs, np.float64)).all()
                 and np.isfinite(np.asarray(exp.logits, np.float64)).all()
                 and np.isfinite(exp.maps).all())
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, ImageError):
-        return exc.reason
-    if isinstance(exc, CamlocError):
-        return str(exc)
-    if isinstance(exc, OSError) and exc.strerror:
-        return f"{exc.strerror}" + (f": {exc.filename}" if exc.filename else "")
-    return f"{type(exc).__name__}: {exc}"
 
 
 _OWN = ("results.jsonl", "errors.jsonl", "manifest.json", *OUTPUT_FOLDERS)
@@ -659,13 +645,13 @@ def _explain_shard(model: Any, engine: Any, s: ExplainSettings, inp: ExplainInpu
             return explain_batch(model, images, [it.key for it in items], selection, s.threshold,
                                  s.normalization, s.multi, engine, s.preprocess)
 
-    def load(path: Path) -> Any:
-        return load_image_for(path, pre)
+    def load(item: InputItem) -> Any:
+        return load_image_for(item.path, pre)
 
     if progress:
         progress(0, None)
-    batches = _decoded_batches(owned(), bs, load, shard.fail, block=lambda it: it.index // bs)
-    for _, items, images in _prefetch(batches, PREFETCH_BATCHES):
+    batches = decoded_batches(owned(), bs, load, shard.fail, block=lambda it: it.index // bs)
+    for _, items, images in prefetch(batches):
         exps = _explain_each(explain_images, images, items)
         for item, image, exp in zip(items, images, exps):
             if isinstance(exp, BaseException):
@@ -709,84 +695,6 @@ def _fit_explanation(exp: Any, min_prob: float | None) -> Any:
         maps=exp.maps[keep],
         component_boxes=None if exp.component_boxes is None else [exp.component_boxes[j]
                                                                    for j in keep])
-
-
-def _prefetch(batches: Iterator[Any], depth: int) -> Iterator[Any]:
-    """Run the generator ``batches`` in a thread, ``depth`` items ahead of the consumer (image
-    decoding overlaps the forward pass). Its exceptions are raised here; when the consumer
-    stops early (an error, Ctrl-C) the thread is stopped and joined."""
-    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=max(1, depth))
-    stop = threading.Event()
-
-    def put(entry: tuple[str, Any]) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(entry, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work() -> None:
-        try:
-            for item in batches:
-                if not put(("item", item)):
-                    return
-            put(("end", None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            put(("error", exc))
-
-    thread = threading.Thread(target=work, name="camloc-decode", daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, value = q.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise value
-            yield value
-    finally:
-        stop.set()
-        thread.join()
-
-
-def _decoded_batches(todo: Iterable[Any], batch_size: int, load: Callable[[Path], Any],
-                     fail: Callable[[Any, str], None],
-                     block: Callable[[Any], Any] | None = None
-                     ) -> Iterator[tuple[int, list[Any], list[Any]]]:
-    """Decode ``todo`` (items with a ``path``) in batches of at most ``batch_size`` images and at
-    most :data:`PIXELS_PER_BATCH` decoded pixels (a folder of huge photos is explained a few at a
-    time); yields ``(inputs consumed, [item], [image])``. An image that cannot be decoded is
-    reported through ``fail(item, reason)`` and left out. With ``block``, a batch never holds
-    items of two blocks (``block(item)`` differs): the run cuts its batches at fixed input
-    positions, so the images that share a forward pass are the same whatever the number of
-    processes (and so are the numbers, to the last bit)."""
-    ok: list[Any] = []
-    images: list[Any] = []
-    pixels = consumed = 0
-    current: Any = None
-    for item in todo:
-        if block is not None:
-            b = block(item)
-            if b != current and (images or consumed):
-                yield consumed, ok, images
-                ok, images, pixels, consumed = [], [], 0, 0
-            current = b
-        consumed += 1
-        try:
-            im = load(item.path)
-        except Exception as exc:  # noqa: BLE001 - one bad image never kills the run
-            fail(item, _reason(exc))
-            continue
-        ok.append(item)
-        images.append(im)
-        pixels += im.size[0] * im.size[1]
-        if len(images) >= batch_size or pixels >= PIXELS_PER_BATCH:
-            yield consumed, ok, images
-            ok, images, pixels, consumed = [], [], 0, 0
-    if images or consumed:
-        yield consumed, ok, images
 
 
 def _explain_each(explain_images: Callable[[list[Any], list[Any]], list[Any]], images: list[Any],
