@@ -20,7 +20,8 @@ Reported: median images/s of each case and its ratio to the baseline's median (i
 top-1 + overlays >= 1.1, top-5 + overlays >= 0.9, top-5 --no-overlays >= 1.4); also the CPU time
 of this process (all its threads) per image and its ratio to the baseline's: on a machine shared
 with other jobs the wall-clock ratios favour the side with more threads (it gets a larger share
-of the cores), so there compare the CPU figures too. Also, each in a fresh ``python -m camloc explain`` process (interpreter start,
+of the cores), so there compare the CPU figures too. Also, each in a fresh
+``python -m camloc explain`` process (interpreter start,
 imports and model load included), its wall time and peak resident memory (``ru_maxrss`` of that
 process): a first explain of one dev photo, and one 8,000 x 8,000 JPEG with its overlay (goal:
 peak < 1.5 GB; the photo is decoded reduced, JPEG draft mode, for the network).

@@ -27,7 +27,7 @@ def test_cam_localization_equals_evaluate(tiny, synth_root):
     assert loc["calibrated"]["gt_known_loc"] == ev["localization"]["gt_known_loc"]["at_fixed"]
     assert loc["calibrated"]["top1_loc"] == ev["localization"]["top1_loc"]["at_fixed"]
     assert loc["best_on_test"]["top1_loc"]["value"] == ev["localization"]["top1_loc"]["best"]
-    # both read the images with camloc.evaluation.batches and run the network channels-last on
+    # both read the images with camloc.protocol.batches and run the network channels-last on
     # the CPU: every figure is the same, PxAP included
     pxap = rep["methods"]["cam"]["pxap"]
     assert pxap == {k: v for k, v in ev["pxap"].items() if k != "curves"} | {

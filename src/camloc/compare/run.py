@@ -28,7 +28,7 @@ from camloc.compare.options import resolve_methods
 from camloc.cams.tta import TTA, tta_maps
 from camloc.defaults import DEFAULT_THRESHOLD
 from camloc.errors import ConfigError, UnsupportedHeadError
-from camloc.evaluation.batches import EVAL_SIZE, labelled_samples
+from camloc.protocol.batches import EVAL_SIZE, labelled_samples
 from camloc.evaluation.calibration import Calibration
 
 __all__ = ["FaithfulnessSettings", "MethodState", "CompareState", "resolve_methods",
@@ -201,7 +201,7 @@ def compare_state(model: Any, dataset: Any, methods: dict[str, Any], *, tta: TTA
     ``faith_ids`` when given (a shard of a torchrun job gets the ids chosen over the whole data),
     else on the first ``faithfulness.limit`` images (all when None).
 
-    Images are read as ``evaluate`` reads them (:func:`camloc.evaluation.batches.eval_batches`:
+    Images are read as ``evaluate`` reads them (:func:`camloc.protocol.batches.eval_batches`:
     decoded in ``workers`` DataLoader processes when > 0, unreadable images and images whose
     size disagrees with the metadata recorded as failures).
     """
@@ -226,7 +226,7 @@ def compare_state(model: Any, dataset: Any, methods: dict[str, Any], *, tta: TTA
                       has_boxes, has_masks, faithfulness, pre.mean, pre.std)
         for n in methods})
 
-    from camloc.evaluation.batches import eval_batches
+    from camloc.protocol.batches import eval_batches
     from camloc.runtime import channels_last, to_layout
 
     t_start = time.perf_counter()

@@ -28,14 +28,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
 from camloc.data.images import load_image, to_tensor
 from camloc.errors import ConfigError
 from camloc.io import atomic_save_npy, versions
-from camloc.evaluation.batches import EVAL_SIZE, EvalBatch, eval_batches, labelled_samples
+from camloc.protocol.batches import EvalBatch, eval_batches, labelled_samples
+from camloc.metrics.scoremaps import EVAL_SIZE, prepare_scoremap
 from camloc.evaluation.state import EvalState
 from camloc.models.heads import eval_mode
 from camloc.models.loader import CamModel
@@ -64,22 +64,6 @@ def full_fp32(active: bool = True) -> Iterator[None]:
         yield
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
-
-
-def prepare_scoremap(cam: np.ndarray, size: int = EVAL_SIZE, protocol: str = "wsol") -> np.ndarray:
-    """A raw low-resolution CAM -> the ``size x size`` ``[0, 1]`` score map the metrics take.
-
-    wsolevaluation's resize (OpenCV bicubic) and normalisation, kept apart from
-    ``cams.postprocess`` on purpose (see there): ``"max"`` here clips negatives to 0."""
-    from camloc.metrics import normalize_minmax
-
-    resized = cv2.resize(np.asarray(cam, np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
-    if protocol == "wsol":
-        return normalize_minmax(resized)
-    if np.isnan(resized).any():
-        return np.zeros_like(resized)
-    mx = float(resized.max())
-    return (resized.clip(0, None) / mx).astype(np.float32) if mx > 0 else np.zeros_like(resized)
 
 
 def _model_synsets(model: CamModel) -> list[str] | None:

@@ -131,7 +131,7 @@ class _Job:
 
 def _run(dataset: Any, out: Path, lock: contextlib.ExitStack, job: _Job) -> EvalResult | None:
     from camloc.distributed import DistContext
-    from camloc.evaluation.batches import labelled_samples
+    from camloc.protocol.batches import labelled_samples
     from camloc.evaluation.evaluate import (NEEDS_LABELS, build_report, check_calibration_report,
                                             check_fits_model, evaluate_state, map_engine,
                                             map_settings, scoremap_of, write_per_image)

@@ -96,6 +96,8 @@ MAP_BYTES_PER_BATCH = 512 * 2**20
 #: zlib level of overlay PNGs: 1 writes several times faster than Pillow's default 6, for
 #: files about a third larger.
 PNG_COMPRESSION = 1
+#: Threads drawing and writing overlays (camloc.viz.OrderedWriter) while the network runs.
+WRITER_THREADS = 1
 
 
 @dataclass
@@ -602,6 +604,7 @@ def _explain_shard(model: Any, engine: Any, s: ExplainSettings, inp: ExplainInpu
     import torch
 
     from camloc.data.images import load_image_for
+    from camloc.viz.writer import OrderedWriter
 
     pre = s.preprocess or model.spec.preprocess
     k_out = 1 if s.classes == "gt" else (len(s.classes) if s.classes else s.top_k)
@@ -648,32 +651,41 @@ def _explain_shard(model: Any, engine: Any, s: ExplainSettings, inp: ExplainInpu
     def load(item: InputItem) -> Any:
         return load_image_for(item.path, pre)
 
-    if progress:
-        progress(0, None)
-    batches = decoded_batches(owned(), bs, load, shard.fail, block=lambda it: it.index // bs)
-    for _, items, images in prefetch(batches):
-        exps = _explain_each(explain_images, images, items)
-        for item, image, exp in zip(items, images, exps):
-            if isinstance(exp, BaseException):
-                shard.fail(item, _reason(exp))
-                continue
-            if not _finite_result(exp):
-                shard.fail(item, "the model gave non-finite scores (NaN or infinity) for this "
-                                 "image; check the model's weights")
-                continue
-            exp = _fit_explanation(exp, s.min_prob)
-            try:
-                rec = _write_outputs(out, output_name(item.key), image, item, exp, s)
-            except Exception as exc:  # noqa: BLE001
-                shard.fail(item, f"cannot write its outputs: {_reason(exc)}")
+    def settle(finished: list[Any]) -> None:
+        """Record the images whose outputs the writer has finished, in input order."""
+        for item, rec, error in finished:
+            if error is not None:
+                shard.fail(item, f"cannot write its outputs: {_reason(error)}")
                 continue
             results.write(rec)
             shard.done += 1
             shard.redone += key_hash(item.key) in done_before
-        images.clear()
-        if progress:
-            progress(shard.done + len(shard.failed),
-                     shard.total - shard.skipped if listing["complete"] else None)
+
+    if progress:
+        progress(0, None)
+    batches = decoded_batches(owned(), bs, load, shard.fail, block=lambda it: it.index // bs)
+    # overlays are drawn, encoded and written on a thread while the next batch runs
+    workers = WRITER_THREADS if (s.overlays or s.save_maps) else 0  # else nothing to overlap
+    with OrderedWriter(workers=workers, max_pending=2 * bs) as writer:
+        for _, items, images in prefetch(batches):
+            exps = _explain_each(explain_images, images, items)
+            for item, image, exp in zip(items, images, exps):
+                if isinstance(exp, BaseException):
+                    shard.fail(item, _reason(exp))
+                    continue
+                if not _finite_result(exp):
+                    shard.fail(item, "the model gave non-finite scores (NaN or infinity) for "
+                                     "this image; check the model's weights")
+                    continue
+                exp = _fit_explanation(exp, s.min_prob)
+                settle(writer.submit(item, _write_outputs, out, output_name(item.key), image,
+                                     item, exp, s))
+            images.clear()
+            settle(writer.ready())
+            if progress:
+                progress(shard.done + len(shard.failed),
+                         shard.total - shard.skipped if listing["complete"] else None)
+        settle(writer.drain())
     if progress:
         progress(shard.done + len(shard.failed), shard.total - shard.skipped)
 
@@ -752,15 +764,10 @@ def _write_outputs(out: Path, name: str, image: Any, item: InputItem, exp: Any,
 
 
 def _png_bytes(image: Any) -> bytes:
-    """PNG of an RGB image at :data:`PNG_COMPRESSION` (OpenCV's encoder releases the GIL)."""
-    import cv2
-    import numpy as np
+    """PNG of an RGB image at :data:`PNG_COMPRESSION` (:func:`camloc.viz.png.png_bytes`)."""
+    from camloc.viz.png import png_bytes
 
-    ok, buf = cv2.imencode(".png", np.asarray(image)[:, :, ::-1],
-                           [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
-    if not ok:
-        raise OSError("PNG encoding failed")
-    return buf.tobytes()
+    return png_bytes(image, PNG_COMPRESSION)
 
 
 def _runtime_engine(model: Any, s: ExplainSettings) -> Any:

@@ -109,7 +109,7 @@ def _cache(model: Any, base: Any, dataset: Any, taps: list[Any],
     import contextlib
 
     from camloc.cams.tta import TTAMethod
-    from camloc.evaluation.batches import eval_batches, labelled_samples
+    from camloc.protocol.batches import eval_batches, labelled_samples
     from camloc.localizer.model import run_capturing
     from camloc.models.heads import eval_mode
 
@@ -137,7 +137,7 @@ def _cache(model: Any, base: Any, dataset: Any, taps: list[Any],
 def _head_data(cache: list[dict[str, Any]], layers: Sequence[str]
                ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Stacked features and box-coverage targets of the plain variant of every cached image."""
-    from camloc.evaluation.batches import EVAL_SIZE
+    from camloc.protocol.batches import EVAL_SIZE
 
     feats, targets = [], []
     for b in cache:
@@ -190,8 +190,8 @@ def _score(cache: list[dict[str, Any]], loc: Localizer | None, tta: Any,
     as ``camloc evaluate`` does: MaxBoxAccV2, and GT-known / Top-1 Loc at the best GT-known
     threshold (under ``calibrated``: at ``threshold``), top-1 classification."""
     from camloc.cams.tta import merge_variants
-    from camloc.evaluation.batches import EVAL_SIZE
-    from camloc.evaluation.evaluate import prepare_scoremap
+    from camloc.protocol.batches import EVAL_SIZE
+    from camloc.metrics.scoremaps import prepare_scoremap
     from camloc.metrics import LocalizationAccumulator
 
     acc = LocalizationAccumulator()

@@ -10,7 +10,7 @@ wsolevaluation's integer truncation, and the ground-truth masks are loaded at th
 >>> import tempfile, pathlib
 >>> from PIL import Image
 >>> from camloc.data.sample import Dataset, Sample
->>> from camloc.models.spec import Preprocess
+>>> from camloc.preprocess import Preprocess
 >>> d = pathlib.Path(tempfile.mkdtemp())
 >>> Image.new("RGB", (40, 20)).save(d / "a.png")
 >>> ds = Dataset("t", d, "csv", None, [Sample("a.png", d / "a.png", 0, [[0, 0, 20, 10]], (40, 20)),
@@ -34,11 +34,10 @@ import torch
 
 from camloc.data.batches import loader_batches, split_failures, stack_inputs
 from camloc.errors import ConfigError
+from camloc.metrics.scoremaps import EVAL_SIZE
 
 __all__ = ["EVAL_SIZE", "EvalBatch", "eval_batches", "labelled_samples"]
 
-#: side of the square grid the WSOL metrics are taken on (wsolevaluation's 224)
-EVAL_SIZE = 224
 
 
 @dataclass
