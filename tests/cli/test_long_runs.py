@@ -70,3 +70,69 @@ def test_explain_a_list_from_a_pipe_with_stderr_to_a_pipe(dev_set: Path, tmp_pat
     recs = _records(out)
     assert [r["path"] for r in recs] == [str(p) for p in images]
     assert all((out / r["overlay"]).is_file() for r in recs)
+
+
+def _dev_subset(dev_set: Path, dst: Path, n: int) -> Path:
+    """A wsol-layout dataset of the first ``n`` dev photos (metadata filtered, images linked)."""
+    meta = dev_set / "metadata"
+    ids = [ln.strip() for ln in (meta / "image_ids.txt").open() if ln.strip()][:n]
+    keep = set(ids)
+    (dst / "metadata").mkdir(parents=True)
+    for name in ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt"):
+        lines = [ln for ln in (meta / name).open() if ln.split(",")[0].strip() in keep]
+        (dst / "metadata" / name).write_text("".join(lines))
+    for i in ids:
+        (dst / i).parent.mkdir(parents=True, exist_ok=True)
+        os.link(dev_set / i, dst / i)
+    return dst
+
+
+def _run_logged(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, str]:
+    """``python -m camloc ARGS`` with stderr to a log file; returns the process and the log."""
+    log = cwd / "stderr.log"
+    with open(log, "w") as err:
+        proc = subprocess.run([sys.executable, "-m", "camloc", *args], stdout=subprocess.PIPE,
+                              stderr=err, text=True, env=_env(), cwd=cwd, timeout=900)
+    return proc, log.read_text()
+
+
+@pytest.mark.parametrize("verb", ["evaluate", "compare", "units"])
+def test_dataset_verbs_with_stderr_to_a_file(verb: str, dev_set: Path, tmp_path: Path) -> None:
+    """evaluate, compare and units on 48 real photos with the default model, stderr a log file
+    and a progress line per batch: exit 0, no traceback, plain lines (no terminal codes) that end
+    on the whole count."""
+    data = _dev_subset(dev_set, tmp_path / "data", 48)
+    args = {
+        "evaluate": ["evaluate", str(data), "--workers", "0", "--gallery", "0",
+                     "--batch-size", "16"],
+        "compare": ["compare", str(data), "--methods", "cam,gradcam", "--no-faithfulness",
+                    "--workers", "0", "--gallery", "0", "--batch-size", "16"],
+        "units": ["units", str(data), "--classes", "0,1", "--top-images", "2", "--no-sheets",
+                  "--workers", "0", "--batch-size", "16"],
+    }[verb]
+    proc, text = _run_logged([*args, "--out", str(tmp_path / "out")], tmp_path)
+    assert proc.returncode == 0, text[-2000:]
+    assert "Traceback" not in text and "\x1b[" not in text
+    lines = [ln for ln in text.splitlines() if "/48" in ln and "elapsed" in ln]
+    assert lines and lines[-1].split(": ", 1)[1].startswith("48/48 (100%)"), text[-2000:]
+
+
+def test_explain_a_listing_of_thousands_of_files(dev_set: Path, tiny_model: Path,
+                                                 tmp_path: Path) -> None:
+    """3,000 photos (hard links to four dev photos) in 30 nested folders, stderr a file: every
+    one explained, in listing order, and the progress count unknown while the walk streams."""
+    photos = sorted((dev_set / "images").iterdir())[:4]
+    root = tmp_path / "many"
+    for i in range(3000):
+        d = root / f"part{i // 100:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        os.link(photos[i % 4], d / f"p{i:04d}.jpg")
+    out = tmp_path / "out"
+    proc, text = _run_logged(["explain", str(root), "--model", str(tiny_model), "-k", "1",
+                              "--no-overlays", "--batch-size", "64", "--out", str(out)], tmp_path)
+    assert proc.returncode == 0, text[-2000:]
+    assert "Traceback" not in text
+    lines = [ln for ln in text.splitlines() if ln.startswith("explain: ")]
+    assert any("/?," in ln for ln in lines) and lines[-1].startswith("explain: 3000/3000 (100%)")
+    paths = [r["path"] for r in _records(out)]
+    assert len(paths) == 3000 and paths == sorted(paths)
