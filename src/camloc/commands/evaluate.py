@@ -1,49 +1,48 @@
-"""``camloc evaluate``: WSOL metrics of a model on a dataset; also under ``torchrun``."""
+"""``camloc evaluate``: WSOL metrics of a model on a dataset; also under ``torchrun``.
+Parse -> call :func:`camloc.evaluation.run.run_evaluation` -> print."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from camloc.commands.options import (DEFAULT_MODEL, DEFAULT_THRESHOLD, Calibrate,
+                                     CamCurveInterval, DatasetArg, Device, FixedThreshold,
+                                     Format, Head, ImageRoot, Layer, Method, Model, NumClasses, Out,
+                                     Split, Synsets, Weights, Workers)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from camloc.evaluation.run import EvalResult
+
+_Protocol = Annotated[str, typer.Option(help="wsol (min-max maps) or paper (max-normalised).")]
+_SaveMaps = Annotated[bool, typer.Option(help=(
+    "Write scoremaps/<image_id>.npy (wsolevaluation layout)."))]
+_Gallery = Annotated[int, typer.Option(help="Best and worst images shown in report.html.")]
+_Runtime = Annotated[str, typer.Option(help=(
+    "torch, onnx (exact CAM on onnxruntime, exported to a cache once), or an exported .onnx "
+    "file."))]
+_Tta = Annotated[str, typer.Option("--tta", help=(
+    "Test-time augmentation: flip, scales=224:288, logits (average the logits too), or none."))]
+_Localizer = Annotated[Path, typer.Option("--localizer", help=(
+    "A folder from `camloc localizer fit`: its foreground map, TTA and threshold (options "
+    "override)."))]
+_BatchSize = Annotated[int, typer.Option()]
 
 
 def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     def evaluate_cmd(
-        dataset: str = typer.Argument(..., help="Dataset folder (wsol metadata, CUB, ILSVRC, CSV/JSON)."),
-        model: str = typer.Option("efficientnet_lite0", "--model", "-m", help="Model name or folder."),
-        weights: str = typer.Option("DEFAULT", help="DEFAULT, a weights file, or 'none'."),
-        head: str = typer.Option(None, help="A linear-probe head folder from `camloc probe`."),
-        method: str = typer.Option("cam", "--method", help="Map method (see `camloc methods`)."),
-        layer: list[str] = typer.Option(None, "--layer", help="Target layer by name (repeat to "
-                                                              "fuse several); default: the model's."),
-        protocol: str = typer.Option("wsol", help="wsol (min-max maps) or paper (max-normalised)."),
-        cam_curve_interval: float = typer.Option(0.01, help="Threshold step (0.01; 0.001 for fine)."),
-        fixed_threshold: float = typer.Option(0.2, help="Threshold for the fixed-tau figures."),
-        split: str = typer.Option(None, help="Split to read (e.g. test, val, train)."),
-        fmt: str = typer.Option("auto", "--format", help="Dataset format (auto-detected)."),
-        image_root: str = typer.Option(None, "--image-root", help="Folder the metadata's image "
-                                                                  "paths are relative to."),
-        synsets: str = typer.Option(None, "--synsets", help="LOC_synset_mapping.txt (class ids in "
-                                                            "the model's synset order), or "
-                                                            "'imagenet' (the 1000 ImageNet-1k "
-                                                            "classes)."),
-        num_classes: int = typer.Option(None, "--num-classes", help="The dataset's class count."),
-        out: Path = typer.Option(Path("camloc-eval"), "--out", "-o", help="Output folder."),
-        save_maps: bool = typer.Option(False, help="Write scoremaps/<image_id>.npy (wsolevaluation layout)."),
-        batch_size: int = typer.Option(32),
-        workers: int = typer.Option(2, help="DataLoader workers decoding images (>= 0)."),
-        device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
-        gallery: int = typer.Option(6, help="Best and worst images shown in report.html."),
-        calibrate: str = typer.Option(None, help="Threshold chosen on another split: a number, or "
-                                                 "that split's report.json (its best V1 threshold)."),
-        runtime: str = typer.Option("torch", help="torch, onnx (exact CAM on onnxruntime, exported "
-                                                  "to a cache once), or an exported .onnx file."),
-        tta: str = typer.Option(None, "--tta", help="Test-time augmentation: flip, scales=224:288, "
-                                                    "logits (average the logits too), or none."),
-        localizer: Path = typer.Option(None, "--localizer", help="A folder from `camloc localizer "
-                                                                 "fit`: its foreground map, TTA "
-                                                                 "and threshold (options override)."),
+        dataset: DatasetArg, model: Model = DEFAULT_MODEL, weights: Weights = "DEFAULT",
+        head: Head = None, method: Method = "cam", layer: Layer = None,
+        protocol: _Protocol = "wsol", cam_curve_interval: CamCurveInterval = 0.01,
+        fixed_threshold: FixedThreshold = DEFAULT_THRESHOLD, split: Split = None,
+        fmt: Format = "auto", image_root: ImageRoot = None, synsets: Synsets = None,
+        num_classes: NumClasses = None, out: Out = Path("camloc-eval"),
+        save_maps: _SaveMaps = False, batch_size: _BatchSize = 32, workers: Workers = 2,
+        device: Device = "auto", gallery: _Gallery = 6, calibrate: Calibrate = None,
+        runtime: _Runtime = "torch", tta: _Tta = None, localizer: _Localizer = None,
     ) -> None:
         """Evaluate WSOL metrics of a model on a dataset; write report.json, per_image.jsonl
         and report.html.
@@ -51,7 +50,7 @@ def register(app: typer.Typer) -> None:
         Top-1/Top-5/GT-known Loc, MaxBoxAcc V1/V2 and PxAP of any map method (--method). Exit
         code 1 if some images failed.
         """
-        from camloc.commands.common import console, print_failures, progress_bar
+        from camloc.commands.common import progress_bar
         from camloc.evaluation.run import open_eval_dataset, run_evaluation
 
         ds = open_eval_dataset(dataset, fmt=fmt, split=split, image_root=image_root,
@@ -67,14 +66,20 @@ def register(app: typer.Typer) -> None:
                 localizer=localizer)
         if result is None:  # a torchrun rank other than 0
             return
-        from camloc.report import figure_rows
-
-        for name, value in figure_rows(result.report):
-            console.print(f"  {name}: [bold]{value}[/bold]")
-        note = (result.report.get("localizer") or {}).get("note")
-        if note:
-            console.print(f"[yellow]note:[/yellow] {note}")
-        print_failures(result.state.failed, where="report.json")
-        console.print(f"report: {result.json_path}  {result.html_path}  {result.per_image_path}")
+        _report(result)
         if result.state.failed:
             raise typer.Exit(1)
+
+
+def _report(result: EvalResult) -> None:
+    """The figures and the report's paths on stderr."""
+    from camloc.commands.common import console, print_failures
+    from camloc.report import figure_rows
+
+    for name, value in figure_rows(result.report):
+        console.print(f"  {name}: [bold]{value}[/bold]")
+    note = (result.report.get("localizer") or {}).get("note")
+    if note:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    print_failures(result.state.failed, where="report.json")
+    console.print(f"report: {result.json_path}  {result.html_path}  {result.per_image_path}")

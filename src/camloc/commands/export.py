@@ -1,10 +1,33 @@
-"""``camloc export``: a model's exact CAM as one ONNX graph (logits, top-k classes, maps, boxes)."""
+"""``camloc export``: a model's exact CAM as one ONNX graph (logits, top-k classes, maps, boxes).
+Parse -> call :func:`camloc.export.job.run_onnx_export` -> print."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
+
+from camloc.commands.options import DEFAULT_THRESHOLD, Head, Weights
+
+_Source = Annotated[str, typer.Argument(metavar="[DIR_OR_FILE]", help=(
+    "A model name or camloc model folder, or a weights file for --model (default: --model)."))]
+_Model = Annotated[str, typer.Option("--model", "-m", help=(
+    "Model name or folder (default efficientnet_lite0)."))]
+_TopK = Annotated[int, typer.Option("--top-k", help="Maps per image (the top-k classes).")]
+_Size = Annotated[str, typer.Option("--size", help="Input size HxW (default: the model's).")]
+_Opset = Annotated[int, typer.Option("--opset", help="ONNX opset (13..23).")]
+_DynamicBatch = Annotated[bool, typer.Option("--dynamic-batch/--static-batch", help=(
+    "A free batch axis, or exactly one image."))]
+_Normalization = Annotated[str, typer.Option(help="Scoremap normalisation: max or minmax.")]
+_Threshold = Annotated[float, typer.Option(help=(
+    "Box threshold, a fraction of each scoremap's maximum (0..1)."))]
+_Scoremaps = Annotated[bool, typer.Option("--scoremaps/--no-scoremaps", help=(
+    "Add input-size scoremaps and boxes to the outputs."))]
+_ClassesInput = Annotated[bool, typer.Option("--classes-input", help=(
+    "Add an optional 'classes' input (maps of given classes; -1 = top)."))]
+_Out = Annotated[Path, typer.Option("--out", "-o", help=(
+    "The .onnx file to write (default <model>.onnx); its spec goes beside it as .json."))]
 
 
 def register(app: typer.Typer) -> None:
@@ -12,64 +35,22 @@ def register(app: typer.Typer) -> None:
 
     @app.command("export")
     def export_cmd(
-        source: str = typer.Argument(None, metavar="[DIR_OR_FILE]",
-                                     help="A model name or camloc model folder, or a weights file "
-                                          "for --model (default: --model)."),
-        model: str = typer.Option(None, "--model", "-m", help="Model name or folder "
-                                                              "(default efficientnet_lite0)."),
-        weights: str = typer.Option("DEFAULT", help="DEFAULT, a weights file, or 'none'."),
-        head: str = typer.Option(None, help="A linear-probe head folder from `camloc probe`."),
-        top_k: int = typer.Option(5, "--top-k", help="Maps per image (the top-k classes)."),
-        size: str = typer.Option(None, "--size", help="Input size HxW (default: the model's)."),
-        opset: int = typer.Option(17, "--opset", help="ONNX opset (13..23)."),
-        dynamic_batch: bool = typer.Option(True, "--dynamic-batch/--static-batch",
-                                           help="A free batch axis, or exactly one image."),
-        normalization: str = typer.Option("max", help="Scoremap normalisation: max or minmax."),
-        threshold: float = typer.Option(0.2, help="Box threshold, a fraction of each scoremap's "
-                                                  "maximum (0..1)."),
-        scoremaps: bool = typer.Option(True, "--scoremaps/--no-scoremaps",
-                                       help="Add input-size scoremaps and boxes to the outputs."),
-        classes_input: bool = typer.Option(False, "--classes-input", help="Add an optional "
-                                           "'classes' input (maps of given classes; -1 = top)."),
-        out: Path = typer.Option(None, "--out", "-o", help="The .onnx file to write (default "
-                                                           "<model>.onnx); its spec goes beside "
-                                                           "it as .json."),
+        source: _Source = None, model: _Model = None, weights: Weights = "DEFAULT",
+        head: Head = None, top_k: _TopK = 5, size: _Size = None, opset: _Opset = 17,
+        dynamic_batch: _DynamicBatch = True, normalization: _Normalization = "max",
+        threshold: _Threshold = DEFAULT_THRESHOLD, scoremaps: _Scoremaps = True,
+        classes_input: _ClassesInput = False, out: _Out = None,
     ) -> None:
         """Export exact CAM as one ONNX graph: input `images` (N, 3, H, W, normalised), outputs
         logits, top_classes, top_probs, maps (and scoremaps, boxes). Needs a verified GAP ->
         linear head (as --method cam). See docs/deploy.md."""
-        from camloc.errors import ConfigError
-
-        name, wts = model, weights
-        if source is not None:
-            src = Path(source)
-            if src.is_file():  # a weights file for --model
-                if weights != "DEFAULT":
-                    raise ConfigError(f"{source}: a weights file given twice (also --weights "
-                                      f"{weights})")
-                wts = source
-            elif model is not None and model != source:
-                raise ConfigError(f"{source}: a model given twice (also --model {model})")
-            else:
-                name = source
-        name = name or "efficientnet_lite0"
-        if out is not None and (out.suffix.lower() != ".onnx" or out.is_dir()):
-            raise ConfigError(f"--out {out}: expected the .onnx file to write")
-        from camloc.export.onnx import require_onnx
-
-        require_onnx("camloc export", ("onnx",))
         from camloc.commands.common import console
-        from camloc.export import to_onnx
-        from camloc.models import load_model
+        from camloc.export.job import run_onnx_export
 
-        w = None if wts is None or str(wts).lower() == "none" else wts
-        cam_model = load_model(name, weights=w, device="cpu", head=head)
-        dest = out if out is not None else Path(
-            "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(name).name) + ".onnx")
-        result = to_onnx(cam_model, dest, top_k=top_k, input_size=size, opset=opset,
-                         dynamic_batch=dynamic_batch, scoremaps=scoremaps,
-                         normalization=normalization, threshold=threshold,
-                         class_input=classes_input)
+        result = run_onnx_export(
+            source, out, model=model, weights=weights, head=head, top_k=top_k, size=size,
+            opset=opset, dynamic_batch=dynamic_batch, normalization=normalization,
+            threshold=threshold, scoremaps=scoremaps, class_input=classes_input)
         hw = result.spec["preprocess"]["input_size"]
         console.print(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB) and "
                       f"{result.spec_path}", highlight=False, soft_wrap=True)

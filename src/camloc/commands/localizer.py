@@ -1,10 +1,34 @@
-"""``camloc localizer fit``: a few-shot, class-agnostic foreground localizer on a frozen network."""
+"""``camloc localizer fit``: a few-shot, class-agnostic foreground localizer on a frozen network.
+Parse -> call :func:`camloc.localizer.job.run_localizer_fit` -> print."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
+
+from camloc.commands.options import DEFAULT_MODEL, Device, Format, Weights
+
+_Dataset = Annotated[str, typer.Argument(help=(
+    "Images with boxes (any dataset layout camloc reads: wsol, CUB, ILSVRC, CSV/JSON)."))]
+_Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder: localizer.json + head.npz.")]
+_Model = Annotated[str, typer.Option("--model", "-m", help="Model name or folder.")]
+_Kind = Annotated[str, typer.Option(help=(
+    "head (a logistic regression on pixel features) or pc1 (first principal component, no "
+    "weights)."))]
+_Layer = Annotated[list[str], typer.Option("--layer", help=(
+    "Feature layer (repeat for several; default: the map layer and the last one at twice its "
+    "grid)."))]
+_Holdout = Annotated[str, typer.Option(help=(
+    "Share of the images left out entirely (seeded by image id; recorded), e.g. 50%."))]
+_Seed = Annotated[int, typer.Option(help="Seed of the holdout and fit/choose splits.")]
+_Tta = Annotated[list[str], typer.Option("--tta", help=(
+    "TTA candidates to choose from (repeat; default none, scales=288, scales=224:288[,logits])."))]
+_L2 = Annotated[float, typer.Option(help="L2 penalty of the logistic regression.")]
+_Split = Annotated[str, typer.Option(help="Split to read (e.g. val).")]
+_BatchSize = Annotated[int, typer.Option()]
+_Workers = Annotated[int, typer.Option(help="DataLoader workers decoding images (>= 0).")]
 
 
 def register(app: typer.Typer) -> None:
@@ -14,60 +38,23 @@ def register(app: typer.Typer) -> None:
 
     @group.command("fit")
     def fit_cmd(
-        dataset: str = typer.Argument(..., help="Images with boxes (any dataset layout camloc "
-                                                "reads: wsol, CUB, ILSVRC, CSV/JSON)."),
-        out: Path = typer.Option(..., "--out", "-o", help="Output folder: localizer.json + "
-                                                          "head.npz."),
-        model: str = typer.Option("efficientnet_lite0", "--model", "-m", help="Model name or "
-                                                                              "folder."),
-        weights: str = typer.Option("DEFAULT", help="DEFAULT, a weights file, or 'none'."),
-        kind: str = typer.Option("head", help="head (a logistic regression on pixel features) or "
-                                              "pc1 (first principal component, no weights)."),
-        layer: list[str] = typer.Option(None, "--layer", help="Feature layer (repeat for several; "
-                                                              "default: the map layer and the "
-                                                              "last one at twice its grid)."),
-        holdout: str = typer.Option("0%", help="Share of the images left out entirely (seeded by "
-                                               "image id; recorded), e.g. 50%."),
-        seed: int = typer.Option(0, help="Seed of the holdout and fit/choose splits."),
-        tta: list[str] = typer.Option(None, "--tta", help="TTA candidates to choose from (repeat; "
-                                                          "default none, scales=288, "
-                                                          "scales=224:288[,logits])."),
-        l2: float = typer.Option(1e-3, help="L2 penalty of the logistic regression."),
-        split: str = typer.Option(None, help="Split to read (e.g. val)."),
-        fmt: str = typer.Option("auto", "--format", help="Dataset format (auto-detected)."),
-        batch_size: int = typer.Option(32),
-        workers: int = typer.Option(0, help="DataLoader workers decoding images (>= 0)."),
-        device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
+        dataset: _Dataset, out: _Out, model: _Model = DEFAULT_MODEL,
+        weights: Weights = "DEFAULT", kind: _Kind = "head", layer: _Layer = None,
+        holdout: _Holdout = "0%", seed: _Seed = 0, tta: _Tta = None, l2: _L2 = 1e-3,
+        split: _Split = None, fmt: Format = "auto", batch_size: _BatchSize = 32,
+        workers: _Workers = 0, device: Device = "auto",
     ) -> None:
         """Fit a class-agnostic foreground head on the frozen network's features (masks from the
         boxes), and choose how it combines with the class map, the TTA and the box threshold on
         images kept apart from the head's. Writes localizer.json and head.npz to --out."""
         from camloc.commands.common import console
-        from camloc.errors import ConfigError
-        from camloc.evaluation.run import open_eval_dataset
-        from camloc.localizer.fit import fit_localizer, parse_share
-        from camloc.localizer.model import KINDS, save_localizer
-        from camloc.models import load_model
-        from camloc.models.loader import resolve_device
+        from camloc.localizer.job import run_localizer_fit
 
-        if kind not in KINDS:
-            raise ConfigError(f"--kind {kind!r}: expected one of {', '.join(KINDS)}")
-        share = parse_share(holdout)
-        if not (l2 >= 0):
-            raise ConfigError(f"--l2 {l2!r}: expected a number >= 0")
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"--out {out}: exists and is not a folder")
-        ds = open_eval_dataset(dataset, fmt=fmt, split=split)
-        w = None if weights is None or str(weights).lower() == "none" else weights
-        cam_model = load_model(model, weights=w, device=resolve_device(device))
-        from camloc.evaluation.evaluate import check_fits_model
-
-        check_fits_model(cam_model, ds)
-        loc = fit_localizer(cam_model, ds, kind=kind, layers=list(layer) if layer else None,
-                            holdout=share, seed=seed, ttas=list(tta) if tta else None, l2=l2,
-                            batch_size=batch_size, workers=workers,
-                            log=lambda m: console.print(m, highlight=False))
-        folder = save_localizer(loc, out)
+        loc, folder = run_localizer_fit(
+            dataset, out, model=model, weights=weights, kind=kind, layers=layer,
+            holdout=holdout, seed=seed, ttas=tta, l2=l2, split=split, fmt=fmt,
+            batch_size=batch_size, workers=workers, device=device,
+            log=lambda m: console.print(m, highlight=False))
         c = loc.fit["chosen"]
         console.print(f"fitted on {len(loc.fit['fit_ids'])} images ({len(loc.fit['heldout_ids'])} "
                       f"held out), {loc.fit['seconds']} s; chosen on {len(loc.fit['choose_ids'])}: "

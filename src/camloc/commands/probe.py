@@ -1,46 +1,53 @@
-"""``camloc probe``: a linear classifier for new classes on a frozen network's pooled features."""
+"""``camloc probe``: a linear classifier for new classes on a frozen network's pooled features.
+Parse -> call :func:`camloc.probe.job.run_probe_job` -> print."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from camloc.commands.options import DEFAULT_MODEL, Device, Format, Model, Split
+
+if TYPE_CHECKING:  # pragma: no cover
+    from camloc.probe.run import ProbeResult
+
+_Dataset = Annotated[str, typer.Argument(help=(
+    "Dataset folder (a folder per class, or any format open_dataset reads: wsol, cub, csv, json, "
+    "...)."))]
+_Weights = Annotated[str, typer.Option(help=(
+    "DEFAULT, a weights file, or 'none' (random weights: for testing only)."))]
+_Classifier = Annotated[str, typer.Option(help=(
+    "logistic (multinomial logistic regression) or svm (linear SVM)."))]
+_C = Annotated[str, typer.Option("--C", "-C", help=(
+    "Inverse regularisation: one value, a comma-separated list or logspace:LOW:HIGH:N (several "
+    "values are cross-validated)."))]
+_Holdout = Annotated[float, typer.Option(help=(
+    "Fraction of each class held out (seeded, stratified) for accuracy and localization; 0 fits "
+    "on everything."))]
+_TestSplit = Annotated[str, typer.Option(help=(
+    "Evaluate on this split of the same dataset instead of holding images out."))]
+_Out = Annotated[Path, typer.Option("--out", "-o", help=(
+    "Output folder: head.safetensors + head.json, report.json, report.md, confusion.png."))]
+_Cache = Annotated[Path, typer.Option(help=(
+    "Feature cache folder (default ~/.cache/camloc/features or $CAMLOC_CACHE/features)."))]
+_NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the cache.")]
+_Localization = Annotated[bool, typer.Option(help=(
+    "Evaluate held-out localization where the dataset has boxes."))]
+_BatchSize = Annotated[int, typer.Option(min=1, help="Images per forward pass.")]
+_Seed = Annotated[int, typer.Option(help="Seed of the split, the CV folds and the solver.")]
 
 
 def register(app: typer.Typer) -> None:
     @app.command("probe")
     def probe_cmd(
-        dataset: str = typer.Argument(..., help="Dataset folder (a folder per class, or any format "
-                                                "open_dataset reads: wsol, cub, csv, json, ...)."),
-        model: str = typer.Option("efficientnet_lite0", "--model", "-m",
-                                  help="Backbone: model name (torchvision/timm) or camloc folder."),
-        weights: str = typer.Option("DEFAULT", help="DEFAULT, a weights file, or 'none' (random "
-                                                    "weights: for testing only)."),
-        classifier: str = typer.Option("logistic", help="logistic (multinomial logistic "
-                                                        "regression) or svm (linear SVM)."),
-        C: str = typer.Option("logspace:-2:3:6", "--C", "-C",
-                              help="Inverse regularisation: one value, a comma-separated list or "
-                                   "logspace:LOW:HIGH:N (several values are cross-validated)."),
-        holdout: float = typer.Option(0.5, help="Fraction of each class held out (seeded, "
-                                                "stratified) for accuracy and localization; 0 fits "
-                                                "on everything."),
-        split: str = typer.Option(None, help="Dataset split to read (e.g. train)."),
-        test_split: str = typer.Option(None, help="Evaluate on this split of the same dataset "
-                                                  "instead of holding images out."),
-        dataset_format: str = typer.Option("auto", "--format",
-                                           help="Dataset format (auto-detected)."),
-        out: Path = typer.Option(Path("camloc-probe"), "--out", "-o",
-                                 help="Output folder: head.safetensors + head.json, report.json, "
-                                      "report.md, confusion.png."),
-        cache: Path = typer.Option(None, help="Feature cache folder (default "
-                                              "~/.cache/camloc/features or "
-                                              "$CAMLOC_CACHE/features)."),
-        no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the cache."),
-        localization: bool = typer.Option(True, help="Evaluate held-out localization where the "
-                                                     "dataset has boxes."),
-        batch_size: int = typer.Option(32, min=1, help="Images per forward pass."),
-        device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
-        seed: int = typer.Option(0, help="Seed of the split, the CV folds and the solver."),
+        dataset: _Dataset, model: Model = DEFAULT_MODEL, weights: _Weights = "DEFAULT",
+        classifier: _Classifier = "logistic", C: _C = "logspace:-2:3:6",
+        holdout: _Holdout = 0.5, split: Split = None, test_split: _TestSplit = None,
+        dataset_format: Format = "auto", out: _Out = Path("camloc-probe"), cache: _Cache = None,
+        no_cache: _NoCache = False, localization: _Localization = True,
+        batch_size: _BatchSize = 32, device: Device = "auto", seed: _Seed = 0,
     ) -> None:
         """Fit a linear classifier for new classes on a frozen network's pooled features.
 
@@ -49,53 +56,42 @@ def register(app: typer.Typer) -> None:
         Exit code 0 when every image was used, 1 when some could not be read (listed in
         errors.jsonl), 2 on a fatal error.
         """
-        from camloc.commands.common import console, print_failures, progress_bar
-        from camloc.data.datasets import open_dataset
-        from camloc.models import load_model
-        from camloc.errors import ConfigError
-        from camloc.probe import (CLASSIFIERS, ProbeSettings, check_classes, default_cache_dir,
-                                  parse_C, run_probe)
+        from camloc.commands.common import console, progress_bar
+        from camloc.probe.job import run_probe_job
 
-        cs = parse_C(C)  # fail on bad options before loading anything
-        if classifier not in CLASSIFIERS:
-            raise ConfigError(f"--classifier {classifier!r}: expected one of "
-                              f"{', '.join(CLASSIFIERS)}")
-        if not 0.0 <= holdout < 1.0:
-            raise ConfigError(f"--holdout {holdout}: expected a fraction in [0, 1)")
-        w = None if weights.lower() == "none" else weights
-        if w is not None and w not in ("DEFAULT", "default") and Path(w).exists():
-            w = str(Path(w).resolve())
-        ds = open_dataset(dataset, format=dataset_format, split=split)
-        check_classes(ds, "dataset")  # fail on a bad dataset before loading the model
-        test_ds = open_dataset(dataset, format=dataset_format, split=test_split) \
-            if test_split else None
-        cam_model = load_model(model, weights=w, device=device)
-        settings = ProbeSettings(classifier=classifier, C=cs, holdout=holdout, seed=seed,
-                                 batch_size=batch_size, localization=localization,
-                                 cache_dir=None if no_cache else (cache or default_cache_dir()))
-        with progress_bar("features") as update:
-            result = run_probe(cam_model, ds, out, settings, test_dataset=test_ds, weights=w,
-                               progress=update, log=lambda m: console.print(m))
-        rep = result.report
-        ho = rep.get("heldout")
-        line = (f"[bold]camloc probe[/bold]: {len(ds.class_names)} classes, "
-                f"{rep['split']['n_train']} training images, {result.probe.classifier} "
-                f"C={result.probe.C:g}")
-        if ho:
-            line += f"; held-out accuracy {100 * ho['accuracy']:.2f}% on {ho['n']} images"
-        loc = rep.get("localization") or {}
-        gk = (loc.get("gt_known_loc") or {}).get("at_fixed")
-        v2 = (loc.get("maxboxacc_v2") or {}).get("value")
-        cb = (rep.get("centre_box_baseline") or {}).get("gt_known_loc")
-        if gk is not None:
-            line += f"; GT-known Loc {gk:.2f}"
-        if v2 is not None:
-            line += f", MaxBoxAccV2 {v2:.2f}"
-        if cb is not None:
-            line += f" (centre box {cb:.2f})"
-        console.print(line)
-        print_failures(result.failed, reason_key="reason", where="errors.jsonl", label="unreadable")
-        console.print(f"head: {out}  (camloc explain --model {model} --head {out} IMAGES)  "
-                      f"report: {out / 'report.json'}")
+        result = run_probe_job(
+            dataset, out, model=model, weights=weights, classifier=classifier, C=C,
+            holdout=holdout, split=split, test_split=test_split, dataset_format=dataset_format,
+            cache=cache, use_cache=not no_cache, localization=localization,
+            batch_size=batch_size, device=device, seed=seed, progress=progress_bar,
+            log=lambda m: console.print(m))
+        _report(result, model, out)
         if result.exit_code:
             raise typer.Exit(result.exit_code)
+
+
+def _report(result: ProbeResult, model: str, out: Path) -> None:
+    """The summary line, the unreadable images and the head's use, on stderr."""
+    from camloc.commands.common import console, print_failures
+
+    rep = result.report
+    ho = rep.get("heldout")
+    line = (f"[bold]camloc probe[/bold]: {len(result.probe.class_names)} classes, "
+            f"{rep['split']['n_train']} training images, {result.probe.classifier} "
+            f"C={result.probe.C:g}")
+    if ho:
+        line += f"; held-out accuracy {100 * ho['accuracy']:.2f}% on {ho['n']} images"
+    loc = rep.get("localization") or {}
+    gk = (loc.get("gt_known_loc") or {}).get("at_fixed")
+    v2 = (loc.get("maxboxacc_v2") or {}).get("value")
+    cb = (rep.get("centre_box_baseline") or {}).get("gt_known_loc")
+    if gk is not None:
+        line += f"; GT-known Loc {gk:.2f}"
+    if v2 is not None:
+        line += f", MaxBoxAccV2 {v2:.2f}"
+    if cb is not None:
+        line += f" (centre box {cb:.2f})"
+    console.print(line)
+    print_failures(result.failed, reason_key="reason", where="errors.jsonl", label="unreadable")
+    console.print(f"head: {out}  (camloc explain --model {model} --head {out} IMAGES)  "
+                  f"report: {out / 'report.json'}")

@@ -1,45 +1,47 @@
-"""``camloc serve``: the local web page and HTTP API (FastAPI + uvicorn)."""
+"""``camloc serve``: the local web page and HTTP API (FastAPI + uvicorn).
+Parse -> call :func:`camloc.web.server.serve` (which checks every option)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
+
+from camloc.commands.options import DEFAULT_MODEL, Device, Head, Model, Weights
+
+_Host = Annotated[str, typer.Option(help=(
+    "Address to listen on (loopback unless told otherwise; other addresses get a warning)."))]
+_Port = Annotated[int, typer.Option(help="Port (0 picks a free one; the URL is printed).")]
+_Runs = Annotated[Path, typer.Option(help=(
+    "Browse the evaluation runs (report.json) under this folder; nothing outside it is served."))]
+_Fit = Annotated[str, typer.Option(help="stretch (default, as `camloc explain`) or crop.")]
+_MaxBatch = Annotated[int, typer.Option(help="Most requests run in one forward pass (1..256).")]
+_BatchWaitMs = Annotated[float, typer.Option(help=(
+    "How long a pass waits for more requests (0..1000 ms)."))]
+_MaxUploadMb = Annotated[float, typer.Option(help="Largest upload accepted (MiB, up to 1024).")]
+_MaxPixels = Annotated[int, typer.Option(help=(
+    "Largest image accepted (pixels, up to 100,000,000)."))]
+_LogLevel = Annotated[str, typer.Option(help="uvicorn log level (info shows requests).")]
 
 
 def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve_cmd(
-        host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback unless told "
-                                                   "otherwise; other addresses get a warning)."),
-        port: int = typer.Option(8765, help="Port (0 picks a free one; the URL is printed)."),
-        model: str = typer.Option("efficientnet_lite0", "--model", "-m",
-                                  help="Model name (torchvision/timm), or a camloc model folder."),
-        weights: str = typer.Option("DEFAULT", help="DEFAULT, a weights file, or 'none' (random)."),
-        head: str = typer.Option(None, help="A linear-probe head folder from `camloc probe`."),
-        device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
-        runs: Path = typer.Option(None, help="Browse the evaluation runs (report.json) under this "
-                                             "folder; nothing outside it is served."),
-        fit: str = typer.Option("stretch", help="stretch (default, as `camloc explain`) or crop."),
-        max_batch: int = typer.Option(16, help="Most requests run in one forward pass (1..256)."),
-        batch_wait_ms: float = typer.Option(5.0, help="How long a pass waits for more requests (0..1000 ms)."),
-        max_upload_mb: float = typer.Option(20.0, help="Largest upload accepted (MiB, up to 1024)."),
-        max_pixels: int = typer.Option(40_000_000, help="Largest image accepted (pixels, up to 100,000,000)."),
-        log_level: str = typer.Option("warning", help="uvicorn log level (info shows requests)."),
+        host: _Host = "127.0.0.1", port: _Port = 8765, model: Model = DEFAULT_MODEL,
+        weights: Weights = "DEFAULT", head: Head = None, device: Device = "auto",
+        runs: _Runs = None, fit: _Fit = "stretch", max_batch: _MaxBatch = 16,
+        batch_wait_ms: _BatchWaitMs = 5.0, max_upload_mb: _MaxUploadMb = 20.0,
+        max_pixels: _MaxPixels = 40_000_000, log_level: _LogLevel = "warning",
     ) -> None:
         """Serve a web page and HTTP API: upload an image, see its maps and boxes.
 
         The model is loaded once; the server binds to 127.0.0.1 unless --host says otherwise.
         Ctrl-C stops it. API reference at /docs; see docs/ui.md.
         """
-        from camloc.web.limits import check_server_options
-
-        check_server_options(max_batch=max_batch, batch_wait_ms=batch_wait_ms,
-                             max_upload_mb=max_upload_mb, max_pixels=max_pixels)
         from camloc.web.server import serve
 
-        serve(host=host, port=port, model=model,
-              weights=None if weights.lower() == "none" else weights, head=head, device=device,
+        serve(host=host, port=port, model=model, weights=weights, head=head, device=device,
               runs=str(runs) if runs is not None else None, fit=fit, max_batch=max_batch,
               batch_wait_ms=batch_wait_ms, max_upload_mb=max_upload_mb, max_pixels=max_pixels,
               log_level=log_level)

@@ -1,10 +1,23 @@
-"""``camloc synth``: write the procedural WSOL dataset (small class part, large shared body)."""
+"""``camloc synth``: write the procedural WSOL dataset (small class part, large shared body).
+Parse -> call :func:`camloc.data.synth.make_synth` -> print."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
+
+_Out = Annotated[Path, typer.Argument(help="Folder to write the dataset to (created).")]
+_Classes = Annotated[int, typer.Option("--classes", help="Number of classes (2..42).")]
+_Images = Annotated[int, typer.Option("--images", help="Total number of images (1..100000).")]
+_Size = Annotated[int, typer.Option("--size", help="Image side in pixels (32..1024).")]
+_Seed = Annotated[int, typer.Option("--seed", help=(
+    "Random seed; equal seeds give identical files."))]
+_TestFraction = Annotated[float, typer.Option("--test-fraction", help=(
+    "Share of the images in the test split."))]
+_Overwrite = Annotated[bool, typer.Option("--overwrite", help=(
+    "Replace an earlier synthetic dataset at OUT."))]
 
 
 def register(app: typer.Typer) -> None:
@@ -12,15 +25,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("synth")
     def synth(
-        out: Path = typer.Argument(..., help="Folder to write the dataset to (created)."),
-        classes: int = typer.Option(4, "--classes", help="Number of classes (2..42)."),
-        images: int = typer.Option(400, "--images", help="Total number of images (1..100000)."),
-        size: int = typer.Option(96, "--size", help="Image side in pixels (32..1024)."),
-        seed: int = typer.Option(0, "--seed", help="Random seed; equal seeds give identical files."),
-        test_fraction: float = typer.Option(0.25, "--test-fraction",
-                                            help="Share of the images in the test split."),
-        overwrite: bool = typer.Option(False, "--overwrite",
-                                       help="Replace an earlier synthetic dataset at OUT."),
+        out: _Out, classes: _Classes = 4, images: _Images = 400, size: _Size = 96,
+        seed: _Seed = 0, test_fraction: _TestFraction = 0.25, overwrite: _Overwrite = False,
     ) -> None:
         """Write a synthetic WSOL dataset (wsol format, boxes and masks) to OUT.
 

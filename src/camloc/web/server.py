@@ -54,7 +54,11 @@ def serve(host: str = "127.0.0.1", port: int = 8765, model: str = "efficientnet_
           runs: str | None = None, fit: str = "stretch", max_batch: int = 16,
           batch_wait_ms: float = 5.0, max_upload_mb: float = 20.0, max_pixels: int = 40_000_000,
           log_level: str = "warning", out: TextIO | None = None) -> None:
-    """Load the model once, bind ``host:port`` and serve until interrupted (Ctrl-C)."""
+    """Load the model once, bind ``host:port`` and serve until interrupted (Ctrl-C).
+
+    Every option is checked (:func:`camloc.web.limits.check_server_options`) before the model
+    loads; ``weights``: ``"none"`` (or None) for random weights.
+    """
     import uvicorn
 
     from camloc.web.app import ServerSettings, create_app
@@ -62,13 +66,13 @@ def serve(host: str = "127.0.0.1", port: int = 8765, model: str = "efficientnet_
     from camloc.web.runs import RunsIndex
     from camloc.web.uploads import UploadLimits
 
+    from camloc.web.limits import check_server_options
+
     out = out or sys.stderr
-    if max_batch < 1:
-        raise ConfigError(f"--max-batch {max_batch}: must be >= 1")
-    if batch_wait_ms < 0:
-        raise ConfigError(f"--batch-wait-ms {batch_wait_ms}: must be >= 0")
-    if max_upload_mb <= 0 or max_pixels <= 0:
-        raise ConfigError("--max-upload-mb and --max-pixels must be positive")
+    check_server_options(max_batch=max_batch, batch_wait_ms=batch_wait_ms,
+                         max_upload_mb=max_upload_mb, max_pixels=max_pixels)
+    if weights is not None and weights.lower() == "none":
+        weights = None
     if runs is not None:
         RunsIndex(runs)  # a missing folder is an error now, not at the first click
     loopback = is_loopback(host)
