@@ -27,8 +27,10 @@ def test_torchrun_two_processes(synth_tiny: Path, tmp_path: Path, run_torchrun):
                          "--lr", "0.05", "--crop-scale", "0.5", "--device", "cpu", "--val-split",
                          "test", "--out", str(out)], timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    # one checkpoint, written once (rank 0): the best and last model folders, the state, the log
-    assert sorted(p.name for p in out.iterdir()) == ["last", "log.csv", "metrics.json",
+    # one checkpoint, written once (rank 0): the best and last model folders, the state, the log,
+    # and the lock file rank 0 held while the run wrote (camloc.io.out_lock)
+    assert sorted(p.name for p in out.iterdir()) == [".camloc.lock", "last", "log.csv",
+                                                     "metrics.json",
                                                      "model.safetensors", "spec.json",
                                                      "train_state.pt"]
     rows = list(csv.DictReader((out / "log.csv").open()))
