@@ -34,7 +34,7 @@ from torch import nn
 
 from camloc.devices import resolve_device
 from camloc.errors import CamlocError, CheckpointError, ConfigError, ModelError
-from camloc.models.heads import GapHead, discover_gap_head, eval_mode
+from camloc.models.heads import GapHead, HeadSearch, discover_gap_head, eval_mode
 from camloc.models.layers import (LayerSpec, LayerTap, Reshape, declared_prefix, default_layer_names,
                                   resolve_layers, spatially_relevant, trace_modules)
 from camloc.models.outputs import OutputSelector, check_output_selector, select_output
@@ -248,7 +248,7 @@ def _finish(module: nn.Module, spec: ModelSpec, layer: LayerSpec, output: Output
     """Discover the head, apply a probe head, choose the default layers: the common tail of
     :func:`load_model` and :func:`wrap`."""
     size = spec.preprocess.input_size
-    found = discover_gap_head(module, size, output=output)
+    found = _search_head(module, size, output)
     if head_dir is not None:
         apply_head_dir(module, spec, found.head, head_dir, backbone=backbone)
     records = found.records
@@ -278,6 +278,48 @@ def _finish(module: nn.Module, spec: ModelSpec, layer: LayerSpec, output: Output
         raise ModelError(f"{spec.name}: the model gives {found.logits_shape[1]} logits but its spec "
                          f"names {spec.num_classes} classes")
     return CamModel(module, spec, found.head, info, names, output, reshape, found.reason)
+
+
+#: The smallest side of the quick head search (see :func:`_search_head`).
+_QUICK_MIN_SIDE = 64
+
+
+def _search_head(module: nn.Module, size: tuple[int, int], output: OutputSelector) -> HeadSearch:
+    """:func:`discover_gap_head` at about half the input side first (a quarter of the work).
+
+    Whether the logits are ``W mean_xy(f) + b`` is a property of the architecture, and the search
+    verifies it numerically at whatever size it runs, on maps of at least two positions. The quick
+    result is kept only when it cannot differ from the full-size one: a channels-first head, and no
+    later layer whose output could be a map of the head's width at another size (a channels-last
+    or token layout the quick size did not recognise). Anything else -- no head, another layout,
+    a model that needs its own input size -- is searched again at ``size``.
+    """
+    quick = (max(_QUICK_MIN_SIDE, size[0] // 2), max(_QUICK_MIN_SIDE, size[1] // 2))
+    if quick[0] < size[0] and quick[1] < size[1]:
+        found = discover_gap_head(module, quick, output=output)
+        if found.head is not None and _quick_head_is_final(found):
+            return found
+    return discover_gap_head(module, size, output=output)
+
+
+def _quick_head_is_final(found: HeadSearch) -> bool:
+    head = found.head
+    if head is None or head.layout.kind != "nchw" or head.feature_module is None:
+        return False
+    k = head.num_channels
+    at = [i for i, r in enumerate(found.records) if r.module is head.feature_module]
+    if not at:
+        return False
+    later = found.records[at[-1] + 1:]
+    while later and later[0].same_as_previous:  # the feature layer's own tensor (a container)
+        later = later[1:]
+
+    def could_be_map(s: tuple[int, ...]) -> bool:
+        if len(s) == 4:
+            return (s[1] == k and s[2] * s[3] >= 2) or (s[3] == k and s[1] * s[2] >= 2)
+        return len(s) == 3 and s[2] == k and s[1] >= 2
+
+    return not any(could_be_map(tuple(r.shape)) for r in later)
 
 
 def _probe(module: nn.Module, size: tuple[int, int]) -> torch.Tensor:
