@@ -35,6 +35,7 @@ from camloc.data.images import load_image, to_tensor
 from camloc.errors import ConfigError
 from camloc.io import atomic_save_npy, versions
 from camloc.protocol.batches import EvalBatch, eval_batches, labelled_samples
+from camloc.protocol.datasets import check_classes, check_fits_model, fit_classes
 from camloc.metrics.scoremaps import EVAL_SIZE, prepare_scoremap
 from camloc.evaluation.state import EvalState
 from camloc.models.heads import eval_mode
@@ -64,53 +65,6 @@ def full_fp32(active: bool = True) -> Iterator[None]:
         yield
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
-
-
-def _model_synsets(model: CamModel) -> list[str] | None:
-    """The model's WordNet ids when it is an ImageNet-1k classifier (its class names are
-    ImageNet's), else ``None``."""
-    if model.spec.num_classes != 1000:
-        return None
-    try:
-        from camloc.data.imagenet import imagenet_class_names, imagenet_synsets
-
-        if list(model.spec.class_names) != list(imagenet_class_names()):
-            return None
-        return imagenet_synsets()
-    except Exception:  # noqa: BLE001 - timm's synset list unavailable: compare names only
-        return None
-
-
-def check_classes(model: CamModel, dataset: Any) -> None:
-    """Refuse a dataset whose class ids do not mean the model's classes
-    (:func:`camloc.data.classes.check_model_classes`; raises :class:`~camloc.errors.DatasetError`)."""
-    from camloc.data.classes import check_model_classes
-
-    check_model_classes(dataset, model.spec.num_classes, model.spec.class_names,
-                        synsets=_model_synsets(model))
-
-
-def fit_classes(model: CamModel, dataset: Any) -> Any:
-    """``dataset`` numbered as ``model`` numbers its classes: renumbered by WordNet id where both
-    have them (an ImageNet subset whose classes are ``n01440764``-style ids, in any layout,
-    onto an ImageNet model), else unchanged; raises :class:`~camloc.errors.DatasetError` where
-    the classes do not match (:func:`camloc.data.classes.fit_to_model_classes`)."""
-    from camloc.data.classes import fit_to_model_classes
-
-    return fit_to_model_classes(dataset, model.spec.num_classes, model.spec.class_names,
-                                synsets=_model_synsets(model))
-
-
-def check_fits_model(model: CamModel, dataset: Any) -> Any:
-    """Refuse a dataset that would give silently wrong figures with ``model``: class ids that do not
-    mean the model's classes (:func:`fit_classes`), or metadata sizes that disagree with the image
-    headers (boxes would be rescaled from the wrong size; ``dataset.check_sizes()``). Raises
-    :class:`~camloc.errors.DatasetError` naming the file and line. Returns the dataset to score:
-    renumbered into the model's classes where its classes are WordNet ids (:func:`fit_classes`)."""
-    dataset = fit_classes(model, dataset)
-    if hasattr(dataset, "check_sizes"):
-        dataset.check_sizes()
-    return dataset
 
 
 def check_eval_settings(interval: object, fixed_threshold: object, batch_size: object,

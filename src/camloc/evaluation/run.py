@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from camloc.evaluation.state import EvalState, merge_states
+from camloc.protocol.datasets import open_eval_dataset
 
 __all__ = ["EvalResult", "open_eval_dataset", "run_evaluation", "PER_IMAGE_NAME"]
 
@@ -34,25 +35,6 @@ class EvalResult:
     json_path: Path
     html_path: Path
     per_image_path: Path
-
-
-def open_eval_dataset(path: str | os.PathLike[str], fmt: str = "auto", split: str | None = None,
-                      image_root: str | os.PathLike[str] | None = None,
-                      synsets: str | os.PathLike[str] | None = None,
-                      num_classes: int | None = None) -> Any:
-    """:func:`camloc.data.open.open_dataset` with the CLI's ``--image-root``, ``--synsets`` and
-    ``--num-classes`` (``None``: not given; passed only when given, so a format that does not
-    take one refuses it by name)."""
-    from camloc.data.open import open_dataset
-
-    kw: dict[str, Any] = {}
-    if image_root is not None:
-        kw["image_root"] = str(image_root)
-    if synsets is not None:
-        kw["synsets"] = str(synsets)
-    if num_classes is not None:
-        kw["num_classes"] = num_classes
-    return open_dataset(path, format=fmt, split=split, **kw)
 
 
 def run_evaluation(dataset: Any, out: str | os.PathLike[str], *, model: str = "efficientnet_lite0",

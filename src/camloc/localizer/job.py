@@ -34,8 +34,7 @@ def run_localizer_fit(dataset: str | os.PathLike[str], out: str | os.PathLike[st
         ConfigError: a bad option, an ``out`` that is not a folder; DatasetError: too few images
             with boxes; ModelError, WeightsError: the model cannot be loaded.
     """
-    from camloc.evaluation.evaluate import check_fits_model
-    from camloc.evaluation.run import open_eval_dataset
+    from camloc.protocol.datasets import check_fits_model, open_eval_dataset
     from camloc.localizer.fit import fit_localizer, parse_share
     from camloc.localizer.model import KINDS, save_localizer
     from camloc.models import load_model
@@ -52,7 +51,7 @@ def run_localizer_fit(dataset: str | os.PathLike[str], out: str | os.PathLike[st
     ds = open_eval_dataset(dataset, fmt=fmt, split=split)
     w = None if weights is None or str(weights).lower() == "none" else weights
     cam_model = load_model(model, weights=w, device=resolve_device(device))
-    check_fits_model(cam_model, ds)
+    ds = check_fits_model(cam_model, ds)  # renumbered as the model's classes where needed
     loc = fit_localizer(cam_model, ds, kind=kind, layers=list(layers) if layers else None,
                         holdout=share, seed=seed, ttas=list(ttas) if ttas else None, l2=l2,
                         batch_size=batch_size, workers=workers, log=log)
