@@ -34,7 +34,7 @@ from camloc.errors import CamlocError, ConfigError
 if TYPE_CHECKING:
     from PIL import Image
 
-    from camloc.models.registry import CamModel
+    from camloc.models.loader import CamModel
     from camloc.models.spec import Geometry
 
 __all__ = ["WebEngine", "ExplainJob", "ImageResult", "DEFAULT_LAYER"]
@@ -167,6 +167,10 @@ class WebEngine:
         layer hooks (added and removed around every pass) never see each other's passes."""
         if not any(m["name"] == method and m.get("slow") for m in self.methods()):
             return self.model
+        return self._slow_copy()
+
+    def _slow_copy(self) -> CamModel:
+        """The slow lane's own copy of the model (made on first use)."""
         with self._slow_lock:
             if self._slow_model is None:
                 import copy
@@ -425,6 +429,32 @@ class WebEngine:
             for i, m in zip(wanted, every):
                 results[i].all_maps = m  # type: ignore[union-attr]
         return results  # type: ignore[return-value]
+
+    def run_folder(self, paths: Sequence[str], out: str, method: str, layer: str | None,
+                   top_k: int, threshold: float, progress: Any = None) -> Any:
+        """Explain image files into the run folder ``out`` with the library's
+        :func:`camloc.explain.run.run_explain` (the folder ``camloc explain`` writes: overlays,
+        maps, ``results.jsonl``, ``errors.jsonl``, manifest), on the slow lane's model copy.
+        ``progress``: a followed request (``camloc.web.jobs.Job``): images done of the total,
+        and Cancel between images. Returns the :class:`~camloc.explain.run.RunSummary`."""
+        from camloc.explain.run import ExplainSettings, run_explain
+
+        def update(done: int, total: int | None) -> None:
+            if progress is not None:
+                progress.passes = done
+                if total is not None:
+                    progress.expected_passes = total
+                if progress.cancel_event.is_set():
+                    progress.tick()  # raises Cancelled: the run stops between images
+
+        model = self._slow_copy()
+        settings = ExplainSettings(
+            top_k=min(top_k, len(self.class_names)), threshold=threshold, method=method,
+            layer=layer or None, preprocess=self.preprocess, batch_size=1, save_maps=True,
+            overlays=True, threshold_source={"kind": "given"})
+        return run_explain(model, list(paths), out, settings, progress=update,
+                           source={"model": self.name, "weights": self.model.spec.source,
+                                   "head": None})
 
     def all_class_maps(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Raw maps of every class, ``(N, C, h, w)`` float32, from one forward pass (exact CAM)."""

@@ -114,7 +114,7 @@
       for (const l of methods.layers) $("layer").appendChild(el("option", { value: l.name }, l.label || l.name));
       updateLayerOptions();
       readHash();
-      if (health.runs) $("tab-runs").hidden = false;
+      if (health.runs) { $("tab-runs").hidden = false; $("batch").hidden = false; }
       document.body.dataset.ready = "1";
     } catch (e) {
       setStatus("cannot reach the server: " + e.message, true);
@@ -715,7 +715,60 @@
     }
   }
 
-  window.CamlocApp = { state: state, resultJson: resultJson };
+  // ---------------------------------------------------------------- batch upload
+  // Several photos -> a small explain run (the run folder `camloc explain` writes) under --runs,
+  // with the current method, layer, top-k and threshold; progress while it runs.
+  function showTab(name) {
+    for (const t of document.querySelectorAll(".tab")) t.classList.toggle("active", t.dataset.tab === name);
+    $("page-explain").hidden = name !== "explain";
+    $("page-runs").hidden = name !== "runs";
+  }
+
+  async function batchUpload(files) {
+    if (!files.length) return;
+    const s = settings(), form = new FormData();
+    for (const f of files) form.append("images", f, f.name);
+    form.append("method", s.method); form.append("layer", s.layer);
+    form.append("top_k", String(s.topK)); form.append("threshold", String(s.threshold));
+    const box = $("batch-job"), info = $("batch-info"), bar = $("batch-progress"), open = $("batch-open");
+    box.hidden = false; open.hidden = true; bar.value = 0;
+    info.textContent = "uploading " + files.length + " photo(s)...";
+    let answer;
+    try { answer = await api("/api/batch", { method: "POST", body: form }); } catch (e) {
+      info.textContent = "batch refused: " + e.message; return;
+    }
+    box.dataset.run = answer.run;
+    const poll = async function () {
+      let st;
+      try { st = await api("/api/jobs/" + answer.job); } catch (e) { info.textContent = e.message; return; }
+      bar.value = st.images ? st.passes / st.images : 0;
+      if (st.state === "queued" || st.state === "running") {
+        info.textContent = (st.state === "queued" ? "waiting for the slow lane; " : "") +
+          st.passes + " of " + st.images + " photo(s) explained";
+        setTimeout(poll, 300);
+        return;
+      }
+      bar.value = 1;
+      info.textContent = st.state === "done" ?
+        answer.run + ": " + st.done + " explained" + (st.failed ? ", " + st.failed + " failed (errors.jsonl)" : "") :
+        answer.run + ": " + st.state + (st.error ? " (" + st.error + ")" : "");
+      box.dataset.state = st.state;
+      open.hidden = st.state !== "done";
+    };
+    poll();
+  }
+
+  $("batch-files").addEventListener("change", function () {
+    const files = Array.from($("batch-files").files || []);
+    $("batch-files").value = "";  // the same files again start another run
+    batchUpload(files);
+  });
+  $("batch-open").addEventListener("click", async function () {
+    showTab("runs");
+    if (window.CamlocRuns) { await window.CamlocRuns.show(); window.CamlocRuns.openRun($("batch-job").dataset.run); }
+  });
+
+  window.CamlocApp = { state: state, resultJson: resultJson, showTab: showTab };
   wireInput();
   wireControls();
   init();
