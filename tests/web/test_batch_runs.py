@@ -14,29 +14,14 @@ import pytest
 from camloc.web.app import create_app
 from camloc.web.engine import WebEngine
 
+from .conftest import copy_runs_with_changes
+
 SAMPLES = Path(__file__).resolve().parents[2] / "src" / "camloc" / "assets" / "samples"
 
 
 @pytest.fixture(scope="module")
 def runs_root(tmp_path_factory, eval_run) -> Path:
-    """The eval run's folder copied; ``changed``: the same report with other IoUs; a saved
-    scoremap for the first image of ``synth-eval``."""
-    import shutil
-
-    root = tmp_path_factory.mktemp("batch-runs") / "runs"
-    shutil.copytree(eval_run["root"], root)
-    changed = root / "changed"
-    changed.mkdir()
-    shutil.copy(root / "synth-eval" / "report.json", changed / "report.json")
-    recs = [dict(r) for r in eval_run["records"]]
-    recs[0]["iou"], recs[1]["iou"] = 0.95, 0.0
-    (changed / "per_image.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-    first = eval_run["records"][0]["image_id"]
-    target = root / "synth-eval" / "scoremaps" / (first + ".npy")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    ramp = np.tile(np.linspace(0, 1, 32, dtype=np.float32), (24, 1))
-    np.save(target, ramp)
-    return root
+    return copy_runs_with_changes(tmp_path_factory.mktemp("batch-runs") / "runs", eval_run)
 
 
 @pytest.fixture(scope="module")

@@ -768,7 +768,7 @@
     if (window.CamlocRuns) { await window.CamlocRuns.show(); window.CamlocRuns.openRun($("batch-job").dataset.run); }
   });
 
-  window.CamlocApp = { state: state, resultJson: resultJson, showTab: showTab };
+  window.CamlocApp = { state: state, resultJson: resultJson, showTab: showTab, takeFile: takeFile };
   wireInput();
   wireControls();
   init();
