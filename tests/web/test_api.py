@@ -318,3 +318,49 @@ def test_a_queued_slow_request_cancels_at_once(tiny_model_dir):
         first.join(timeout=30)
         assert answers["first"][0] == 200
         assert c.get("/api/jobs/first").json()["state"] == "done"
+
+
+def test_server_settings_bounded_like_the_cli(tiny_model_dir, capsys):
+    """The library's ServerSettings and serve() refuse what `camloc serve` refuses (one checker,
+    camloc.web.limits.check_server_options); --max-decoded-mp sets the decoded-pixel bound."""
+    from camloc.cli import main
+    from camloc.errors import ConfigError
+    from camloc.web.server import serve
+
+    for bad in ({"max_batch": 0}, {"max_wait_ms": float("nan")}, {"max_wait_ms": 1e9},
+                {"limits": UploadLimits(max_bytes=0)},
+                {"limits": UploadLimits(max_pixels=10**12)},
+                {"max_decoded_pixels": 1_000}):  # less than one largest image
+        with pytest.raises(ConfigError):
+            ServerSettings(**bad)
+    assert ServerSettings(max_decoded_pixels=200_000_000).max_decoded_pixels == 200_000_000
+    with pytest.raises(ConfigError, match="--batch-wait-ms"):
+        serve(port=0, model=str(tiny_model_dir), batch_wait_ms=float("inf"))
+    with pytest.raises(ConfigError, match="--max-decoded-mp"):
+        serve(port=0, model=str(tiny_model_dir), max_decoded_mp=-1)
+    assert main(["serve", "--model", str(tiny_model_dir), "--max-decoded-mp", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--max-decoded-mp 1: smaller than one largest image" in err and "Traceback" not in err
+
+
+def test_max_decoded_pixels_reaches_health(engine):
+    from fastapi.testclient import TestClient
+
+    settings = ServerSettings(limits=UploadLimits(max_pixels=1_000_000), max_decoded_pixels=3_000_000)
+    with TestClient(create_app(engine, settings=settings), base_url="http://127.0.0.1") as c:
+        assert c.get("/api/health").json()["limits"]["max_decoded_pixels"] == 3_000_000
+
+
+def test_web_uses_only_public_names_of_the_models_package():
+    """camloc.web imports no private name of camloc.models and no removed module."""
+    import ast
+    from pathlib import Path
+
+    import camloc.web
+
+    for path in Path(camloc.web.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("camloc.models"):
+                assert node.module != "camloc.models.registry", path
+                assert not [a.name for a in node.names if a.name.startswith("_")], path

@@ -25,6 +25,9 @@ def register(app: typer.Typer) -> None:
         batch_wait_ms: float = typer.Option(5.0, help="How long a pass waits for more requests (0..1000 ms)."),
         max_upload_mb: float = typer.Option(20.0, help="Largest upload accepted (MiB, up to 1024)."),
         max_pixels: int = typer.Option(40_000_000, help="Largest image accepted (pixels, up to 100,000,000)."),
+        max_decoded_mp: float = typer.Option(
+            0.0, help="Decoded pixels all requests may hold at once, in megapixels (0: twice "
+                      "--max-pixels; at least --max-pixels, up to 2000)."),
         log_level: str = typer.Option("warning", help="uvicorn log level (info shows requests)."),
     ) -> None:
         """Serve a web page and HTTP API: upload an image, see its maps and boxes.
@@ -35,11 +38,12 @@ def register(app: typer.Typer) -> None:
         from camloc.web.limits import check_server_options
 
         check_server_options(max_batch=max_batch, batch_wait_ms=batch_wait_ms,
-                             max_upload_mb=max_upload_mb, max_pixels=max_pixels)
+                             max_upload_mb=max_upload_mb, max_pixels=max_pixels,
+                             max_decoded_mp=max_decoded_mp)
         from camloc.web.server import serve
 
         serve(host=host, port=port, model=model,
               weights=None if weights.lower() == "none" else weights, head=head, device=device,
               runs=str(runs) if runs is not None else None, fit=fit, max_batch=max_batch,
               batch_wait_ms=batch_wait_ms, max_upload_mb=max_upload_mb, max_pixels=max_pixels,
-              log_level=log_level)
+              log_level=log_level, max_decoded_mp=max_decoded_mp)

@@ -94,6 +94,16 @@ class ServerSettings:
     #: decoded pixels held at once by all requests (0: twice ``limits.max_pixels``)
     max_decoded_pixels: int = 0
 
+    def __post_init__(self) -> None:
+        """The same bounds as ``camloc serve``'s options (:func:`check_server_options`):
+        :class:`~camloc.errors.ConfigError` naming the first one out of bounds."""
+        from camloc.web.limits import check_server_options
+
+        check_server_options(max_batch=self.max_batch, batch_wait_ms=self.max_wait_ms,
+                             max_upload_mb=self.limits.max_bytes / (1024 * 1024),
+                             max_pixels=self.limits.max_pixels,
+                             max_decoded_mp=self.max_decoded_pixels / 1e6)
+
 
 def _error(status: int, reason: str) -> JSONResponse:
     return JSONResponse({"error": reason}, status_code=status)

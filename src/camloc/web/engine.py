@@ -489,10 +489,10 @@ def _spatial_layers(module: Any, input_size: tuple[int, int], device: Any) -> li
 
     import torch
 
-    from camloc.models.layers import _is_skipped, declared_prefix, infer_layout, trace_modules
+    from camloc.models.layers import declared_prefix, infer_layout, is_skipped, trace_modules
 
     prefix = declared_prefix(module)
-    only = [m for n, m in module.named_modules() if n and n.count(".") <= 1 and not _is_skipped(m)]
+    only = [m for n, m in module.named_modules() if n and n.count(".") <= 1 and not is_skipped(m)]
     was_training = module.training
     module.eval()
     try:

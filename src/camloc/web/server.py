@@ -53,8 +53,14 @@ def serve(host: str = "127.0.0.1", port: int = 8765, model: str = "efficientnet_
           weights: str | None = "DEFAULT", head: str | None = None, device: str = "auto",
           runs: str | None = None, fit: str = "stretch", max_batch: int = 16,
           batch_wait_ms: float = 5.0, max_upload_mb: float = 20.0, max_pixels: int = 40_000_000,
-          log_level: str = "warning", out: TextIO | None = None) -> None:
-    """Load the model once, bind ``host:port`` and serve until interrupted (Ctrl-C)."""
+          log_level: str = "warning", out: TextIO | None = None,
+          max_decoded_mp: float = 0.0) -> None:
+    """Load the model once, bind ``host:port`` and serve until interrupted (Ctrl-C).
+
+    The options are ``camloc serve``'s, bounded as it bounds them
+    (:func:`camloc.web.limits.check_server_options`; :class:`ConfigError` otherwise).
+    ``max_decoded_mp``: megapixels all requests may hold decoded at once (0: twice
+    ``max_pixels``)."""
     import uvicorn
 
     from camloc.web.app import ServerSettings, create_app
@@ -63,12 +69,11 @@ def serve(host: str = "127.0.0.1", port: int = 8765, model: str = "efficientnet_
     from camloc.web.uploads import UploadLimits
 
     out = out or sys.stderr
-    if max_batch < 1:
-        raise ConfigError(f"--max-batch {max_batch}: must be >= 1")
-    if batch_wait_ms < 0:
-        raise ConfigError(f"--batch-wait-ms {batch_wait_ms}: must be >= 0")
-    if max_upload_mb <= 0 or max_pixels <= 0:
-        raise ConfigError("--max-upload-mb and --max-pixels must be positive")
+    from camloc.web.limits import check_server_options
+
+    check_server_options(max_batch=max_batch, batch_wait_ms=batch_wait_ms,
+                         max_upload_mb=max_upload_mb, max_pixels=max_pixels,
+                         max_decoded_mp=max_decoded_mp)
     if runs is not None:
         RunsIndex(runs)  # a missing folder is an error now, not at the first click
     loopback = is_loopback(host)
@@ -81,6 +86,7 @@ def serve(host: str = "127.0.0.1", port: int = 8765, model: str = "efficientnet_
         settings = ServerSettings(
             limits=UploadLimits(max_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels),
             max_batch=max_batch, max_wait_ms=batch_wait_ms,
+            max_decoded_pixels=int(max_decoded_mp * 1e6),
             allowed_hosts=ServerSettings.allowed_hosts if loopback else None)
         app = create_app(engine, runs_dir=runs, settings=settings)
         bound = sock.getsockname()
