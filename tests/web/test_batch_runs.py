@@ -137,3 +137,17 @@ def test_two_runs_side_by_side(client, eval_run):
     assert all(r["diff"] == 0 for r in data["per_image"][2:])
     bad = client.get("/api/runs/compare", params={"a": "synth-eval", "b": "nope"})
     assert bad.status_code == 404
+
+
+def test_a_queued_batch_is_cancelled(client, runs_root):
+    """DELETE /api/jobs/JOB on a batch waiting behind another: it never runs (no results), the
+    one ahead completes."""
+    photo = (SAMPLES / "chelsea.jpg").read_bytes()
+    ahead = client.post("/api/batch", files=[("images", (f"p{i}.jpg", photo, "image/jpeg"))
+                                             for i in range(12)]).json()
+    behind = client.post("/api/batch", files=[("images", ("q.jpg", photo, "image/jpeg"))]).json()
+    assert client.delete(f"/api/jobs/{behind['job']}").status_code == 200
+    assert _wait(client, behind["job"])["state"] == "cancelled"
+    assert not (runs_root / behind["run"] / "results.jsonl").exists()
+    done = _wait(client, ahead["job"])
+    assert done["state"] == "done" and done["done"] == 12

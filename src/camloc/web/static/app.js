@@ -738,6 +738,9 @@
       info.textContent = "batch refused: " + e.message; return;
     }
     box.dataset.run = answer.run;
+    box.dataset.job = answer.job;
+    delete box.dataset.state;
+    $("batch-cancel").hidden = false;
     const poll = async function () {
       let st;
       try { st = await api("/api/jobs/" + answer.job); } catch (e) { info.textContent = e.message; return; }
@@ -754,6 +757,7 @@
         answer.run + ": " + st.state + (st.error ? " (" + st.error + ")" : "");
       box.dataset.state = st.state;
       open.hidden = st.state !== "done";
+      $("batch-cancel").hidden = true;
     };
     poll();
   }
@@ -762,6 +766,10 @@
     const files = Array.from($("batch-files").files || []);
     $("batch-files").value = "";  // the same files again start another run
     batchUpload(files);
+  });
+  $("batch-cancel").addEventListener("click", function () {
+    const job = $("batch-job").dataset.job;
+    if (job) fetch("/api/jobs/" + job, { method: "DELETE" }).catch(function () {});
   });
   $("batch-open").addEventListener("click", async function () {
     showTab("runs");
