@@ -71,6 +71,7 @@ def test_batch_upload_from_the_page(page, samples_dir, runs_root):
     assert page.is_visible("#page-runs") and page.is_hidden("#page-explain")
     heads = page.eval_on_selector_all("#per-image thead th", "ths => ths.map(t => t.textContent)")
     assert heads == ["image", "top class", "probability"]
+    assert page.is_hidden("#run-curves") and page.is_hidden("#run-hist")  # no IoU in an explain run
     names = page.eval_on_selector_all("#per-image tbody tr td:first-child",
                                       "tds => tds.map(t => t.textContent)")
     assert names == ["001-chelsea.jpg", "002-coffee.jpg"]
@@ -89,6 +90,7 @@ def test_batch_upload_from_the_page(page, samples_dir, runs_root):
 
 def test_evaluation_run_scoremap_ticks_and_side_by_side(page, eval_run):
     _open_run(page, "synth-eval")
+    assert page.is_visible("#run-curves") and page.is_visible("#run-hist")
     for canvas in ("#run-curves", "#run-hist"):
         ticks = page.eval_on_selector(canvas, "c => c.dataset.xticks")
         assert ticks == "0,0.2,0.4,0.6,0.8,1"

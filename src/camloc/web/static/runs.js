@@ -74,6 +74,7 @@
     $("run-title").textContent = view.kind === "explain" ?
       id + ": explain run (" + (rep.manifest.model || "") + ", " + (rep.manifest.method || "") + ")" :
       id + ": " + model + " on " + ((rep.dataset || {}).name || "");
+    $("run-curves").hidden = $("run-hist").hidden = view.kind === "explain";  // no IoU to plot
     view.sortKey = view.kind === "explain" ? "name" : "iou";
     view.sortAsc = true;
     buildHeader();
@@ -274,11 +275,12 @@
   function axes(ctx, w, h, pad, ylabel, xticks, yticks, ymax, yfmt) {
     ctx.clearRect(0, 0, w, h);
     ctx.strokeStyle = "#888"; ctx.lineWidth = 1;
-    ctx.strokeRect(pad, 10, w - pad - 10, h - pad - 10);
+    const top = 22;  // room for the y label above the plot
+    ctx.strokeRect(pad, top, w - pad - 10, h - pad - top);
     ctx.fillStyle = "#333"; ctx.font = "11px sans-serif";
-    ctx.fillText(ylabel, 4, 9);
+    ctx.fillText(ylabel, 4, 12);
     const X = function (t) { return pad + (w - pad - 10) * t; };
-    const Y = function (v) { return 10 + (h - pad - 10) * (1 - v / ymax); };
+    const Y = function (v) { return top + (h - pad - top) * (1 - v / ymax); };
     ctx.textAlign = "center";
     for (const t of xticks) {
       ctx.beginPath(); ctx.moveTo(X(t), h - pad); ctx.lineTo(X(t), h - pad + 4); ctx.stroke();
@@ -328,7 +330,7 @@
         ctx.stroke();
         ctx.setLineDash([]);
         ctx.fillStyle = color;
-        ctx.fillText(label + (r === 1 ? " (dotted)" : ""), w - 170, 26 + 14 * k);
+        ctx.fillText(label + (r === 1 ? " (dotted)" : ""), w - 170, 36 + 14 * k);
         k++;
       });
     });
@@ -351,7 +353,7 @@
     if (!ious.length) { ctx.fillText("no per-image IoU", pad + 10, h / 2); return; }
     const bw = (w - pad - 10) / 20;
     bins.forEach(function (n, i) {
-      const bh = (h - pad - 10) * n / top;
+      const bh = (h - pad - 22) * n / top;
       ctx.fillStyle = i >= 10 ? "#2ca02c" : "#d62728";
       ctx.fillRect(pad + i * bw + 1, h - pad - bh, bw - 2, bh);
     });
