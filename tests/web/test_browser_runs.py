@@ -58,7 +58,7 @@ def _open_run(page, run_id: str) -> None:
     _until(page, f"document.getElementById('run-detail').dataset.run === '{run_id}'")
 
 
-def test_batch_upload_from_the_page(page, samples_dir, runs_root):
+def test_batch_upload_from_the_page(page, samples_dir, runs_root, screenshot_dir):
     page.set_input_files("#batch-files", [str(samples_dir / "chelsea.jpg"),
                                           str(samples_dir / "coffee.jpg")])
     _until(page, "document.getElementById('batch-job').dataset.state === 'done'")
@@ -81,6 +81,7 @@ def test_batch_upload_from_the_page(page, samples_dir, runs_root):
     _until(page, "document.querySelector('#run-image-maps img') && "
                  "document.querySelector('#run-image-maps img').naturalWidth > 0")
     assert page.eval_on_selector("#run-image", "c => c.width") > 100
+    page.screenshot(path=str(screenshot_dir / "10-explain-run.png"), full_page=True)
     # open in Explain: that photo explained on the explain page
     page.click("#open-in-explain")
     _until(page, "document.querySelector('#classes li') && !document.body.dataset.busy")
@@ -88,7 +89,7 @@ def test_batch_upload_from_the_page(page, samples_dir, runs_root):
     assert page.eval_on_selector("#view-label", "e => e.textContent")
 
 
-def test_evaluation_run_scoremap_ticks_and_side_by_side(page, eval_run):
+def test_evaluation_run_scoremap_ticks_and_side_by_side(page, eval_run, screenshot_dir):
     _open_run(page, "synth-eval")
     assert page.is_visible("#run-curves") and page.is_visible("#run-hist")
     for canvas in ("#run-curves", "#run-hist"):
@@ -113,6 +114,7 @@ def test_evaluation_run_scoremap_ticks_and_side_by_side(page, eval_run):
     rows = page.eval_on_selector_all("#compare-table tbody tr", "trs => trs.map(t => t.dataset.imageId)")
     assert set(rows[:2]) == {eval_run["records"][0]["image_id"], eval_run["records"][1]["image_id"]}
     assert "B better on" in page.inner_text("#compare-summary")
+    page.screenshot(path=str(screenshot_dir / "11-side-by-side.png"), full_page=True)
     # open in Explain from an evaluation run's image
     page.click("#open-in-explain")
     _until(page, "document.querySelector('#classes li') && !document.body.dataset.busy")
