@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from camloc.cams.engine import ClassSelection, CamOutput, select_classes
+from camloc.targets import ClassTarget, Target
 from camloc.cams.exact import CAM
 from camloc.errors import ConfigError, ModelError
 from camloc.models.loader import CamModel
@@ -45,6 +46,7 @@ def make_session(model: str | os.PathLike[str] | bytes, cuda: bool = False) -> A
     require_onnx("--runtime onnx", ("onnxruntime",))
     import onnxruntime as ort
 
+    ort.set_default_logger_severity(3)  # the 'classes' default is meant to be overridable
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(1, torch.get_num_threads())
     opts.log_severity_level = 3  # no warnings about the 'classes' default on stderr
@@ -114,6 +116,7 @@ class OnnxCAM(CAM):
         path: an ``.onnx`` file written by ``camloc export`` / :func:`camloc.export.to_onnx`;
             default: export ``model`` into the cache (:func:`cached_export`).
         cache: the cache folder (default :func:`cache_dir`).
+        input_size: ``(H, W)`` of the graph exported into the cache (default: the model's).
 
     Raises:
         UnsupportedHeadError: the model has no verified GAP -> linear head.
@@ -121,12 +124,13 @@ class OnnxCAM(CAM):
     """
 
     def __init__(self, model: CamModel, path: str | os.PathLike[str] | None = None, *,
-                 cache: str | os.PathLike[str] | None = None) -> None:
+                 cache: str | os.PathLike[str] | None = None,
+                 input_size: tuple[int, int] | None = None) -> None:
         super().__init__(model)
         from camloc.export.onnx import read_onnx_spec, require_onnx
 
         require_onnx("--runtime onnx")
-        p = Path(path) if path is not None else cached_export(model, cache)
+        p = Path(path) if path is not None else cached_export(model, cache, input_size)
         if not p.is_file():
             raise ConfigError(f"--runtime {p}: no such file")
         spec = read_onnx_spec(p)
@@ -138,6 +142,10 @@ class OnnxCAM(CAM):
         self.path = p
         self.spec = spec
         self.input_hw = tuple(int(v) for v in spec["preprocess"]["input_size"])
+        if path is not None and input_size is not None and tuple(input_size) != self.input_hw:
+            raise ConfigError(f"{p}: exported for {self.input_hw[0]}x{self.input_hw[1]} inputs, "
+                              f"not {input_size[0]}x{input_size[1]}; export it at that size "
+                              f"(camloc export --size HxW)")
         self.session = make_session(p, cuda=model.device.type == "cuda")
         shape = self.session.get_inputs()[0].shape
         self.batch_one = shape[0] == 1
@@ -161,7 +169,7 @@ class OnnxCAM(CAM):
             raise ConfigError(f"{self.path}: its logits differ from {model.spec.name}'s (relative "
                               f"error {err:.2g}); it was exported from another model or weights")
 
-    def _classes_feed(self, n: int, classes: ClassSelection) -> np.ndarray:
+    def _classes_feed(self, n: int, classes: ClassSelection | Target) -> np.ndarray:
         c = int(self.model.spec.num_classes)
         if isinstance(classes, str) and classes == "all":
             return np.arange(c, dtype=np.int64)[None]
@@ -171,10 +179,17 @@ class OnnxCAM(CAM):
             if classes < 1:
                 raise ConfigError(f"top_k={classes}: must be at least 1")
             return np.full((1, min(classes, c)), -1, dtype=np.int64)
+        if isinstance(classes, ClassTarget):
+            classes.check(n, c)
+            return classes.class_ids.cpu().numpy().astype(np.int64)
+        if isinstance(classes, Target) or callable(classes):
+            raise ConfigError(f"classes={classes!r}: exact CAM reads the classifier's rows, so "
+                              f"it explains class logits only (class ids or a ClassTarget)")
         ids = select_classes(torch.zeros(n, c), classes)  # validates ids and shape
         return ids.cpu().numpy().astype(np.int64)
 
-    def __call__(self, x: torch.Tensor, classes: ClassSelection = 5) -> CamOutput:
+    def __call__(self, x: torch.Tensor, classes: ClassSelection | Target = 5  # type: ignore[override]
+                 ) -> CamOutput:
         """Run the graph on the batch ``x`` (``(N, 3, H, W)`` at the exported size) and return
         the maps of ``classes`` (see :func:`~camloc.cams.select_classes`)."""
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
@@ -217,7 +232,8 @@ class OnnxCAM(CAM):
         return CamOutput(lt, it, mt, bias, self.name, self.layers)
 
 
-def make_runtime_engine(model: CamModel, runtime: str | None, method: str = "cam") -> OnnxCAM | None:
+def make_runtime_engine(model: CamModel, runtime: str | None, method: str = "cam",
+                        input_size: tuple[int, int] | None = None) -> OnnxCAM | None:
     """``--runtime``: ``None``/``"torch"`` -> None (the torch method); ``"onnx"`` -> an
     :class:`OnnxCAM` on the cached export; a path to a ``.onnx`` file -> one on that file."""
     if runtime is None or str(runtime).strip().lower() == "torch":
@@ -227,9 +243,9 @@ def make_runtime_engine(model: CamModel, runtime: str | None, method: str = "cam
                           f"), not {method!r}; gradient methods need a backward pass")
     text = str(runtime).strip()
     if text.lower() == "onnx":
-        return OnnxCAM(model)
+        return OnnxCAM(model, input_size=input_size)
     if text.lower().endswith(".onnx"):
-        return OnnxCAM(model, text)
+        return OnnxCAM(model, text, input_size=input_size)
     raise ConfigError(f"--runtime {runtime!r}: expected torch, onnx, or an exported .onnx file")
 
 

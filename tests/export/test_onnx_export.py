@@ -256,3 +256,22 @@ def test_default_model_on_dev_photos(default_model, dev_set, tmp_path):
     agree = sum(boxes[i, j].tolist() == _tight_box(want[i, j], 0.2)
                 for i in range(len(ids)) for j in range(5))
     assert agree >= len(ids) * 5 - 1  # a pixel at the threshold may flip by 1e-6
+
+
+def test_cli_in_process(tmp_path, capsys, monkeypatch):
+    """The verb's options reach to_onnx (quick; the subprocess run above is marked slow)."""
+    from camloc.cli import main
+
+    folder = _tiny_folder(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", str(folder), "--top-k", "3", "--static-batch", "--no-scoremaps",
+                 "--classes-input", "--normalization", "minmax"]) == 0
+    spec = json.loads((tmp_path / "tiny.json").read_text())  # default --out: <model>.onnx
+    assert spec["top_k"] == 3 and not spec["dynamic_batch"] and "classes" in spec["inputs"]
+    assert list(spec["outputs"]) == ["logits", "top_classes", "top_probs", "maps"]
+    capsys.readouterr()
+    assert main(["export", str(folder), "--out", "g.txt"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err == "error: --out g.txt: expected the .onnx file to write"
+    assert main(["export", str(folder), "-m", "resnet18"]) == 2
+    assert "a model given twice" in capsys.readouterr().err

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -60,6 +61,19 @@ def test_engine_returns_what_cam_returns(model, cache, classes):
     assert [p.suffix for p in sorted(cache.iterdir())] == [".json", ".onnx"]
 
 
+def test_targets(model, cache):
+    from camloc.targets import ClassTarget, Margin
+
+    engine = OnnxCAM(model)
+    x = torch.randn(3, 3, 32, 48)
+    got, want = engine(x, classes=ClassTarget([4, 0, 2])), CAM(model)(x, classes=[[4], [0], [2]])
+    assert got.class_ids.tolist() == [[4], [0], [2]] and (got.maps - want.maps).abs().max() < 1e-4
+    with pytest.raises(ConfigError, match="class logits only"):
+        engine(x, classes=Margin(1))
+    with pytest.raises(ConfigError, match="3 images"):
+        engine(x, classes=ClassTarget([1, 2]))
+
+
 def test_cache_is_reused_and_keyed_by_weights(model, cache):
     first = OnnxCAM(model).path
     stamp = first.stat().st_mtime_ns
@@ -81,6 +95,8 @@ def test_exported_file_checks(model, tmp_path, cache):
         engine(x, classes=[1])
     with pytest.raises(ConfigError, match=r"exported for \(N, 3, 32, 48\)"):
         engine(torch.randn(1, 3, 40, 40))
+    with pytest.raises(ConfigError, match="exported for 32x48 inputs, not 40x40"):
+        OnnxCAM(model, plain.path, input_size=(40, 40))
     other = camloc.wrap(_net(seed=1), input_size=(32, 48))
     with pytest.raises(ConfigError, match="another model or weights"):
         OnnxCAM(other, plain.path)
@@ -176,3 +192,35 @@ def test_devset_maxboxacc_v2_with_onnxruntime(default_model, dev_set, tmp_path, 
     rep = build_report(state, default_model, ds, "wsol", 0.01)
     assert abs(rep["localization"]["maxboxacc_v2"]["value"] - 64.25) <= 0.01  # README, torch
     assert round(rep["classification"]["top1"], 2) == 81.80
+
+
+def test_explain_runtime_onnx_equals_torch(tmp_path, cache, samples_dir, capsys):
+    """`camloc explain --runtime onnx` writes the torch run's classes, probabilities and boxes."""
+    from camloc.cli import main
+    from camloc.models.archs import build_arch
+    from camloc.train.checkpoint import write_model_dir
+
+    torch.manual_seed(0)
+    net = build_arch("tiny-cnn", num_classes=5, pool="avg", pretrained=False, width=8)
+    spec = {"format": "camloc-model", "version": 1, "name": "tiny", "arch": "tiny-cnn",
+            "arch_kwargs": {"width": 8}, "num_classes": 5, "class_names": list("abcde"),
+            "pool": "avg", "preprocess": {"input_size": [48, 48], "interpolation": "bilinear"}}
+    folder = write_model_dir(tmp_path / "tiny", net, spec)
+    recs = {}
+    for rt in ("torch", "onnx"):
+        rc = main(["explain", str(samples_dir), "-m", str(folder), "--top-k", "3",
+                   "--no-overlays", "--device", "cpu", "--runtime", rt, "--out",
+                   str(tmp_path / rt)])
+        assert rc == 0, capsys.readouterr().err
+        recs[rt] = [json.loads(x) for x in (tmp_path / rt / "results.jsonl").read_text()
+                    .splitlines()]
+    assert len(recs["torch"]) == len(recs["onnx"]) == 4
+    for t, o in zip(recs["torch"], recs["onnx"]):
+        assert t["path"] == o["path"] and t["class_ids"] == o["class_ids"]
+        assert np.allclose(t["probs"], o["probs"], atol=1e-5)
+        assert np.allclose(t["boxes"], o["boxes"], atol=0.5)
+    assert list(cache.glob("tiny-48x48-*.onnx"))
+    capsys.readouterr()
+    assert main(["explain", str(samples_dir), "-m", str(folder), "--runtime", "onnx",
+                 "--method", "gradcam", "--out", str(tmp_path / "g")]) == 2
+    assert "exact CAM only" in capsys.readouterr().err

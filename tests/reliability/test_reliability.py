@@ -691,6 +691,9 @@ def k_user_export(name: str) -> Callable[[Ctx], None]:
         d = c.work / "out" / name
         assert (d / "labels" / "mine.txt").read_text() == "0 0.5 0.5 0.2 0.2\n", "labels lost"
         assert (d / "classes.txt").read_text() == "my class\n"
+        # refused before any work: no image explained, no overlay drawn
+        assert not (c.work / "out" / "overlays").exists(), "explained before refusing"
+        assert not (c.work / "out" / "results.jsonl").exists(), "explained before refusing"
     return check
 
 

@@ -69,20 +69,20 @@ def normalize(maps: torch.Tensor, how: str = "max") -> torch.Tensor:
     if how == "none":
         return maps
     flat = maps.flatten(-2)
-    bad = torch.isnan(flat).any(dim=-1, keepdim=True)
+    # a map holding NaN has a NaN maximum (torch's max reductions propagate NaN), and NaN > 0 is
+    # false: such maps are never "usable" below, with no separate pass looking for NaN
+    mx = flat.amax(dim=-1, keepdim=True)
     if how == "max":
-        mx = flat.amax(dim=-1, keepdim=True)
-        ok = (mx > 0) & ~bad
+        ok = mx > 0
         # one pass: divide by the max where it is usable, multiply by 0 where it is not
         scale = torch.where(ok, 1.0 / torch.where(ok, mx, torch.ones_like(mx)), torch.zeros_like(mx))
         out = flat * scale
-        if bad.any():
+        if torch.isnan(mx).any():
             out = torch.nan_to_num(out, nan=0.0)
     elif how == "minmax":
         mn = flat.amin(dim=-1, keepdim=True)
-        mx = flat.amax(dim=-1, keepdim=True)
         rng = mx - mn
-        ok = (rng > 0) & ~bad
+        ok = rng > 0
         out = torch.where(ok, (flat - mn) / torch.where(ok, rng, torch.ones_like(rng)),
                           torch.zeros_like(flat))
     else:

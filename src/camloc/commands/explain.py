@@ -93,6 +93,9 @@ def register(app: typer.Typer) -> None:
         save_maps: _SaveMaps = False, overlays: _Overlays = True,
         overlay_size: _OverlaySize = 2048, overlay_panels: _OverlayPanels = 8,
         overwrite: _Overwrite = False,
+        runtime: str = typer.Option("torch", help="torch, onnx (exact CAM on onnxruntime, "
+                                                  "exported to a cache once), or an exported "
+                                                  ".onnx file (camloc export --classes-input)."),
     ) -> None:
         """Explain a classifier's decisions: CAM overlays, boxes, results.jsonl and box files.
 
@@ -113,7 +116,8 @@ def register(app: typer.Typer) -> None:
             method=method, layer=layer, smooth=smooth, method_batch_size=method_batch_size,
             fit=fit, formats=formats, batch_size=batch_size, device=device,
             save_maps=save_maps, overlays=overlays, overlay_size=overlay_size,
-            overlay_panels=overlay_panels, overwrite=overwrite, progress=progress_bar)
+            overlay_panels=overlay_panels, overwrite=overwrite, progress=progress_bar,
+            runtime=runtime)
         if result is None:  # a torchrun rank other than 0: rank 0 reports for every rank
             return
         _report(result, out)

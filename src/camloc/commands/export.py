@@ -53,6 +53,8 @@ def register(app: typer.Typer) -> None:
             else:
                 name = source
         name = name or "efficientnet_lite0"
+        if out is not None and (out.suffix.lower() != ".onnx" or out.is_dir()):
+            raise ConfigError(f"--out {out}: expected the .onnx file to write")
         from camloc.export.onnx import require_onnx
 
         require_onnx("camloc export", ("onnx",))

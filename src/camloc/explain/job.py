@@ -70,13 +70,14 @@ def run_explain_job(
     formats: str | Sequence[str] = "jsonl", batch_size: int = DEFAULT_BATCH_SIZE,
     device: str = "auto", save_maps: bool = False, overlays: bool = True,
     overlay_size: int = 2048, overlay_panels: int = 8, overwrite: bool = False,
-    progress: ProgressFactory | None = None,
+    progress: ProgressFactory | None = None, runtime: str = "torch",
 ) -> ExplainJobResult | None:
     """Explain ``paths`` (files, folders, globs), ``lists`` (list files; ``"-"``: standard
     input) or a ``dataset`` folder into the run folder ``out``, as ``camloc explain`` does (the
     options are its flags; ``None``: not given). ``layer``: names, or one string of
     comma-separated names. ``classes``: ids or names, comma-separated, or ``"gt"`` (each
-    dataset image's label). Under ``torchrun`` every rank calls this; rank 0 returns the
+    dataset image's label). ``runtime``: ``"torch"``, ``"onnx"`` or an exported ``.onnx``
+    file (exact CAM on onnxruntime). Under ``torchrun`` every rank calls this; rank 0 returns the
     result, the other ranks ``None``.
 
     Raises:
@@ -91,6 +92,7 @@ def run_explain_job(
     settings = _settings(top_k, threshold, cal, normalization, multi, method, layer, smooth,
                          method_batch_size, batch_size, save_maps, overwrite, overlays,
                          overlay_size, overlay_panels, min_prob, formats, is_gt)
+    settings.runtime = runtime
     settings.check()  # what needs no model: refused before the model loads
     inputs = _inputs(paths, lists, dataset, dataset_format, split, image_root)
     from camloc.distributed import DistContext

@@ -130,6 +130,7 @@ class ExplainSettings:
     save_maps: bool = False
     overwrite: bool = False
     preprocess: Any = None  # camloc.models.spec.Preprocess; None: the model's
+    runtime: str = "torch"  # "onnx" or an exported .onnx file: exact CAM on onnxruntime
     overlays: bool = True
     overlay_size: int = 2048
     max_panels: int = 8
@@ -406,7 +407,8 @@ def run_explain(model: Any, inputs: Sequence[str | os.PathLike[str]] | ExplainIn
     s = settings or ExplainSettings()
     s.check(int(model.spec.num_classes))
     # validates the method, layer and options before anything is written
-    engine = make_method(model, s.method, s.layer, **s.method_options)
+    engine = _runtime_engine(model, s) or make_method(model, s.method, s.layer,
+                                                      **s.method_options)
     inp = inputs if isinstance(inputs, ExplainInputs) else ExplainInputs(paths=list(inputs))
     rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
     if inp.empty:
@@ -446,6 +448,10 @@ def run_explain(model: Any, inputs: Sequence[str | os.PathLike[str]] | ExplainIn
     with contextlib.ExitStack() as stack:
         def setup() -> None:
             _prepare_out(out)
+            # a user's own yolo/ or voc/ (or a link) is refused before any image is explained
+            from camloc.export import check_export_targets
+
+            check_export_targets(out, s.formats)
             stack.enter_context(folder_lock(out))
             for folder in (out, out / "overlays", out / "maps", out / "parts", out / "coco"):
                 remove_stale_temps(folder)
@@ -811,3 +817,17 @@ def _png_bytes(image: Any) -> bytes:
     if not ok:
         raise OSError("PNG encoding failed")
     return buf.tobytes()
+
+
+def _runtime_engine(model: Any, s: ExplainSettings) -> Any:
+    """``--runtime onnx`` (or an exported ``.onnx`` file): the onnxruntime engine
+    (:class:`camloc.runtime_onnx.OnnxCAM`) at the run's input size; ``torch``: None."""
+    if s.runtime is None or str(s.runtime).strip().lower() == "torch":
+        return None
+    if s.layer is not None or any(v is not None for v in s.method_options.values()):
+        raise ConfigError(f"--runtime {s.runtime}: the exported graph reads the head's layer "
+                          f"with no method options; leave out --layer and the method's options")
+    from camloc.runtime_onnx import make_runtime_engine
+
+    pre = s.preprocess or model.spec.preprocess
+    return make_runtime_engine(model, s.runtime, s.method, tuple(pre.input_size))

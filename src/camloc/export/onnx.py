@@ -151,6 +151,7 @@ class _CamGraph(nn.Module):
         self.with_scoremaps = scoremaps
         self.normalization = normalization
         self.threshold = float(threshold)
+        self.grid = grid
         if scoremaps:
             self.register_buffer("ay", _interp(grid[0], input_hw[0]), persistent=False)
             self.register_buffer("axt", _interp(grid[1], input_hw[1]).t().contiguous(),
@@ -178,38 +179,43 @@ class _CamGraph(nn.Module):
             top = logits.topk(k, dim=1).indices
             ids = torch.where(classes >= 0, classes, top)  # (1|N, k) broadcast against (N, k)
         weight = head.classifier.weight.to(fprime.dtype)
-        n, c, h, w = fprime.shape
+        n, c = fprime.shape[0], fprime.shape[1]
+        gh, gw = self.grid
         rows = weight[ids]  # (N, k, K): a gather of classifier rows
-        maps = torch.bmm(rows, fprime.reshape(n, c, h * w)).reshape(n, k, h, w)
+        maps = torch.bmm(rows, fprime.reshape(n, c, gh * gw)).reshape(n, k, gh, gw)
         probs = logits.float().softmax(dim=1).gather(1, ids)
         outs: tuple[torch.Tensor, ...] = (logits, ids, probs, maps)
         if not self.with_scoremaps:
             return outs
+        # full-resolution work kept to: the resize, one reduction for the scale, the scaling,
+        # and the row and column maxima the boxes are read from
         s = torch.matmul(torch.matmul(self.ay, maps), self.axt)  # (N, k, H, W)
-        flat = s.flatten(2)
-        mx = flat.amax(dim=2, keepdim=True)
+        mx = s.amax(dim=(2, 3), keepdim=True)
         if self.normalization == "minmax":
-            mn = flat.amin(dim=2, keepdim=True)
+            mn = s.amin(dim=(2, 3), keepdim=True)
             rng = mx - mn
             ok = rng > 0
-            norm = torch.where(ok, (flat - mn) / torch.where(ok, rng, torch.ones_like(rng)),
-                               torch.zeros_like(flat))
+            scale = torch.where(ok, 1.0 / torch.where(ok, rng, torch.ones_like(rng)),
+                                torch.zeros_like(rng))
+            norm = (s - mn) * scale
         else:  # "max", as camloc.cams.normalize
             ok = mx > 0
             scale = torch.where(ok, 1.0 / torch.where(ok, mx, torch.ones_like(mx)),
                                 torch.zeros_like(mx))
-            norm = flat * scale
-        s = norm.reshape(s.shape)
-        return outs + (s, self._boxes(s))
+            norm = s * scale
+        return outs + (norm, self._boxes(norm))
 
     def _boxes(self, s: torch.Tensor) -> torch.Tensor:
         """The tight box of the pixels above ``threshold x max`` of each map (zeros if none), in
-        input pixels with continuous edges (as :func:`camloc.localize.threshold_mask` selects)."""
-        hh, ww = s.shape[-2], s.shape[-1]
-        mx = s.flatten(2).amax(dim=2)[..., None, None]
-        mask = (s > self.threshold * mx) & (mx > 0)
-        rows = mask.any(dim=3).float()  # (N, k, H)
-        cols = mask.any(dim=2).float()  # (N, k, W)
+        input pixels with continuous edges (as :func:`camloc.localize.threshold_mask` selects):
+        a row holds such a pixel exactly when its maximum is above the threshold."""
+        hh, ww = self.input_hw
+        row_max = s.amax(dim=3)  # (N, k, H)
+        col_max = s.amax(dim=2)  # (N, k, W)
+        mx = row_max.amax(dim=2, keepdim=True)
+        t = self.threshold * mx
+        rows = ((row_max > t) & (mx > 0)).float()
+        cols = ((col_max > t) & (mx > 0)).float()
         y0 = rows.argmax(dim=2)
         y1 = hh - rows.flip(2).argmax(dim=2)
         x0 = cols.argmax(dim=2)
@@ -400,6 +406,7 @@ def _check_parity(model: Any, data: bytes, hw: tuple[int, int], maps: bool, n: i
         return  # exporting needs only onnx; the check runs where the runtime is installed
     import onnxruntime as ort
 
+    ort.set_default_logger_severity(3)  # the 'classes' default is meant to be overridable
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, 3, *hw, generator=g)

@@ -100,9 +100,10 @@ def largest_boxes(maps: torch.Tensor, threshold: float = 0.2) -> np.ndarray:
     if not 0.0 <= threshold <= 1.0:
         raise ConfigError(f"threshold={threshold}: expected a fraction in [0, 1]")
     flat = maps.reshape(-1, *maps.shape[-2:])
-    mx = flat.amax(dim=(1, 2), keepdim=True)
-    ok = (mx > 0) & ~torch.isnan(flat).any(dim=2, keepdim=True).any(dim=1, keepdim=True)
-    masks = ((flat > threshold * mx) & ok).to(torch.uint8).cpu().numpy()
+    mx = flat.amax(dim=(1, 2), keepdim=True)  # NaN where a map holds NaN (max propagates it)
+    # no pixel passes where the max is not positive or NaN (NaN > 0 is false): cut at +inf there
+    cut = torch.where(mx > 0, threshold * mx, torch.full_like(mx, float("inf")))
+    masks = (flat > cut).view(torch.uint8).cpu().numpy()
     out = np.stack([largest_box(m) for m in masks]) if len(masks) else np.zeros((0, 4))
     return out.reshape(*maps.shape[:-2], 4)
 

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,48 +26,96 @@ BOX_GT = (255, 64, 64)
 GRID_PANEL_HEIGHT = 320  # panels of a multi-class overlay are at most this high
 
 
+def _jet_table() -> np.ndarray:
+    """OpenCV's JET colormap as a ``(256, 3)`` uint8 RGB table."""
+    bgr = cv2.applyColorMap(np.arange(256, dtype=np.uint8).reshape(256, 1), cv2.COLORMAP_JET)
+    return np.ascontiguousarray(bgr[:, 0, ::-1])
+
+
+#: ``cv2.applyColorMap(.., COLORMAP_JET)`` is a lookup in this table, made once (OpenCV makes it
+#: again on every call).
+_JET_RGB = _jet_table()
+
+
 def heatmap_rgb(scoremap: np.ndarray) -> np.ndarray:
-    """Colour a ``[0, 1]`` map with the JET colormap -> ``(H, W, 3)`` uint8 RGB."""
-    m = np.nan_to_num(np.asarray(scoremap, np.float32)).clip(0, 1)
-    bgr = cv2.applyColorMap((m * 255).astype(np.uint8), cv2.COLORMAP_JET)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    """Colour a ``[0, 1]`` map with the JET colormap -> ``(H, W, 3)`` uint8 RGB: value ``v`` gets
+    colour ``int(v * 255)``; NaN and values below 0 count as 0, values above 1 as 1."""
+    m = np.asarray(scoremap, np.float32)
+    idx = np.fmax(m, np.float32(0.0))  # fmax drops NaN: nan_to_num + clip in one pass
+    np.fmin(idx, np.float32(1.0), out=idx)
+    idx *= np.float32(255.0)
+    return np.take(_JET_RGB, idx.astype(np.uint8), axis=0)
+
+
+def _blend(rgb: np.ndarray, heat: np.ndarray, alpha: float) -> np.ndarray:
+    """``(1 - alpha) * rgb + alpha * heat`` of two uint8 pictures in float32, clipped, truncated
+    to uint8. At ``alpha = 0.5`` that float sum is exact, so integer arithmetic gives the same
+    pixels (several times faster)."""
+    if alpha == 0.5:
+        s = np.add(rgb, heat, dtype=np.uint16)
+        s >>= 1
+        return s.astype(np.uint8)
+    out = (1 - alpha) * rgb.astype(np.float32) + alpha * heat.astype(np.float32)
+    return out.clip(0, 255).astype(np.uint8)
+
+
+_FONTS = threading.local()  # a FreeType face is not shared between threads
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
+    """Pillow's default font at ``size`` pixels (loaded once per size and thread)."""
+    cache = getattr(_FONTS, "by_size", None)
+    if cache is None:
+        cache = _FONTS.by_size = {}
+    font = cache.get(size)
+    if font is None:
+        try:
+            font = ImageFont.load_default(size=size)
+        except TypeError:  # Pillow < 10.1
+            font = ImageFont.load_default()
+        cache[size] = font
+    return font
 
 
 def draw_boxes(image: Image.Image, boxes: Sequence[Sequence[float]], color: tuple[int, int, int],
                width: int = 2) -> Image.Image:
     """Draw ``x0, y0, x1, y1`` boxes (continuous edges) on a copy of ``image``."""
     out = image.copy()
-    d = ImageDraw.Draw(out)
+    _draw_boxes_on(ImageDraw.Draw(out), boxes, color, width)
+    return out
+
+
+def _draw_boxes_on(d: ImageDraw.ImageDraw, boxes: Sequence[Sequence[float]],
+                   color: tuple[int, int, int], width: int) -> None:
     for b in boxes:
         x0, y0, x1, y1 = (float(v) for v in b)
         if x1 <= x0 or y1 <= y0:
             continue
         d.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=color, width=width)
-    return out
 
 
 def overlay(image: Image.Image, scoremap: np.ndarray, box: Sequence[float] | None = None,
             label: str | None = None, alpha: float = 0.5,
             gt_boxes: Sequence[Sequence[float]] | None = None) -> Image.Image:
     """Blend a ``[0, 1]`` map (at the image's size) over ``image``; draw the box and a label."""
-    rgb = np.asarray(image.convert("RGB"), np.float32)
+    rgb = np.asarray(image.convert("RGB"))
     if scoremap.shape != rgb.shape[:2]:
         scoremap = cv2.resize(np.asarray(scoremap, np.float32), (rgb.shape[1], rgb.shape[0]),
                               interpolation=cv2.INTER_LINEAR)
-    blend = (1 - alpha) * rgb + alpha * heatmap_rgb(scoremap).astype(np.float32)
-    out = Image.fromarray(blend.clip(0, 255).astype(np.uint8))
+    out = Image.fromarray(_blend(rgb, heatmap_rgb(scoremap), alpha))
+    return _decorate(out, box, label, gt_boxes)
+
+
+def _decorate(out: Image.Image, box: Sequence[float] | None, label: str | None,
+              gt_boxes: Sequence[Sequence[float]] | None = None) -> Image.Image:
+    """Draw the ground-truth boxes, then the box, then the label on ``out`` (in place)."""
     lw = max(2, round(min(out.size) / 150))
-    if gt_boxes is not None:
-        out = draw_boxes(out, gt_boxes, BOX_GT, lw)
-    if box is not None:
-        out = draw_boxes(out, [box], BOX_PRED, lw)
+    if gt_boxes is not None or box is not None:
+        d = ImageDraw.Draw(out)
+        if gt_boxes is not None:
+            _draw_boxes_on(d, gt_boxes, BOX_GT, lw)
+        if box is not None:
+            _draw_boxes_on(d, [box], BOX_PRED, lw)
     if label:
         out = _labelled(out, label)
     return out
@@ -146,11 +195,18 @@ def render_explanation(image: Image.Image, exp: Any, max_side: int = 2048,
                                                               reducing_gap=2.0)
     if n == 0:
         return _labelled(small.convert("RGB"), "no class above the probability floor")
+    rgb = np.asarray(small.convert("RGB"))
     sx, sy = dw / exp.width, dh / exp.height
-    panels = []
+    gap = 4  # as overlay_grid (whose panels here are all dh high: none is scaled)
+    grid = None if n == 1 else np.full((dh, n * dw + gap * (n - 1), 3), 255, np.uint8)
     for j in range(n):
         label = f"{exp.class_names[j].split(',')[0]} {exp.probs[j]:.2f}"
         x0, y0, x1, y1 = (float(v) for v in exp.boxes[j])
         box = (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
-        panels.append(overlay(small, map_at_size(exp, j, dw, dh), box=box, label=label))
-    return panels[0] if n == 1 else overlay_grid(panels, max_height=dh)
+        heat = heatmap_rgb(map_at_size(exp, j, dw, dh))
+        panel = _decorate(Image.fromarray(_blend(rgb, heat, 0.5)), box, label)
+        if grid is None:
+            return panel
+        x = j * (dw + gap)
+        grid[:, x:x + dw] = np.asarray(panel)
+    return Image.fromarray(grid)
