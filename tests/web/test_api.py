@@ -364,3 +364,32 @@ def test_web_uses_only_public_names_of_the_models_package():
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("camloc.models"):
                 assert node.module != "camloc.models.registry", path
                 assert not [a.name for a in node.names if a.name.startswith("_")], path
+
+
+def test_runtime_onnx_answers_as_torch(tiny_model_dir, engine, tmp_path, monkeypatch):
+    """`camloc serve --runtime onnx`: exact CAM on onnxruntime (the engine `camloc explain
+    --runtime onnx` uses) gives the torch server's classes, probabilities and boxes; the other
+    methods still run (on torch); a bad runtime is refused at start."""
+    import camloc
+    from fastapi.testclient import TestClient
+
+    from camloc.errors import ConfigError
+
+    monkeypatch.setenv("CAMLOC_CACHE", str(tmp_path / "cache"))
+    onnx = WebEngine(camloc.load_model(str(tiny_model_dir), device="cpu"), runtime="onnx")
+    assert type(onnx._make("cam", None)).__name__ == "OnnxCAM"
+    answers = {}
+    for name, eng in (("torch", engine), ("onnx", onnx)):
+        with TestClient(create_app(eng), base_url="http://127.0.0.1") as c:
+            assert c.get("/api/health").json()["runtime"] == name
+            r = _post(c, _png(120, 80, seed=3), top_k=3, maps="f32")
+            assert r.status_code == 200, r.text
+            answers[name] = r.json()["classes"]
+            assert _post(c, _png(), method="gradcam", top_k=1).status_code == 200
+    t, o = answers["torch"], answers["onnx"]
+    assert [c["id"] for c in t] == [c["id"] for c in o]
+    assert np.allclose([c["prob"] for c in t], [c["prob"] for c in o], atol=1e-5)
+    assert np.allclose([c["box"] for c in t], [c["box"] for c in o], atol=1.0)
+    assert list((tmp_path / "cache" / "onnx").glob("*.onnx"))
+    with pytest.raises(ConfigError, match="runtime"):
+        WebEngine(camloc.load_model(str(tiny_model_dir), device="cpu"), runtime="tensorrt")

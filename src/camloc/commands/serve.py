@@ -28,6 +28,9 @@ def register(app: typer.Typer) -> None:
         max_decoded_mp: float = typer.Option(
             0.0, help="Decoded pixels all requests may hold at once, in megapixels (0: twice "
                       "--max-pixels; at least --max-pixels, up to 2000)."),
+        runtime: str = typer.Option("torch", help="torch, onnx or an exported .onnx file: exact "
+                                                  "CAM (the model's layer) on onnxruntime, as "
+                                                  "`camloc explain --runtime`."),
         log_level: str = typer.Option("warning", help="uvicorn log level (info shows requests)."),
     ) -> None:
         """Serve a web page and HTTP API: upload an image, see its maps and boxes.
@@ -46,4 +49,4 @@ def register(app: typer.Typer) -> None:
               weights=None if weights.lower() == "none" else weights, head=head, device=device,
               runs=str(runs) if runs is not None else None, fit=fit, max_batch=max_batch,
               batch_wait_ms=batch_wait_ms, max_upload_mb=max_upload_mb, max_pixels=max_pixels,
-              log_level=log_level, max_decoded_mp=max_decoded_mp)
+              log_level=log_level, max_decoded_mp=max_decoded_mp, runtime=runtime)

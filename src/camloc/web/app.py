@@ -256,6 +256,7 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
     @app.get("/api/health", summary="Server status, model, and micro-batching counters")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "version": _version(), "model": engine.name, "device": engine.device,
+                "runtime": engine.runtime,
                 "num_classes": len(names), "input_size": list(engine.input_size),
                 "all_class_maps": engine.has_exact_cam, "runs": runs is not None,
                 "uptime_s": round(time.time() - started, 1), "batching": batcher.stats(),

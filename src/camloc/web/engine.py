@@ -149,9 +149,19 @@ class WebEngine:
     ``"crop"``).
     """
 
-    def __init__(self, model: CamModel, fit: str = "stretch") -> None:
+    def __init__(self, model: CamModel, fit: str = "stretch", runtime: str = "torch") -> None:
         self.model = model
         self.preprocess = model.spec.preprocess.with_(fit=fit)
+        #: ``torch``, ``onnx`` or an exported ``.onnx`` file: exact CAM on the model's own layer
+        #: then runs on onnxruntime (the engine ``camloc explain --runtime`` uses); the other
+        #: methods and layers on torch
+        self.runtime = str(runtime or "torch").strip()
+        self._onnx: Any = None
+        if self.runtime.lower() != "torch":
+            from camloc.runtime_onnx import make_runtime_engine
+
+            self._onnx = make_runtime_engine(model, self.runtime, "cam",
+                                             tuple(self.preprocess.input_size))
         self._layers: list[dict[str, Any]] | None = None
         self._methods: list[dict[str, Any]] | None = None
         self._made: dict[tuple[str, str], Any] = {}
@@ -184,11 +194,12 @@ class WebEngine:
 
     @classmethod
     def load(cls, name: str = "efficientnet_lite0", weights: Any = "DEFAULT", device: str = "auto",
-             head: str | None = None, fit: str = "stretch") -> WebEngine:
+             head: str | None = None, fit: str = "stretch", runtime: str = "torch") -> WebEngine:
         """Load a model once (``camloc.load_model``) and wrap it."""
         from camloc.models import load_model
 
-        return cls(load_model(name, weights=weights, device=device, head=head), fit=fit)
+        return cls(load_model(name, weights=weights, device=device, head=head), fit=fit,
+                   runtime=runtime)
 
     # ------------------------------------------------------------------ what the model offers
     @property
@@ -301,6 +312,8 @@ class WebEngine:
         made = self._made.get(key)
         if made is not None:
             return made
+        if self._onnx is not None and method == "cam" and not layer:
+            return self._onnx
         if method not in METHODS:
             raise ConfigError(f"method={method!r}: expected one of {', '.join(METHODS)}")
         meta = next(m for m in self.methods() if m["name"] == method)
@@ -451,7 +464,8 @@ class WebEngine:
         settings = ExplainSettings(
             top_k=min(top_k, len(self.class_names)), threshold=threshold, method=method,
             layer=layer or None, preprocess=self.preprocess, batch_size=1, save_maps=True,
-            overlays=True, threshold_source={"kind": "given"})
+            overlays=True, threshold_source={"kind": "given"},
+            runtime=self.runtime if method == "cam" and not layer else "torch")
         return run_explain(model, list(paths), out, settings, progress=update,
                            source={"model": self.name, "weights": self.model.spec.source,
                                    "head": None})

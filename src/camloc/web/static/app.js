@@ -89,7 +89,8 @@
       state.health = health;
       state.methods = methods.methods;
       state.classNames = classes.classes.map(function (c) { return c.name; });
-      $("model-info").textContent = health.model + " on " + health.device + " (" +
+      $("model-info").textContent = health.model + " on " + health.device +
+        (health.runtime && health.runtime !== "torch" ? ", runtime " + health.runtime : "") + " (" +
         health.num_classes + " classes, input " + health.input_size.join("x") + ")";
       for (const m of methods.methods) {
         const tip = [m.description, m.family ? "family: " + m.family : "", m.cost ? "cost: " + m.cost : "",
