@@ -29,20 +29,23 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEV = REPO.parent / "shared" / "data" / "imagenet-val-dev"
 
-#: name -> (tta, localizer folder name or None, description)
+#: name -> (tta, localizer folder name or None, description); a localizer row with a TTA takes the
+#: combination and threshold its fit chose for that TTA (on the choosing quarter)
 ROWS = {
     "plain": ("none", None, "plain CAM (Zhou et al. 2016)"),
-    "flip": ("flip", None, "CAM, TTA flip"),
     "tta288": ("scales=288", None, "CAM, TTA one scale 288"),
     "tta224_288": ("scales=224:288", None, "CAM, TTA scales 224+288"),
     "tta224_288_logits": ("scales=224:288,logits", None, "CAM, TTA 224+288, logits averaged"),
-    "pc1": (None, "loc-pc1", "CAM x PC1 of the last features (sign by CAM)"),
-    "head_last": (None, "loc-head-last", "CAM x foreground head, last layer only"),
-    "head_last_notta": ("none", "loc-head-last", "CAM x foreground head, last layer, no TTA"),
-    "head": (None, "loc-head", "CAM x foreground head, 2 layers (default fit)"),
-    "head_notta": ("none", "loc-head", "CAM x foreground head, 2 layers, no TTA"),
+    "pc1": ("none", "loc-pc1", "CAM with PC1 of the last features (sign by CAM)"),
+    "pc1_tta": (None, "loc-pc1", "CAM with PC1, its chosen TTA"),
+    "head_last": ("none", "loc-head-last", "CAM with foreground head, last layer only"),
+    "head_last_tta": (None, "loc-head-last", "CAM with foreground head, last layer, chosen TTA"),
+    "head_notta": ("none", "loc-head", "CAM with foreground head, 2 layers"),
+    "head288": ("scales=288", "loc-head", "CAM with foreground head, 2 layers, TTA 288"),
+    "head": (None, "loc-head", "CAM with foreground head, 2 layers, chosen TTA (default fit)"),
 }
-FITS = {"loc-pc1": ["--kind", "pc1"], "loc-head-last": ["--layer", "bn2"], "loc-head": []}
+FITS = {"loc-head": ("head", None), "loc-head-last": ("head", ["bn2"]), "loc-pc1": ("pc1", None)}
+FIT_ARGS = {"loc-pc1": "--kind pc1", "loc-head-last": "--layer bn2", "loc-head": ""}
 
 
 def write_halves(ds, work: Path, seed: int) -> tuple[list[str], list[str]]:
@@ -69,10 +72,9 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=DEV)
     ap.add_argument("--work", type=Path, default=Path("/tmp/camloc-bench-loc"))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--time-images", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--time-images", type=int, default=16)
     ap.add_argument("--rows", default=",".join(ROWS))
-    ap.add_argument("--refit", action="store_true", help="fit the localizers again")
     args = ap.parse_args()
     if not (args.data / "metadata").is_dir():
         print(f"no dataset at {args.data}", file=sys.stderr)
@@ -83,56 +85,55 @@ def main() -> int:
     from camloc.cams import make_method
     from camloc.cams.tta import with_tta
     from camloc.data.open import open_dataset
-    from camloc.evaluation.evaluate import evaluate_state
+    from camloc.cams.tta import parse_tta
     from camloc.localizer import fit_localizer, load_localizer, save_localizer, with_localizer
+    from camloc.localizer.fit import _cache, _score
 
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     model = camloc.load_model()
     full = open_dataset(args.data)
     fit_ids, report_ids = write_halves(full, args.work, args.seed)
-    fit_ds = open_dataset(args.work, split="fit", image_root=args.data)
     rep_ds = open_dataset(args.work, split="report", image_root=args.data)
     print(f"# dev set {args.data}: fit half {len(fit_ids)}, report half {len(report_ids)} images "
           f"(seed {args.seed})", flush=True)
-    cli = "camloc"
+    caches: dict = {"layers": ["blocks.4", "bn2"]}
     locs = {}
-    for folder, extra in FITS.items():
-        if not any(ROWS[r][1] == folder for r in rows):
-            continue
-        path = args.work / folder
-        if args.refit or not (path / "localizer.json").is_file():
-            kind = "pc1" if "--kind" in extra else "head"
-            layers = ["bn2"] if "--layer" in extra else None
-            t0 = time.perf_counter()
-            loc = fit_localizer(model, full, kind=kind, layers=layers, holdout=0.5, seed=args.seed,
-                                log=lambda m: print("   ", m, flush=True))
-            save_localizer(loc, path)
-            print(f"fitted {folder} in {time.perf_counter() - t0:.0f} s: {loc.combine} "
-                  f"a={loc.alpha} tta={loc.tta} thr={loc.threshold}", flush=True)
-        loc = load_localizer(path)
+    t_all = time.perf_counter()
+    for folder, (kind, layers) in FITS.items():
+        t0 = time.perf_counter()
+        loc = fit_localizer(model, full, kind=kind, layers=layers, holdout=0.5, seed=args.seed,
+                            caches=caches)
+        save_localizer(loc, args.work / folder)
+        print(f"fitted {folder} in {time.perf_counter() - t0:.0f} s: {loc.combine} "
+              f"a={loc.alpha} tta={loc.tta} thr={loc.threshold}", flush=True)
         if sorted(loc.fit["heldout_ids"]) != sorted(report_ids):
-            raise SystemExit(f"{path}: fitted on another split; rerun with --refit")
-        locs[folder] = loc
+            raise SystemExit(f"{folder}: fitted on another split")
+        locs[folder] = load_localizer(args.work / folder)
     base = make_method(model, "cam")
-    engines, taus, results = {}, {}, {}
+    taps = model.taps(caches["layers"])
+    specs = {ROWS[r][0] for r in rows} | {lc.tta for lc in locs.values()}
+    variants = lambda hw: sorted({v for t in specs if parse_tta(t) for v in  # noqa: E731
+                                  parse_tta(t).variants(hw)} | {(hw[0], hw[1], False)})
+    rep_cache = _cache(model, base, rep_ds, taps, variants, 32, 0)
+    engines, results = {}, {}
     for r in rows:
         tta, folder, _ = ROWS[r]
         loc = locs.get(folder) if folder else None
-        spec = tta if tta is not None else (loc.tta if loc else "none")
+        spec = tta if tta is not None else loc.tta
+        if loc is not None:  # the combination and threshold chosen for this TTA on the fit half
+            trial = max((t for t in loc.fit["trials"] if t["tta"] == (parse_tta(spec).describe()
+                         if parse_tta(spec) else "none")), key=lambda t: t["score"])
+            loc = loc.with_(combine=trial["combine"], alpha=trial["alpha"])
+            tau = float(trial["threshold"])
+        else:  # calibrate on the choosing quarter of the fit half, as the localizers do
+            tau = float(_score(caches["b"], None, parse_tta(spec))["threshold"])
         engines[r] = with_tta(with_localizer(base, loc), spec)
-        if loc is not None:
-            taus[r] = loc.threshold
-        else:  # calibrate on the fit half
-            st = evaluate_state(model, fit_ds, method=engines[r], check_dataset=False)
-            taus[r] = float(st.localization.compute()["maxboxacc_v1"]["threshold"])
-        st = evaluate_state(model, rep_ds, method=engines[r], check_dataset=False)
-        lc = st.localization.compute(threshold=taus[r])
-        results[r] = {"tta": spec, "threshold": taus[r],
-                      "top1_loc": lc["calibrated"]["top1_loc"],
-                      "gt_known_loc": lc["calibrated"]["gt_known_loc"],
-                      "maxboxacc_v2": lc["maxboxacc_v2"]["value"],
-                      "top1": st.classification.compute()["top1"]}
+        res = _score(rep_cache, loc, parse_tta(spec), threshold=tau)
+        results[r] = {"tta": spec, "combine": None if loc is None else f"{loc.combine} "
+                      f"{loc.alpha}", "threshold": tau, **res["calibrated"],
+                      "maxboxacc_v2": res["maxboxacc_v2"]}
         print(f"  {r}: {json.dumps(results[r])}", flush=True)
+    print(f"fits and scoring: {time.perf_counter() - t_all:.0f} s", flush=True)
     # timing: maps only, decoded images, interleaved rounds
     from camloc.data.images import load_image, to_tensor
 
@@ -157,21 +158,24 @@ def main() -> int:
         med = statistics.median(times[r])
         ratio = f" ({med / plain:.2f}x)" if plain else ""
         tta, folder, desc = ROWS[r]
-        cmd = f"{cli} evaluate {args.work} --split report --image-root {args.data}"
+        cmd = f"camloc evaluate {args.work} --split report --image-root {args.data}"
         if folder:
             cmd += f" --localizer {args.work / folder}"
             if tta is not None:
                 cmd += f" --tta {tta}"
+            if res["combine"] and tta is not None:
+                cmd += f" --calibrate {res['threshold']:.2f}"
         else:
             if tta != "none":
                 cmd += f" --tta {tta}"
             cmd += " --calibrate FIT/report.json"
-        print(f"| {desc} (tta {res['tta']}, tau {res['threshold']:.2f}) | {res['top1_loc']:.2f} | "
+        comb = f", {res['combine']}" if res["combine"] else ""
+        print(f"| {desc} (tta {res['tta']}{comb}, tau {res['threshold']:.2f}) | "
+              f"{res['top1_loc']:.2f} | "
               f"{res['gt_known_loc']:.2f} | {res['maxboxacc_v2']:.2f} | n/a | {med:.4f}{ratio} | "
               f"`{cmd}` |")
-    print("\nFIT/report.json: the same command with `--split fit` and no --calibrate. "
-          "Localizers: `camloc localizer fit DEV --holdout 50% --out DIR` (+ " +
-          "; ".join(f"{k}: {' '.join(v) or 'defaults'}" for k, v in FITS.items()) + ").")
+    print("\nLocalizers: `camloc localizer fit DEV --holdout 50% --out DIR` (+ " +
+          "; ".join(f"{k}: {v or 'defaults'}" for k, v in FIT_ARGS.items()) + ").")
     (args.work / "results.json").write_text(json.dumps({"results": results, "times": times},
                                                        indent=1))
     return 0

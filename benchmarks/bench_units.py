@@ -36,7 +36,8 @@ def _child(args: argparse.Namespace) -> None:
 
     import camloc
     from camloc.units import UnitsState, build_report, collect_units, open_units_data
-    from camloc.units.collect import _Decoded, _as_list, input_preprocess
+    from camloc.data.batches import loader_batches
+    from camloc.units.collect import input_preprocess
     from camloc.units.contrib import check_layer
 
     if args.threads:
@@ -47,8 +48,7 @@ def _child(args: argparse.Namespace) -> None:
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out: dict[str, float] = {"images": len(data.items)}
     if args.child == "forward":
-        loader = torch.utils.data.DataLoader(_Decoded(data.items, input_preprocess(model)),
-                                             batch_size=args.batch, collate_fn=_as_list)
+        loader = loader_batches(data.items, input_preprocess(model), batch_size=args.batch)
         t0 = time.perf_counter()
         with torch.inference_mode():
             for batch in loader:

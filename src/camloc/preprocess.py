@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from camloc.defaults import IMAGENET_MEAN, IMAGENET_STD
 from camloc.errors import ConfigError
 
 __all__ = ["Preprocess", "Geometry", "FIT_MODES", "INTERPOLATIONS"]
@@ -91,8 +92,8 @@ class Preprocess:
     fit: Literal["stretch", "crop"] = "stretch"
     crop_pct: float = 0.875
     interpolation: Literal["bicubic", "bilinear", "nearest"] = "bicubic"
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
 
     def __post_init__(self) -> None:
         if self.fit not in FIT_MODES:

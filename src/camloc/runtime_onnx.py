@@ -32,6 +32,7 @@ from camloc.targets import ClassTarget, Target
 from camloc.cams.exact import CAM
 from camloc.errors import ConfigError, ModelError
 from camloc.models.loader import CamModel
+from camloc.models.pooling import global_pool
 
 __all__ = ["OnnxCAM", "RUNTIMES", "cache_dir", "cached_export", "make_runtime_engine", "make_session"]
 
@@ -228,7 +229,7 @@ class OnnxCAM(CAM):
         mt = torch.from_numpy(maps).to(dev)
         if not torch.isfinite(lt).all():
             raise ModelError(f"{self.path.name}: the graph returned non-finite logits")
-        bias = lt.gather(1, it) - mt.mean(dim=(2, 3))
+        bias = lt.gather(1, it) - global_pool(mt)
         return CamOutput(lt, it, mt, bias, self.name, self.layers)
 
 

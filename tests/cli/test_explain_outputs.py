@@ -390,11 +390,10 @@ def test_overlay_map_matches_map_in_original(tiny_model, samples_dir):
         assert np.abs(half - ref).mean() < 0.02
 
 
-def test_batches_of_huge_photos_are_cut_short(monkeypatch):
-    """A batch holds at most PIXELS_PER_BATCH decoded pixels; unreadable images are reported."""
-    import camloc.explain.run as er
+def test_batches_of_huge_photos_are_cut_short():
+    """A batch holds at most max_pixels decoded pixels; unreadable images are reported."""
+    from camloc.data.batches import decoded_batches
 
-    monkeypatch.setattr(er, "PIXELS_PER_BATCH", 2500)
     sizes = {"a": (40, 40), "b": (40, 40), "bad": None, "c": (10, 10), "d": (10, 10)}
 
     def load(p):
@@ -407,6 +406,7 @@ def test_batches_of_huge_photos_are_cut_short(monkeypatch):
     failed = []
     todo = [InputItem(i, k, k) for i, k in enumerate(sizes)]
     batches = [(n, [i.path for i in ok]) for n, ok, _ in
-               er._decoded_batches(todo, 16, load, lambda it, why: failed.append((it.key, why)))]
+               decoded_batches(todo, 16, lambda it: load(it.path),
+                               lambda it, why: failed.append((it.key, why)), max_pixels=2500)]
     assert batches == [(2, ["a", "b"]), (3, ["c", "d"])]
     assert failed == [("bad", "I/O error")]

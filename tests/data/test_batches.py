@@ -27,8 +27,9 @@ def test_batches_never_span_two_blocks_and_skip_failures():
     failed = []
     got = [(n, items) for n, items, _ in decoded_batches(
         range(10), 3, load, lambda i, why: failed.append((i, why)), block=lambda i: i // 4)]
-    # blocks 0-3, 4-7, 8-9; batch size 3 counts readable images; a block starts a new batch
-    assert got == [(4, [0, 1, 3]), (4, [4, 5, 6]), (2, [8, 9])]
+    # blocks 0-3, 4-7, 8-9; batch size 3 counts readable images; a block starts a new batch,
+    # and inputs consumed without an image (7, failed) still come out, as an empty batch
+    assert got == [(4, [0, 1, 3]), (3, [4, 5, 6]), (1, []), (2, [8, 9])]
     assert failed == [(2, "I/O error"), (7, "I/O error")]
 
 

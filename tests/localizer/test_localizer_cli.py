@@ -64,3 +64,35 @@ def test_usage_errors_are_one_line(loc_synth, tiny_dir, tmp_path):
         assert r.returncode == 2, (args, r.stderr)
         assert needle in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "e").exists() and not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_explain_with_localizer_and_tta_records_them(loc_synth, tiny_dir, tmp_path):
+    import camloc
+    from camloc.localizer import fit_localizer, save_localizer
+
+    ds = open_dataset_train(loc_synth)
+    model = camloc.load_model(str(tiny_dir), device="cpu")
+    loc = save_localizer(fit_localizer(model, ds, combines=[("product", 1.0)], ttas=["none"]),
+                         tmp_path / "loc")
+    photos = [str(s.path) for s in ds.samples[:3]]
+    out = tmp_path / "ex"
+    r = run_cli("explain", *photos, "--model", str(tiny_dir), "--localizer", str(loc), "--tta",
+                "flip", "--format", "coco", "--out", str(out), "--device", "cpu", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    man = json.loads((out / "manifest.json").read_text())
+    st = man["settings"]
+    assert st["tta"] == "flip" and st["localizer"]["key"] == camloc.localizer.load_localizer(
+        loc).key
+    assert st["normalization"] == "minmax" and man["threshold_source"]["kind"] == "localizer"
+    assert (out / "instances.json").is_file() or any(out.glob("*.json"))
+    # resuming with another TTA is refused (the maps would differ)
+    r = run_cli("explain", *photos, "--model", str(tiny_dir), "--localizer", str(loc),
+                "--out", str(out), "--device", "cpu", cwd=tmp_path)
+    assert r.returncode == 2 and "tta" in r.stderr, r.stderr
+
+
+def open_dataset_train(root):
+    from camloc.data.datasets import open_dataset
+
+    return open_dataset(root, split="train")

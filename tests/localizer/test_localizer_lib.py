@@ -111,3 +111,14 @@ def test_bad_localizer_folders_are_refused(tmp_path):
     (tmp_path / "localizer.json").write_text("{not json")
     with pytest.raises(ConfigError, match="not a readable"):
         load_localizer(tmp_path)
+
+
+def test_pc1_recovers_a_rank_one_pattern_with_the_class_maps_sign():
+    from camloc.localizer.model import _pc1
+
+    g = torch.Generator().manual_seed(0)
+    pat = torch.rand(1, 1, 7, 7, generator=g)
+    f = pat * torch.randn(1, 64, 1, 1, generator=g) + 0.01 * torch.randn(1, 64, 7, 7, generator=g)
+    want = (pat - pat.min()) / (pat.max() - pat.min())
+    assert torch.allclose(_pc1(f, pat), want, atol=0.01)
+    assert torch.allclose(_pc1(f, -pat), 1 - want, atol=0.01)  # the sign follows the class map

@@ -80,9 +80,13 @@ def test_unreadable_images_are_reported_and_never_cached(default_model, folder_d
     (folder_ds / "coffee" / "empty.jpg").write_bytes(b"")
     cache = tmp_path / "cache"
     for _ in range(2):  # failures are not cached: reported again on the second run
-        feats = extract_features(default_model, open_dataset(folder_ds), cache_dir=cache)
+        ds = open_dataset(folder_ds)
+        feats = extract_features(default_model, ds, cache_dir=cache, batch_size=4)
         assert len(feats) == 9
         assert sorted(f.image_id for f in feats.failed) == ["coffee/broken.png", "coffee/empty.jpg"]
+        bad = {f.image_id for f in feats.failed}  # listed in the dataset's order
+        assert [f.image_id for f in feats.failed] == [s.image_id for s in ds.samples
+                                                      if s.image_id in bad]
         assert all(f.reason for f in feats.failed)
     assert len(list(cache.rglob("*.npy"))) == 9
 

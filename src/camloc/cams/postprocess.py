@@ -1,5 +1,19 @@
 """Map post-processing: resizing maps to the input (``upsample``) and scaling them (``normalize``).
 
+These are camloc's one map resize and one map normalisation: explain, the web app, TTA's merge of
+its variants and the faithfulness metrics all go through them. Two places differ on purpose and
+keep their own arithmetic, because their numbers are a published protocol's:
+
+- ``camloc.evaluation.evaluate.prepare_scoremap`` resizes raw maps to the 224 x 224 evaluation
+  grid with OpenCV's ``INTER_CUBIC`` (wsolevaluation's resize; it differs from :func:`upsample`'s
+  bicubic at the borders and in the last bits) and then min-max normalises them as wsolevaluation
+  does (``camloc.metrics.normalize_minmax``, the ``"minmax"`` below in NumPy). Its ``protocol="max"``
+  **clips negatives to 0** before dividing by the maximum (the metrics take maps in ``[0, 1]``),
+  where ``normalize(..., "max")`` keeps them (see there). Moving either onto this module would
+  change MaxBoxAccV2 and PxAP in their last digits.
+- TTA's bilinear resize (``camloc.cams.tta``) resizes the *input images* of its scale variants,
+  not maps; their maps come back through :func:`upsample`.
+
 >>> import torch
 >>> m = torch.tensor([[[[0.0, 1.0], [2.0, 4.0]]]])
 >>> normalize(m, "max").flatten().tolist()
@@ -62,9 +76,21 @@ def upsample(maps: torch.Tensor, size: tuple[int, int], mode: str = "bicubic") -
 def normalize(maps: torch.Tensor, how: str = "max") -> torch.Tensor:
     """Normalise each map over its spatial extent.
 
-    ``"max"``: divide by the map's maximum (the paper's "fraction of the maximum"; a map whose
-    maximum is not positive becomes zeros). ``"minmax"``: ``(M - min) / (max - min)`` as
-    wsolevaluation does (constant or NaN maps become zeros). ``"none"``: unchanged.
+    ``"max"``: scale by the map's maximum (the paper's "fraction of the maximum"; computed as a
+    multiplication by ``1 / max``). **Negative values are kept**, scaled like the rest: the result
+    lies in ``[min / max, 1]``, so a box threshold in ``(0, 1]`` counts them as background and a
+    saved map still shows where the evidence was against the class. A map whose maximum is not
+    positive, or that holds a NaN, becomes zeros. ``"minmax"``: ``(M - min) / (max - min)`` as
+    wsolevaluation does, so the minimum (negative or not) goes to 0 and the result lies in
+    ``[0, 1]`` (constant or NaN maps become zeros). ``"none"``: unchanged.
+
+    >>> m = torch.tensor([[[[-2.0, 0.0], [1.0, 4.0]]]])
+    >>> normalize(m, "max").flatten().tolist()
+    [-0.5, 0.0, 0.25, 1.0]
+    >>> normalize(m, "minmax").flatten().tolist()
+    [0.0, 0.3333333432674408, 0.5, 1.0]
+    >>> bool((normalize(m - 5, "max") == 0).all())  # maximum -1: no positive evidence
+    True
     """
     if how == "none":
         return maps

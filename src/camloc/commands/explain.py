@@ -73,6 +73,14 @@ _OverlaySize = Annotated[int, typer.Option(min=32, help=(
     "Longest side of an overlay PNG in pixels (large photos are drawn smaller)."))]
 _OverlayPanels = Annotated[int, typer.Option(min=1, help=(
     "Most classes drawn in one overlay (results.jsonl has all of them)."))]
+_Tta = Annotated[str, typer.Option("--tta", help=(
+    "Test-time augmentation: flip, scales=224:288, logits (average the logits too), or none."))]
+_Localizer = Annotated[str, typer.Option("--localizer", help=(
+    "A folder from `camloc localizer fit`: its foreground map, TTA and threshold (options "
+    "override)."))]
+_Runtime = Annotated[str, typer.Option(help=(
+    "torch, onnx (exact CAM on onnxruntime, exported to a cache once), or an exported .onnx file "
+    "(camloc export --classes-input)."))]
 _Overwrite = Annotated[bool, typer.Option(help=(
     "Redo every image, with these settings (the old results are replaced)."))]
 
@@ -92,10 +100,8 @@ def register(app: typer.Typer) -> None:
         batch_size: _BatchSize = DEFAULT_BATCH_SIZE, device: _Device = "auto",
         save_maps: _SaveMaps = False, overlays: _Overlays = True,
         overlay_size: _OverlaySize = 2048, overlay_panels: _OverlayPanels = 8,
-        overwrite: _Overwrite = False,
-        runtime: str = typer.Option("torch", help="torch, onnx (exact CAM on onnxruntime, "
-                                                  "exported to a cache once), or an exported "
-                                                  ".onnx file (camloc export --classes-input)."),
+        overwrite: _Overwrite = False, tta: _Tta = None, localizer: _Localizer = None,
+        runtime: _Runtime = "torch",
     ) -> None:
         """Explain a classifier's decisions: CAM overlays, boxes, results.jsonl and box files.
 
@@ -116,8 +122,8 @@ def register(app: typer.Typer) -> None:
             method=method, layer=layer, smooth=smooth, method_batch_size=method_batch_size,
             fit=fit, formats=formats, batch_size=batch_size, device=device,
             save_maps=save_maps, overlays=overlays, overlay_size=overlay_size,
-            overlay_panels=overlay_panels, overwrite=overwrite, progress=progress_bar,
-            runtime=runtime)
+            overlay_panels=overlay_panels, overwrite=overwrite, progress=progress_bar, tta=tta,
+            localizer=localizer, runtime=runtime)
         if result is None:  # a torchrun rank other than 0: rank 0 reports for every rank
             return
         _report(result, out)

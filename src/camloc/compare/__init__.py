@@ -27,7 +27,7 @@ from typing import Any
 
 from camloc.compare.calibration import holdout_indices, parse_holdout
 from camloc.compare.options import resolve_methods
-from camloc.compare.tta import TTA, parse_tta
+from camloc.cams.tta import TTA, parse_tta
 from camloc.defaults import DEFAULT_THRESHOLD
 from camloc.evaluation.calibration import Calibration, load_calibration
 
@@ -36,7 +36,7 @@ __all__ = ["compare", "split_for_calibration", "calibrate", "FaithfulnessSetting
            "build_methods", "check_inputs", "compare_state", "CompareState"]
 
 _LAZY = {"FaithfulnessSettings": "run", "CompareState": "run", "build_methods": "run",
-         "compare_state": "run", "scoremap_of": "run", "tta_maps": "tta"}
+         "compare_state": "run", "scoremap_of": "run", "tta_maps": "tta"}  # camloc.cams.tta
 
 
 def __getattr__(name: str) -> Any:  # torch-heavy names load on first use

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from camloc.compare.options import resolve_methods
-from camloc.compare.tta import TTA, tta_maps
+from camloc.cams.tta import TTA, tta_maps
 from camloc.defaults import DEFAULT_THRESHOLD
 from camloc.errors import ConfigError, UnsupportedHeadError
 from camloc.evaluation.batches import EVAL_SIZE, labelled_samples

@@ -1,7 +1,8 @@
 """Batches of a labelled dataset as ``evaluate`` and ``compare`` score them.
 
-One loop serves both: each image is decoded and preprocessed once (in DataLoader worker processes
-when ``workers > 0``, so decoding overlaps the forward pass), an image that cannot be read or whose
+One loop serves both, over the one batch runner (:func:`camloc.data.batches.loader_batches`): each
+image is decoded and preprocessed once (in DataLoader worker processes when ``workers > 0``, so
+decoding overlaps the forward pass), an image that cannot be read or whose
 decoded size disagrees with the metadata becomes a failure record instead of a batch row, the
 ground-truth boxes are rescaled to the ``EVAL_SIZE x EVAL_SIZE`` evaluation grid with
 wsolevaluation's integer truncation, and the ground-truth masks are loaded at that size.
@@ -31,8 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from camloc.data.images import load_image, to_tensor
-from camloc.errors import ConfigError, ImageError
+from camloc.data.batches import loader_batches, split_failures, stack_inputs
+from camloc.errors import ConfigError
 
 __all__ = ["EVAL_SIZE", "EvalBatch", "eval_batches", "labelled_samples"]
 
@@ -74,39 +75,6 @@ def labelled_samples(dataset: Any, why: str) -> list[Any]:
     return samples
 
 
-class _Decode(torch.utils.data.Dataset):
-    """Decodes and preprocesses samples (in DataLoader workers); failures come back as records.
-
-    An image whose decoded size disagrees with the metadata's size is a failure (its boxes would
-    be rescaled wrongly), never scored silently."""
-
-    def __init__(self, samples: Sequence[Any], pre: Any) -> None:
-        self.samples, self.pre = samples, pre
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, tuple[int, int], str]:
-        s = self.samples[i]
-        try:
-            img = load_image(s.path)
-        except ImageError as exc:
-            return i, None, (0, 0), exc.reason
-        why = s.size_mismatch(img.size)
-        if why is not None:
-            where = f"{s.size_source[0]}:{s.size_source[1]}: " if s.size_source else ""
-            return i, None, img.size, f"{where}{why}"
-        try:
-            x, _ = to_tensor(img, self.pre)
-        except ImageError as exc:  # too large once resized
-            return i, None, img.size, exc.reason
-        return i, x, img.size, ""
-
-
-def _as_list(items: list[Any]) -> list[Any]:
-    return items
-
-
 def eval_batches(samples: Sequence[Any], pre: Any, *, batch_size: int = 32, workers: int = 0,
                  failed: list[dict[str, str]], boxes: bool = False, masks: bool = False,
                  device: torch.device | str | None = None, channels_last: bool = False,
@@ -127,29 +95,16 @@ def eval_batches(samples: Sequence[Any], pre: Any, *, batch_size: int = 32, work
     if masks:
         from camloc.data.masks import load_gt_mask
 
-    loader = torch.utils.data.DataLoader(_Decode(samples, pre), batch_size=batch_size,
-                                         shuffle=False, num_workers=workers, collate_fn=_as_list)
-    # (torch runs each worker with one thread; nothing else is set in the forked workers: calling
-    # into OpenCV's thread pool in a child forked from a process that has used it can deadlock)
     done = 0
-    for chunk in loader:
-        good = []
-        for i, x, size, err in chunk:
-            if x is None:
-                failed.append({"path": str(samples[i].path), "image_id": samples[i].image_id,
-                               "error": err})
-            else:
-                good.append((i, x, size))
+    for chunk in loader_batches(samples, pre, batch_size=batch_size, workers=workers,
+                                check_size=True):
+        good = split_failures(chunk, samples, failed)
         done += len(chunk)
         if good:
-            index = [i for i, _, _ in good]
+            index = [i for i, _, _, _ in good]
             picked = [samples[i] for i in index]
-            x = torch.stack([t for _, t, _ in good])
-            if device is not None:
-                x = x.to(device)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            sizes = [tuple(size) for _, _, size in good]
+            x = stack_inputs([t for _, t, _, _ in good], device, channels_last)
+            sizes = [tuple(size) for _, _, size, _ in good]
             batch = EvalBatch(
                 index, picked, x, torch.tensor([s.label for s in picked], dtype=torch.long), sizes,
                 boxes=[rescale_gt_boxes(s.boxes, s.size if s.size is not None else size,

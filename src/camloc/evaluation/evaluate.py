@@ -67,7 +67,10 @@ def full_fp32(active: bool = True) -> Iterator[None]:
 
 
 def prepare_scoremap(cam: np.ndarray, size: int = EVAL_SIZE, protocol: str = "wsol") -> np.ndarray:
-    """A raw low-resolution CAM -> the ``size x size`` ``[0, 1]`` score map the metrics take."""
+    """A raw low-resolution CAM -> the ``size x size`` ``[0, 1]`` score map the metrics take.
+
+    wsolevaluation's resize (OpenCV bicubic) and normalisation, kept apart from
+    ``cams.postprocess`` on purpose (see there): ``"max"`` here clips negatives to 0."""
     from camloc.metrics import normalize_minmax
 
     resized = cv2.resize(np.asarray(cam, np.float32), (size, size), interpolation=cv2.INTER_CUBIC)

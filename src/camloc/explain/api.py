@@ -25,6 +25,7 @@ from PIL import Image
 from camloc.cams.engine import CAMMethod, ClassSelection
 from camloc.cams.postprocess import normalize, upsample
 from camloc.cams.registry import make_method
+from camloc.data.batches import decoded_batches, prefetch
 from camloc.data.images import batch_images, load_image
 from camloc.defaults import (DEFAULT_BATCH_SIZE, DEFAULT_NORMALIZATION, DEFAULT_THRESHOLD,
                              DEFAULT_TOP_K)
@@ -112,7 +113,7 @@ def explain_batch(model: CamModel, images: Sequence[Image.Image], sources: Seque
     layer(s) (default: the model's); ``options`` go to the method (``batch_size``, ``smooth``, ...).
     """
     pre = preprocess or model.spec.preprocess
-    engine = make_method(model, method, layer, **options)
+    engine = method if _is_wrapper(method) else make_method(model, method, layer, **options)
     x, geoms = batch_images(images, pre)
     out = engine(x, classes=classes)
     maps = normalize(upsample(out.maps, pre.input_size, "bicubic"), normalization)
@@ -140,12 +141,20 @@ def explain_batch(model: CamModel, images: Sequence[Image.Image], sources: Seque
     return results
 
 
+def _is_wrapper(method: Any) -> bool:
+    """A TTA or localizer wrapper around a method (called like one, made elsewhere)."""
+    from camloc.cams.tta import TTAMethod
+    from camloc.localizer.model import LocalizedMethod
+
+    return isinstance(method, (TTAMethod, LocalizedMethod))
+
+
 def explain(model: CamModel, images: Sequence[str | os.PathLike[str] | Image.Image] | str | os.PathLike[str],
             top_k: int = DEFAULT_TOP_K, classes: Sequence[int] | None = None,
-            threshold: float = DEFAULT_THRESHOLD, normalization: str = DEFAULT_NORMALIZATION,
+            threshold: float | None = DEFAULT_THRESHOLD, normalization: str = DEFAULT_NORMALIZATION,
             multi: bool = False, method: str | CAMMethod = "cam",
             batch_size: int = DEFAULT_BATCH_SIZE, preprocess: Preprocess | None = None, layer: LayerSpec = None,
-            **options: Any) -> list[Explanation]:
+            tta: Any = None, localizer: Any = None, **options: Any) -> list[Explanation]:
     """Explain images (paths or PIL images): top-k classes (or the given ``classes``), their
     normalised maps, and their boxes in original pixels.
 
@@ -154,6 +163,9 @@ def explain(model: CamModel, images: Sequence[str | os.PathLike[str] | Image.Ima
     ``Explanation.layers``); ``options``: passed to the method (e.g. ``smooth=8``). ``batch_size``
     here is images per engine call; for a perturbation method's own ``batch_size`` pass an instance,
     ``method=make_method(model, "scorecam", batch_size=128)``.
+    ``tta``: a ``--tta`` text (:mod:`camloc.cams.tta`); ``localizer``: a folder from ``camloc
+    localizer fit`` or a :class:`~camloc.localizer.Localizer` (checked against the model; its
+    TTA applies unless ``tta`` is given; ``threshold=None`` takes its threshold, on min-max maps).
     Raises :class:`ImageError` for an image that cannot be read (the CLI instead reports and
     continues), :class:`UnsupportedHeadError` for ``"cam"`` on a model without a GAP head."""
     if isinstance(images, (str, os.PathLike, Image.Image)):
@@ -162,17 +174,31 @@ def explain(model: CamModel, images: Sequence[str | os.PathLike[str] | Image.Ima
         raise ConfigError(f"batch_size={batch_size}: must be >= 1")
     selection: ClassSelection = list(classes) if classes is not None else top_k
     engine = make_method(model, method, layer, **options)  # fail early, build it once
+    if localizer is not None or tta is not None:
+        from camloc.cams.tta import with_tta
+        from camloc.localizer.model import Localizer, load_localizer, with_localizer
+
+        loc = localizer if isinstance(localizer, Localizer) or localizer is None else \
+            load_localizer(localizer)
+        if loc is not None:
+            loc.check_model(model)
+            if threshold is None and loc.threshold is not None:
+                threshold, normalization = loc.threshold, "minmax"
+        engine = with_tta(with_localizer(engine, loc),
+                          tta if tta is not None else (loc.tta if loc is not None else None))
+    if threshold is None:
+        threshold = DEFAULT_THRESHOLD
     results: list[Explanation] = []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start:start + batch_size]
-        pils, srcs = [], []
-        for item in chunk:
-            if isinstance(item, Image.Image):
-                pils.append(item.convert("RGB"))
-                srcs.append(getattr(item, "filename", "") or "<image>")
-            else:
-                pils.append(load_image(item))
-                srcs.append(str(Path(item)))
+
+    def load(item: Any) -> tuple[Image.Image, str]:
+        if isinstance(item, Image.Image):
+            return item.convert("RGB"), getattr(item, "filename", "") or "<image>"
+        return load_image(item), str(Path(item))
+
+    # decoded in a thread ahead of the network, batch_size images per engine call
+    for _, _, loaded in prefetch(decoded_batches(images, batch_size, load, None,
+                                                 max_pixels=None)):
+        pils, srcs = [im for im, _ in loaded], [src for _, src in loaded]
         with torch.inference_mode(not engine.needs_grad):
             results.extend(explain_batch(model, pils, srcs, selection, threshold, normalization,
                                          multi, engine, preprocess))

@@ -70,14 +70,18 @@ def run_explain_job(
     formats: str | Sequence[str] = "jsonl", batch_size: int = DEFAULT_BATCH_SIZE,
     device: str = "auto", save_maps: bool = False, overlays: bool = True,
     overlay_size: int = 2048, overlay_panels: int = 8, overwrite: bool = False,
-    progress: ProgressFactory | None = None, runtime: str = "torch",
+    progress: ProgressFactory | None = None, tta: str | None = None,
+    localizer: str | os.PathLike[str] | None = None, runtime: str = "torch",
 ) -> ExplainJobResult | None:
     """Explain ``paths`` (files, folders, globs), ``lists`` (list files; ``"-"``: standard
     input) or a ``dataset`` folder into the run folder ``out``, as ``camloc explain`` does (the
     options are its flags; ``None``: not given). ``layer``: names, or one string of
     comma-separated names. ``classes``: ids or names, comma-separated, or ``"gt"`` (each
-    dataset image's label). ``runtime``: ``"torch"``, ``"onnx"`` or an exported ``.onnx``
-    file (exact CAM on onnxruntime). Under ``torchrun`` every rank calls this; rank 0 returns the
+    dataset image's label). ``tta``: a ``--tta`` text; ``localizer``: a folder from ``camloc
+    localizer fit`` (its TTA, and its threshold on min-max maps, apply unless ``tta`` /
+    ``threshold`` / ``calibrate`` / ``normalization`` are given). ``runtime``: ``"torch"``,
+    ``"onnx"`` or an exported ``.onnx`` file (exact CAM on onnxruntime; no TTA or localizer).
+    Under ``torchrun`` every rank calls this; rank 0 returns the
     result, the other ranks ``None``.
 
     Raises:
@@ -89,10 +93,24 @@ def run_explain_job(
     _check_combinations(paths, lists, dataset, dataset_format, split, image_root, is_gt,
                         threshold, calibrate)
     cal = _read_calibration(calibrate, normalization)
+    from camloc.cams.tta import parse_tta
+
+    parse_tta(tta)  # a bad --tta is refused before the model loads
+    loc = None
+    if localizer is not None:
+        from camloc.localizer.model import load_localizer
+
+        loc = load_localizer(localizer)
     settings = _settings(top_k, threshold, cal, normalization, multi, method, layer, smooth,
                          method_batch_size, batch_size, save_maps, overwrite, overlays,
                          overlay_size, overlay_panels, min_prob, formats, is_gt)
     settings.runtime = runtime
+    settings.localizer = loc
+    settings.tta = tta if tta is not None else (loc.tta if loc is not None else None)
+    if loc is not None and loc.threshold is not None and threshold is None and cal is None \
+            and normalization in (None, "minmax"):
+        settings.threshold, settings.normalization = loc.threshold, "minmax"
+        settings.threshold_source = {"kind": "localizer", "path": loc.path}
     settings.check()  # what needs no model: refused before the model loads
     inputs = _inputs(paths, lists, dataset, dataset_format, split, image_root)
     from camloc.distributed import DistContext
@@ -100,6 +118,8 @@ def run_explain_job(
     ctx = DistContext.from_env(device)
     try:
         cam_model = _load_model(model, weights, head, ctx.device)
+        if loc is not None:
+            loc.check_model(cam_model)
         if cal is not None:
             from camloc.evaluation.calibration import check_model
 

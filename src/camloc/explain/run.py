@@ -37,9 +37,10 @@ same input listing and explains the blocks of ``batch_size`` consecutive inputs 
 ``rank, rank + world_size, ...``, writing its overlays and maps directly and its records to
 ``OUT/parts/results.rank<r>.jsonl``; when all are done, rank 0 merges the parts into
 ``results.jsonl``, writes ``errors.jsonl``, the box files and the manifest, and releases the lock.
-A single process cuts its batches at the same block boundaries, so every image shares its
-forward pass with the same images whatever the number of processes, and every output file is
-byte for byte what one process writes.
+A single process cuts its batches at the same block boundaries
+(:func:`camloc.data.batches.decoded_batches`, decoding in a thread ahead of the network), so
+every image shares its forward pass with the same images whatever the number of processes, and
+every output file is byte for byte what one process writes.
 
 Memory does not grow with the number of images beyond a few 64-bit hashes per image (duplicate
 detection, resume, merge order); records, maps and images live for one batch.
@@ -50,22 +51,22 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import queue
-import threading
 import time
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from camloc.data.batches import decoded_batches, prefetch
+from camloc.data.batches import failure_reason as _reason
 from camloc.defaults import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_NORMALIZATION,
     DEFAULT_THRESHOLD,
     DEFAULT_TOP_K,
 )
-from camloc.errors import CamlocError, ConfigError, ImageError
+from camloc.errors import CamlocError, ConfigError
 from camloc.explain.inputs import OUTPUT_FOLDERS, ExplainInputs, InputItem, key_hash, key_of
 from camloc.export.names import output_name
 from camloc.io import (
@@ -85,17 +86,13 @@ __all__ = ["ExplainSettings", "RunSummary", "run_explain", "output_name", "RESUM
 
 #: Settings that change what an image's record says; a resumed run must match them all.
 RESUME_KEYS = ("model", "weights", "head", "top_k", "classes", "threshold", "normalization",
-               "multi", "method", "layers", "method_options", "preprocess", "min_prob")
+               "multi", "method", "layers", "method_options", "preprocess", "min_prob", "tta",
+               "localizer")
 
 
 #: Budget for one batch's maps (images x classes x H x W x 4 bytes); larger top-k runs use
 #: smaller batches instead of more memory.
 MAP_BYTES_PER_BATCH = 512 * 2**20
-#: Budget for one batch's decoded photos (about 200 MB of RGB): a batch of huge photos is cut
-#: short rather than holding ``batch_size`` of them at once.
-PIXELS_PER_BATCH = 64_000_000
-#: Decoded batches waiting for the network (decoding runs ahead in a thread).
-PREFETCH_BATCHES = 2
 #: zlib level of overlay PNGs: 1 writes several times faster than Pillow's default 6, for
 #: files about a third larger.
 PNG_COMPRESSION = 1
@@ -137,6 +134,25 @@ class ExplainSettings:
     min_prob: float | None = None
     formats: Sequence[str] = ()
     threshold_source: dict[str, Any] | None = None
+    tta: str | None = None  # a --tta text (camloc.cams.tta)
+    localizer: Any = None  # a camloc.localizer.Localizer
+
+    def make_engine(self, model: Any) -> Any:
+        """The map method of these settings: the method, with the localizer's foreground map
+        combined in and wrapped in the TTA; or, with ``runtime`` onnx, the onnxruntime engine."""
+        from camloc.cams.registry import make_method
+        from camloc.cams.tta import parse_tta, with_tta
+        from camloc.localizer.model import with_localizer
+
+        onnx = _runtime_engine(model, self)
+        if onnx is not None:
+            if self.localizer is not None or parse_tta(self.tta) is not None:
+                raise ConfigError(f"--runtime {self.runtime}: the exported graph gives exact CAM "
+                                  "at one size; leave out --tta and --localizer (or use --runtime "
+                                  "torch)")
+            return onnx
+        engine = make_method(model, self.method, self.layer, **self.method_options)
+        return with_tta(with_localizer(engine, self.localizer), self.tta)
 
     def check(self, num_classes: int | None = None) -> None:
         """Raise :class:`ConfigError` naming the first bad setting; lower-cases ``method`` and
@@ -227,9 +243,7 @@ def _settings_record(model: Any, s: ExplainSettings, source: dict[str, Any] | No
     src = dict(source or {})
     opts = {k: v for k, v in sorted(s.method_options.items()) if v is not None}
     if engine is None:
-        from camloc.cams.registry import make_method
-
-        engine = make_method(model, s.method, s.layer, **opts)
+        engine = s.make_engine(model)
     # the options that change the maps, as the engine took them (defaults included, so that
     # `--smooth 0` and no --smooth compare equal): only SmoothGrad's, when it is on
     smooth = int(getattr(engine, "smooth", 0) or 0)
@@ -253,15 +267,35 @@ def _settings_record(model: Any, s: ExplainSettings, source: dict[str, Any] | No
         "overlay_size": s.overlay_size, "max_panels": s.max_panels,
         "formats": list(s.formats),
         "threshold_source": s.threshold_source or {"kind": "given"},
+        "tta": _tta_text(s.tta),
+        "localizer": None if s.localizer is None else s.localizer.settings(),
     }
+
+
+def _tta_text(tta: Any) -> str:
+    from camloc.cams.tta import parse_tta
+
+    spec = parse_tta(tta)
+    return "none" if spec is None else spec.describe()
+
+
+def _resume_value(record: dict[str, Any], key: str) -> Any:
+    """A setting as resumes compare it: a run from before TTA / localizers had none; a localizer
+    by the id of the maps it makes."""
+    if key == "tta":
+        return record.get("tta") or "none"
+    if key == "localizer":
+        loc = record.get("localizer")
+        return loc.get("key") if isinstance(loc, dict) else None
+    return record.get(key)
 
 
 def _settings_differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     import json
 
     # compare through JSON, so tuples and lists (and ints and floats) compare as stored
-    a = json.loads(dumps({k: saved.get(k) for k in RESUME_KEYS}))
-    b = json.loads(dumps({k: now.get(k) for k in RESUME_KEYS}))
+    a = json.loads(dumps({k: _resume_value(saved, k) for k in RESUME_KEYS}))
+    b = json.loads(dumps({k: _resume_value(now, k) for k in RESUME_KEYS}))
     return [f"{k} {a[k]!r} -> {b[k]!r}" for k in RESUME_KEYS if a[k] != b[k]]
 
 
@@ -271,16 +305,6 @@ def _finite_result(exp: Any) -> bool:
     return bool(np.isfinite(np.asarray(exp.probs, np.float64)).all()
                 and np.isfinite(np.asarray(exp.logits, np.float64)).all()
                 and np.isfinite(exp.maps).all())
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, ImageError):
-        return exc.reason
-    if isinstance(exc, CamlocError):
-        return str(exc)
-    if isinstance(exc, OSError) and exc.strerror:
-        return f"{exc.strerror}" + (f": {exc.filename}" if exc.filename else "")
-    return f"{type(exc).__name__}: {exc}"
 
 
 _OWN = ("results.jsonl", "errors.jsonl", "manifest.json", *OUTPUT_FOLDERS)
@@ -402,13 +426,11 @@ def run_explain(model: Any, inputs: Sequence[str | os.PathLike[str]] | ExplainIn
         ConfigError: a bad setting, an ``out`` that cannot be written, holds symbolic links, is
             in use by another run, or holds results made with different settings.
     """
-    from camloc.cams.registry import make_method
 
     s = settings or ExplainSettings()
     s.check(int(model.spec.num_classes))
     # validates the method, layer and options before anything is written
-    engine = _runtime_engine(model, s) or make_method(model, s.method, s.layer,
-                                                      **s.method_options)
+    engine = s.make_engine(model)
     inp = inputs if isinstance(inputs, ExplainInputs) else ExplainInputs(paths=list(inputs))
     rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
     if inp.empty:
@@ -623,13 +645,13 @@ def _explain_shard(model: Any, engine: Any, s: ExplainSettings, inp: ExplainInpu
             return explain_batch(model, images, [it.key for it in items], selection, s.threshold,
                                  s.normalization, s.multi, engine, s.preprocess)
 
-    def load(path: Path) -> Any:
-        return load_image_for(path, pre)
+    def load(item: InputItem) -> Any:
+        return load_image_for(item.path, pre)
 
     if progress:
         progress(0, None)
-    batches = _decoded_batches(owned(), bs, load, shard.fail, block=lambda it: it.index // bs)
-    for _, items, images in _prefetch(batches, PREFETCH_BATCHES):
+    batches = decoded_batches(owned(), bs, load, shard.fail, block=lambda it: it.index // bs)
+    for _, items, images in prefetch(batches):
         exps = _explain_each(explain_images, images, items)
         for item, image, exp in zip(items, images, exps):
             if isinstance(exp, BaseException):
@@ -673,84 +695,6 @@ def _fit_explanation(exp: Any, min_prob: float | None) -> Any:
         maps=exp.maps[keep],
         component_boxes=None if exp.component_boxes is None else [exp.component_boxes[j]
                                                                    for j in keep])
-
-
-def _prefetch(batches: Iterator[Any], depth: int) -> Iterator[Any]:
-    """Run the generator ``batches`` in a thread, ``depth`` items ahead of the consumer (image
-    decoding overlaps the forward pass). Its exceptions are raised here; when the consumer
-    stops early (an error, Ctrl-C) the thread is stopped and joined."""
-    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=max(1, depth))
-    stop = threading.Event()
-
-    def put(entry: tuple[str, Any]) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(entry, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work() -> None:
-        try:
-            for item in batches:
-                if not put(("item", item)):
-                    return
-            put(("end", None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            put(("error", exc))
-
-    thread = threading.Thread(target=work, name="camloc-decode", daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, value = q.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise value
-            yield value
-    finally:
-        stop.set()
-        thread.join()
-
-
-def _decoded_batches(todo: Iterable[Any], batch_size: int, load: Callable[[Path], Any],
-                     fail: Callable[[Any, str], None],
-                     block: Callable[[Any], Any] | None = None
-                     ) -> Iterator[tuple[int, list[Any], list[Any]]]:
-    """Decode ``todo`` (items with a ``path``) in batches of at most ``batch_size`` images and at
-    most :data:`PIXELS_PER_BATCH` decoded pixels (a folder of huge photos is explained a few at a
-    time); yields ``(inputs consumed, [item], [image])``. An image that cannot be decoded is
-    reported through ``fail(item, reason)`` and left out. With ``block``, a batch never holds
-    items of two blocks (``block(item)`` differs): the run cuts its batches at fixed input
-    positions, so the images that share a forward pass are the same whatever the number of
-    processes (and so are the numbers, to the last bit)."""
-    ok: list[Any] = []
-    images: list[Any] = []
-    pixels = consumed = 0
-    current: Any = None
-    for item in todo:
-        if block is not None:
-            b = block(item)
-            if b != current and (images or consumed):
-                yield consumed, ok, images
-                ok, images, pixels, consumed = [], [], 0, 0
-            current = b
-        consumed += 1
-        try:
-            im = load(item.path)
-        except Exception as exc:  # noqa: BLE001 - one bad image never kills the run
-            fail(item, _reason(exc))
-            continue
-        ok.append(item)
-        images.append(im)
-        pixels += im.size[0] * im.size[1]
-        if len(images) >= batch_size or pixels >= PIXELS_PER_BATCH:
-            yield consumed, ok, images
-            ok, images, pixels, consumed = [], [], 0, 0
-    if images or consumed:
-        yield consumed, ok, images
 
 
 def _explain_each(explain_images: Callable[[list[Any], list[Any]], list[Any]], images: list[Any],

@@ -127,19 +127,22 @@ def _cache(model: Any, base: Any, dataset: Any, taps: list[Any],
             per = {}
             for v in variants(hw):
                 o, feats = run_capturing(base, taps, TTAMethod._variant(x, v), ids)
-                per[v] = (o.maps.float().cpu(), [f.cpu() for f in feats], o.logits.float().cpu())
+                per[v] = (o.maps.float().cpu(), {t.name: f.cpu() for t, f in zip(taps, feats)},
+                          o.logits.float().cpu())
             out.append({"ids": batch.image_ids, "labels": batch.labels, "boxes": batch.boxes,
                         "hw": hw, "per": per})
     return out
 
 
-def _head_data(cache: list[dict[str, Any]]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def _head_data(cache: list[dict[str, Any]], layers: Sequence[str]
+               ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Stacked features and box-coverage targets of the plain variant of every cached image."""
     from camloc.evaluation.batches import EVAL_SIZE
 
     feats, targets = [], []
     for b in cache:
-        f = stack_features(b["per"][(b["hw"][0], b["hw"][1], False)][1])
+        got = b["per"][(b["hw"][0], b["hw"][1], False)][1]
+        f = stack_features([got[n] for n in layers])
         y = _masks(b["boxes"], EVAL_SIZE, tuple(f.shape[-2:]))
         for j in range(f.shape[0]):
             if len(b["boxes"][j]):
@@ -152,39 +155,47 @@ def fit_head(feats: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], l2:
              iters: int = 200) -> dict[str, Any]:
     """A logistic regression of the targets (``(g, g)`` shares in ``[0, 1]``) on the standardised
     per-pixel features (``(D, g, g)``). Returns ``mean``, ``std``, ``weight``, ``bias``, ``loss``."""
-    x = torch.cat([f.float().flatten(1).t() for f in feats])  # (P, D)
-    y = torch.cat([t.float().flatten() for t in targets])
+    from scipy.optimize import minimize
+
+    x = torch.cat([f.float().flatten(1).t() for f in feats]).numpy()  # (P, D)
+    y = torch.cat([t.float().flatten() for t in targets]).numpy().astype(np.float64)
     mean = x.mean(0)
-    std = x.std(0).clamp_min(1e-4)
-    x = (x - mean) / std
-    w = torch.zeros(x.shape[1], requires_grad=True)
-    b = torch.zeros(1, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=iters, history_size=20,
-                            line_search_fn="strong_wolfe")
+    std = np.maximum(x.std(0), 1e-4)
+    x = ((x - mean) / std).astype(np.float32)
+    p = float(len(y))
 
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(x @ w + b, y) + l2 * (w * w).sum()
-        loss.backward()
-        return loss
+    def loss_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = theta[:-1].astype(np.float32), theta[-1]
+        z = (x @ w).astype(np.float64) + b
+        # mean binary cross-entropy with soft targets, computed stably, plus the L2 penalty
+        loss = np.mean(np.logaddexp(0.0, z) - y * z) + l2 * float(np.dot(w, w))
+        r = (1.0 / (1.0 + np.exp(-z)) - y) / p
+        g = np.empty_like(theta)
+        g[:-1] = (x.T @ r.astype(np.float32)).astype(np.float64) + 2.0 * l2 * w
+        g[-1] = r.sum()
+        return float(loss), g
 
-    with torch.enable_grad():
-        opt.step(closure)
-        loss = float(F.binary_cross_entropy_with_logits(x @ w + b, y).detach())
-    return {"mean": mean.numpy().astype(np.float32), "std": std.numpy().astype(np.float32),
-            "weight": w.detach().numpy().astype(np.float32), "bias": float(b.detach()),
-            "loss": loss}
+    res = minimize(loss_grad, np.zeros(x.shape[1] + 1), jac=True, method="L-BFGS-B",
+                   options={"maxiter": iters})
+    theta = res.x
+    z = x @ theta[:-1].astype(np.float32) + theta[-1]
+    loss = float(np.mean(np.logaddexp(0.0, z) - y * z))
+    return {"mean": mean.astype(np.float32), "std": std.astype(np.float32),
+            "weight": theta[:-1].astype(np.float32), "bias": float(theta[-1]), "loss": loss}
 
 
-def _score(cache: list[dict[str, Any]], loc: Localizer, tta: Any) -> dict[str, float]:
-    """Figures of ``loc`` with ``tta`` on cached outputs, computed as ``camloc evaluate`` does:
-    MaxBoxAccV2, and GT-known / Top-1 Loc at the best GT-known threshold."""
+def _score(cache: list[dict[str, Any]], loc: Localizer | None, tta: Any,
+           threshold: float | None = None) -> dict[str, Any]:
+    """Figures of ``loc`` (``None``: the class map alone) with ``tta`` on cached outputs, computed
+    as ``camloc evaluate`` does: MaxBoxAccV2, and GT-known / Top-1 Loc at the best GT-known
+    threshold (under ``calibrated``: at ``threshold``), top-1 classification."""
     from camloc.cams.tta import merge_variants
     from camloc.evaluation.batches import EVAL_SIZE
     from camloc.evaluation.evaluate import prepare_scoremap
     from camloc.metrics import LocalizationAccumulator
 
     acc = LocalizationAccumulator()
+    top1s = []
     for b in cache:
         hw = b["hw"]
         plain = (hw[0], hw[1], False)
@@ -192,7 +203,11 @@ def _score(cache: list[dict[str, Any]], loc: Localizer, tta: Any) -> dict[str, f
         outs = []
         for v in variants:
             cam, feats, lg = b["per"][v]
-            outs.append((loc.combine_maps(cam, loc.foreground(feats, cam)), lg))
+            if loc is None:
+                outs.append((cam, lg))
+            else:
+                fs = [feats[n] for n in loc.layers]
+                outs.append((loc.combine_maps(cam, loc.foreground(fs, cam)), lg))
         if tta is not None:
             logits, maps = merge_variants(outs, variants, hw, tta.logits)
             if logits is None:
@@ -201,6 +216,7 @@ def _score(cache: list[dict[str, Any]], loc: Localizer, tta: Any) -> dict[str, f
             maps, logits = outs[0]
         labels = b["labels"]
         top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        top1s.extend((top5[:, 0] == labels).tolist())
         sm = np.stack([prepare_scoremap(c, EVAL_SIZE) for c in maps[:, 0].numpy()])
         acc.update(sm, b["boxes"], top1_correct=(top5[:, 0] == labels).numpy(),
                    top5_correct=(top5 == labels[:, None]).any(dim=1).numpy(), image_ids=b["ids"])
@@ -209,19 +225,30 @@ def _score(cache: list[dict[str, Any]], loc: Localizer, tta: Any) -> dict[str, f
     at = acc.evaluate_at(thr)
     v2 = float(res["maxboxacc_v2"]["value"])
     top1 = float(at["top1_loc"] or 0.0)
-    return {"maxboxacc_v2": round(v2, 3), "top1_loc": round(top1, 3),
-            "gt_known_loc": round(float(at["gt_known_loc"]), 3), "threshold": thr,
-            "score": round(v2 + top1, 3)}
+    out: dict[str, Any] = {"maxboxacc_v2": round(v2, 3), "top1_loc": round(top1, 3),
+                           "gt_known_loc": round(float(at["gt_known_loc"]), 3), "threshold": thr,
+                           "score": round(v2 + top1, 3)}
+    if threshold is not None:
+        cal = acc.evaluate_at(threshold)
+        out["calibrated"] = {"threshold": float(cal["threshold"]), "top1_loc": cal["top1_loc"],
+                             "gt_known_loc": cal["gt_known_loc"],
+                             "top1": 100.0 * float(np.mean(top1s))}
+    return out
 
 
 def fit_localizer(model: Any, dataset: Any, *, kind: str = "head", layers: Sequence[str] | None = None,
                   holdout: float = 0.0, seed: int = 0, method: str = "cam",
                   combines: Sequence[tuple[str, float]] | None = None,
                   ttas: Sequence[str] | None = None, l2: float = 1e-3, batch_size: int = 32,
-                  workers: int = 0, log: Callable[[str], None] | None = None) -> Localizer:
+                  workers: int = 0, log: Callable[[str], None] | None = None,
+                  caches: dict[str, Any] | None = None) -> Localizer:
     """Fit a localizer for ``model`` on ``dataset`` (its images with boxes; see the module
     docstring for the protocol). ``holdout``: the share of images left out entirely (their ids
     are recorded, as are the fit images', so evaluate can tell held-out figures from others).
+
+    ``caches``: a dict to share the network's outputs between fits on the same data (benchmarks):
+    filled on first use (with the features of ``caches["layers"]`` too, when it names them),
+    reused when it holds them.
 
     Raises:
         DatasetError: fewer than 4 fit images with boxes.
@@ -246,7 +273,8 @@ def fit_localizer(model: Any, dataset: Any, *, kind: str = "head", layers: Seque
     base = make_method(model, method)
     combines = list(combines or DEFAULT_COMBINES)
     specs = {t: parse_tta(t) for t in (ttas or DEFAULT_TTAS)}  # bad text refused before any work
-    taps = model.taps(layers)
+    want = list(dict.fromkeys(list((caches or {}).get("layers", [])) + layers))
+    taps = model.taps(want)
 
     def all_variants(hw: tuple[int, int]) -> list[tuple[int, int, bool]]:
         vs = {(hw[0], hw[1], False)}
@@ -254,13 +282,19 @@ def fit_localizer(model: Any, dataset: Any, *, kind: str = "head", layers: Seque
             vs |= set(spec.variants(hw)) if spec is not None else set()
         return sorted(vs)
 
-    say(f"reading {len(kept)} images: features at {', '.join(layers)}")
-    cache_a = _cache(model, base, sub(half_a), taps, lambda hw: [(hw[0], hw[1], False)],
-                     batch_size, workers)
-    cache_b = _cache(model, base, sub(half_b), taps, all_variants, batch_size, workers)
+    key = (tuple(kept), method)
+    if caches is not None and caches.get("key") == key:
+        cache_a, cache_b = caches["a"], caches["b"]
+    else:
+        say(f"reading {len(kept)} images: features at {', '.join(want)}")
+        cache_a = _cache(model, base, sub(half_a), taps, lambda hw: [(hw[0], hw[1], False)],
+                         batch_size, workers)
+        cache_b = _cache(model, base, sub(half_b), taps, all_variants, batch_size, workers)
+        if caches is not None:
+            caches.update(key=key, a=cache_a, b=cache_b)
     weights: dict[str, Any] = {}
     if kind == "head":
-        head_a = fit_head(*_head_data(cache_a), l2=l2)
+        head_a = fit_head(*_head_data(cache_a, layers), l2=l2)
         say(f"head fitted on {len(half_a)} images (loss {head_a['loss']:.4f})")
         weights = {k: head_a[k] for k in ("mean", "std", "weight", "bias")}
     loc = Localizer(kind=kind, layers=layers, model=ident, **weights)
@@ -277,8 +311,8 @@ def fit_localizer(model: Any, dataset: Any, *, kind: str = "head", layers: Seque
                 best = trials[-1]
     assert best is not None
     if kind == "head":  # the final head: all fit images
-        fa, ya = _head_data(cache_a)
-        fb, yb = _head_data(cache_b)
+        fa, ya = _head_data(cache_a, layers)
+        fb, yb = _head_data(cache_b, layers)
         full = fit_head(fa + fb, ya + yb, l2=l2)
         weights = {k: full[k] for k in ("mean", "std", "weight", "bias")}
     fit = {"dataset": str(getattr(dataset, "root", "")), "images": len(samples),

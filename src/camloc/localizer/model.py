@@ -96,7 +96,7 @@ class Localizer:
         for a in (self.mean, self.std, self.weight):
             if a is not None:
                 h.update(np.asarray(a, np.float32).tobytes())
-        h.update(str(float(self.bias)).encode())
+        h.update(np.float32(self.bias).tobytes())
         return h.hexdigest()[:12]
 
     def settings(self) -> dict[str, Any]:
@@ -164,13 +164,11 @@ def _pc1(f: torch.Tensor, cam: torch.Tensor | None) -> torch.Tensor:
     n, k, h, w = f.shape
     x = f.float().flatten(2).transpose(1, 2)  # (N, P, K)
     x = x - x.mean(dim=1, keepdim=True)
-    # top right-singular vector by a few power iterations (cheap, deterministic)
-    cov = x.transpose(1, 2) @ x  # (N, K, K)
-    v = torch.ones(n, k, 1, device=f.device) / k ** 0.5
-    for _ in range(30):
-        v = cov @ v
-        v = v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    proj = (x @ v)[..., 0].view(n, 1, h, w)  # (N, 1, h, w)
+    # the projections on the first principal component are the top eigenvector of the pixels'
+    # (P, P) Gram matrix (times its singular value; the scale goes in the min-max below)
+    gram = (x @ x.transpose(1, 2)).double()
+    _, vecs = torch.linalg.eigh(gram)
+    proj = vecs[..., -1].float().view(n, 1, h, w)
     if cam is None:
         return normalize(proj, "minmax")
     c = upsample(cam.float(), (h, w), "bilinear")

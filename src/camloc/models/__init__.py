@@ -3,7 +3,8 @@
 ``zoo`` builds named networks, ``loader`` turns them (or any ``nn.Module``, via ``wrap``) into a
 :class:`CamModel`, ``layers`` resolves target layers and reads their outputs as maps, ``heads``
 finds and verifies the GAP -> linear head exact CAM needs, ``spec`` holds preprocessing and class
-names, ``gapnet``/``archs`` are the networks camloc trains.
+names, ``pooling`` the one global pooling (GAP/GMP), ``gapnet``/``archs`` are the networks
+camloc trains.
 """
 
 from camloc.models.gapnet import GapNet

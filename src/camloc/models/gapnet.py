@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from camloc.errors import ConfigError
+from camloc.models.pooling import global_pool
 
 __all__ = ["GapNet"]
 
@@ -43,7 +44,7 @@ class GapNet(nn.Module):
         return self.features(x)
 
     def pooled(self, f: torch.Tensor) -> torch.Tensor:
-        return f.mean(dim=(2, 3)) if self.pool == "avg" else f.amax(dim=(2, 3))
+        return global_pool(f, self.pool)
 
     def forward_head(self, f: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(self.pooled(f)))

@@ -36,6 +36,7 @@ from camloc.errors import UnsupportedHeadError
 from camloc.models.layers import (LayerTap, MapLayout, TraceRecord, declared_prefix, infer_layout,
                                   run_with_taps, trace_modules)
 from camloc.models.outputs import OutputSelector
+from camloc.models.pooling import global_pool
 
 __all__ = ["GapHead", "HeadSearch", "discover_gap_head", "eval_mode", "find_gap_head", "tap_features"]
 
@@ -108,7 +109,7 @@ class GapHead:
         bias = b if b is not None else torch.zeros(w.shape[0], device=f.device, dtype=f.dtype)
         if self.norm is None:
             return f, bias.to(f.dtype).expand(n, -1)
-        pooled = f.mean(dim=(2, 3)) if self.pool == "avg" else f.amax(dim=(2, 3))
+        pooled = global_pool(f, self.pool)
         mu = pooled.mean(dim=1, keepdim=True)
         var = pooled.var(dim=1, unbiased=False, keepdim=True)
         eps = float(getattr(self.norm, "eps", 1e-6))
@@ -125,7 +126,7 @@ class GapHead:
     def logits_from_features(self, f: torch.Tensor) -> torch.Tensor:
         """Recompute logits from features through the identified head (used for verification)."""
         fprime, bias = self.folded(f)
-        pooled = fprime.mean(dim=(2, 3)) if self.pool == "avg" else fprime.amax(dim=(2, 3))
+        pooled = global_pool(fprime, self.pool)
         return pooled @ self.classifier.weight.t().to(pooled.dtype) + bias
 
 

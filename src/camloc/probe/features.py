@@ -43,11 +43,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from camloc.data.batches import decoded_batches, prefetch
 from camloc.data.images import check_resized_size, load_image, original_size, to_tensor
-from camloc.errors import ConfigError, ImageError, ModelError
+from camloc.errors import ConfigError, ModelError
 from camloc.io import atomic_save_npy, atomic_write_json
 from camloc.models.heads import eval_mode
 from camloc.models.loader import CamModel
+from camloc.models.pooling import global_pool
 from camloc.models.spec import Preprocess
 
 __all__ = ["Features", "FailedImage", "extract_features", "pooled_features", "model_key",
@@ -169,7 +171,7 @@ def pooled_features(model: CamModel, x: torch.Tensor, check: bool = True) -> tor
     with torch.inference_mode(), eval_mode(module):
         logits, f = head.run(module, x.to(model.device))
         fprime, _ = head.folded(f)
-        pooled = fprime.mean(dim=(2, 3)) if head.pool == "avg" else fprime.amax(dim=(2, 3))
+        pooled = global_pool(fprime, head.pool)
         if head.norm is not None and getattr(head.norm, "bias", None) is not None:
             pooled = pooled + head.norm.bias.to(pooled.dtype)[None, :]
         if check:
@@ -255,8 +257,7 @@ def extract_features(model: CamModel, dataset: Any, cache_dir: str | os.PathLike
     samples = list(dataset.samples)
     total = len(samples)
     rows: dict[int, np.ndarray] = {}
-    failed: list[FailedImage] = []
-    pending: list[tuple[int, str, Any]] = []  # (position, digest, PIL image)
+    failed: list[tuple[int, FailedImage]] = []  # (position, image): listed in dataset order
     done = 0
     computed = reused = batches = 0
 
@@ -266,29 +267,16 @@ def extract_features(model: CamModel, dataset: Any, cache_dir: str | os.PathLike
         if progress is not None:
             progress(done, total)
 
-    def flush() -> None:
-        nonlocal computed, batches
-        if not pending:
-            return
-        x = torch.stack([to_tensor(im, pre)[0] for _, _, im in pending])
-        vecs = pooled_features(model, x).numpy()
-        batches += 1
-        for (pos, digest, _), vec in zip(pending, vecs):
-            vec = np.ascontiguousarray(vec, dtype=np.float32)
-            rows[pos] = vec
-            cache.put(digest, vec)
-        computed += len(pending)
-        tick(len(pending))
-        pending.clear()
-
     if progress is not None:
         progress(0, total)
+
+    todo: list[tuple[int, str]] = []  # (position, digest) of the images not in the cache
     for pos, s in enumerate(samples):
         try:
             digest = file_sha256(s.path)
         except OSError as exc:
-            failed.append(FailedImage(s.image_id, str(s.path),
-                                      f"cannot read file: {exc.strerror or exc}"))
+            failed.append((pos, FailedImage(s.image_id, str(s.path),
+                                            f"cannot read file: {exc.strerror or exc}")))
             tick()
             continue
         vec = cache.get(digest, dim)
@@ -297,17 +285,30 @@ def extract_features(model: CamModel, dataset: Any, cache_dir: str | os.PathLike
             reused += 1
             tick()
             continue
-        try:
-            image = load_image(s.path)
-            check_resized_size(s.path, original_size(image), pre)
-        except ImageError as exc:
-            failed.append(FailedImage(s.image_id, str(s.path), exc.reason))
-            tick()
-            continue
-        pending.append((pos, digest, image))
-        if len(pending) >= batch_size:
-            flush()
-    flush()
+        todo.append((pos, digest))
+
+    def load(item: tuple[int, str]) -> torch.Tensor:
+        path = samples[item[0]].path
+        image = load_image(path)
+        check_resized_size(path, original_size(image), pre)
+        return to_tensor(image, pre)[0]
+
+    def fail(item: tuple[int, str], reason: str) -> None:
+        s = samples[item[0]]
+        failed.append((item[0], FailedImage(s.image_id, str(s.path), reason)))
+
+    # decoded in a thread ahead of the network; batches of batch_size readable images
+    for consumed, items, xs in prefetch(decoded_batches(todo, batch_size, load, fail,
+                                                        max_pixels=None)):
+        if xs:
+            vecs = pooled_features(model, torch.stack(xs)).numpy()
+            batches += 1
+            for (pos, digest), vec in zip(items, vecs):
+                vec = np.ascontiguousarray(vec, dtype=np.float32)
+                rows[pos] = vec
+                cache.put(digest, vec)
+            computed += len(items)
+        tick(consumed)
 
     order = sorted(rows)
     X = np.stack([rows[p] for p in order]).astype(np.float32) if order \
@@ -315,6 +316,7 @@ def extract_features(model: CamModel, dataset: Any, cache_dir: str | os.PathLike
     y = np.array([-1 if samples[p].label is None else int(samples[p].label) for p in order],
                  dtype=np.int64)
     return Features(X=X, y=y, ids=[samples[p].image_id for p in order],
-                    indices=np.asarray(order, dtype=np.int64), failed=failed, computed=computed,
+                    indices=np.asarray(order, dtype=np.int64),
+                    failed=[f for _, f in sorted(failed, key=lambda pf: pf[0])], computed=computed,
                     reused=reused, batches=batches, model_key=key,
                     cache_dir=cache.dir if cache.error is None else None, cache_error=cache.error)

@@ -1,6 +1,7 @@
 """The one pass over the images: one forward per image, every accumulator updated from it.
 
-Images are decoded (and resized to the model's input, whole image, no crop) in DataLoader workers;
+Images are decoded (and resized to the model's input, whole image, no crop) in DataLoader workers
+(:func:`camloc.data.batches.loader_batches`);
 an unreadable image is recorded and skipped. Each batch then runs the model once
 (``logits, f = head.run``), folds the head (``f'``), and feeds:
 
@@ -22,7 +23,8 @@ from typing import Any
 
 import torch
 
-from camloc.errors import ConfigError, ImageError
+from camloc.data.batches import loader_batches, split_failures, stack_inputs
+from camloc.errors import ConfigError
 from camloc.units.contrib import gap_head, pool_features
 from camloc.units.data import UnitItem
 from camloc.units.state import UnitsState
@@ -34,30 +36,6 @@ def input_preprocess(model: Any) -> Any:
     """The model's preprocessing with the whole image stretched to the input (every pixel seen,
     so a unit's region maps back onto the whole original image)."""
     return model.spec.preprocess.with_(fit="stretch")
-
-
-class _Decoded(torch.utils.data.Dataset):
-    """Decodes items in DataLoader workers; a failure comes back as its reason."""
-
-    def __init__(self, items: Sequence[UnitItem], pre: Any) -> None:
-        self.items, self.pre = items, pre
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, tuple[int, int], str]:
-        from camloc.data.images import load_image, to_tensor
-
-        try:
-            img = load_image(self.items[i].path)
-            x, _ = to_tensor(img, self.pre)  # refuses an image too large once resized
-        except ImageError as exc:
-            return i, None, (0, 0), exc.reason
-        return i, x, img.size, ""
-
-
-def _as_list(batch: list[Any]) -> list[Any]:
-    return batch
 
 
 def collect_units(model: Any, items: Sequence[UnitItem], state: UnitsState,
@@ -95,10 +73,8 @@ def collect_units(model: Any, items: Sequence[UnitItem], state: UnitsState,
     if len(idx_all) != len(items):
         raise ConfigError(f"indices: {len(idx_all)} for {len(items)} items")
     run = _Pass(model, head, items, idx_all, state)
-    loader = torch.utils.data.DataLoader(_Decoded(list(items[state.position:]),
-                                                  input_preprocess(model)),
-                                         batch_size=batch_size, shuffle=False,
-                                         num_workers=workers, collate_fn=_as_list)
+    loader = loader_batches(list(items[state.position:]), input_preprocess(model),
+                            batch_size=batch_size, workers=workers)
     try:
         with eval_mode(model.module), torch.inference_mode():
             run.loop(loader, checkpoint, checkpoint_every, progress, stop_after)
@@ -132,14 +108,8 @@ class _Pass:
             progress(state.position, len(items))
         for n_batch, batch in enumerate(loader, start=1):
             self.clean = False
-            good = []
-            for i, x, size, err in batch:
-                item = items[self.start + i]
-                if x is None:
-                    state.failed.append({"path": str(item.path), "image_id": item.image_id,
-                                         "error": err})
-                else:
-                    good.append((self.start + i, x, size))
+            good = [(self.start + i, x, size)
+                    for i, x, size, _ in split_failures(batch, items, state.failed, self.start)]
             if good:
                 self.update(good)
             state.position += len(batch)
@@ -156,7 +126,7 @@ class _Pass:
     def update(self, good: list[Any]) -> None:
         state, head, device = self.state, self.head, self.device
         pos = [p for p, _, _ in good]
-        x = torch.stack([t for _, t, _ in good]).to(device)
+        x = stack_inputs([t for _, t, _ in good], device)
         logits, f = head.run(self.model.module, x)
         fprime, bias = head.folded(f)
         fprime = fprime.float()

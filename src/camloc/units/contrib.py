@@ -47,7 +47,9 @@ def gap_head(model: Any) -> Any:
 
 def pool_features(head: Any, f: torch.Tensor) -> torch.Tensor:
     """``(N, K, h, w) -> (N, K)`` with the head's pooling (mean for GAP, max for GMP)."""
-    return f.amax(dim=(2, 3)) if getattr(head, "pool", "avg") == "max" else f.mean(dim=(2, 3))
+    from camloc.models.pooling import global_pool
+
+    return global_pool(f, getattr(head, "pool", "avg"))
 
 
 @dataclass
