@@ -393,3 +393,32 @@ def test_runtime_onnx_answers_as_torch(tiny_model_dir, engine, tmp_path, monkeyp
     assert list((tmp_path / "cache" / "onnx").glob("*.onnx"))
     with pytest.raises(ConfigError, match="runtime"):
         WebEngine(camloc.load_model(str(tiny_model_dir), device="cpu"), runtime="tensorrt")
+
+
+def test_tta_equals_the_library(client, engine):
+    """tta=... runs the method wrapped as `camloc explain --tta` wraps it: the same classes,
+    probabilities, boxes and maps as camloc.explain(..., tta=...); a bad value is a 400 naming
+    the field."""
+    from camloc.explain import explain
+
+    data = _png(97, 61, seed=5)
+    for method, tta in (("cam", "flip"), ("gradcam", "scales=64:80,flip")):
+        r = _post(client, data, method=method, top_k=3, maps="f32", threshold=0.3, tta=tta)
+        assert r.status_code == 200, r.text
+        r = r.json()
+        [e] = explain(engine.model, [Image.open(io.BytesIO(data))], top_k=3, threshold=0.3,
+                      method=method, tta=tta)
+        assert r["tta"] == ("flip" if tta == "flip" else "flip,scales=64:80")
+        assert [c["id"] for c in r["classes"]] == e.class_ids
+        assert [c["box"] for c in r["classes"]] == e.boxes.tolist()
+        sent = np.frombuffer(base64.b64decode(r["maps"]["data"]), "<f4").reshape(r["maps"]["shape"])
+        np.testing.assert_allclose(sent, e.maps, atol=1e-6)
+        if tta == "flip":
+            flipped = sent
+    plain = _post(client, data, method="cam", top_k=3, maps="f32").json()
+    assert plain["tta"] == "none"
+    assert not np.allclose(np.frombuffer(base64.b64decode(plain["maps"]["data"]), "<f4"),
+                           flipped.ravel())
+    for bad in ("mirror", "scales=3"):
+        err = _error(_post(client, data, tta=bad), 400)
+        assert "tta" in err and "--tta" not in err

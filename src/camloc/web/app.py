@@ -130,9 +130,9 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
     engine.layers()  # found now (a dry forward pass, maybe), never while a batch runs
     scratch: dict[str, str | None] = {"dir": None}  # where uploads are decoded, while serving
 
-    def run_batch(key: tuple[str, str], jobs: list[Any]) -> list[Any]:
+    def run_batch(key: tuple[str, str, str], jobs: list[Any]) -> list[Any]:
         """One pass of a lane: results with the seconds the pass took (never the queueing)."""
-        method, layer = key
+        method, layer, tta = key
         if method == BATCH_KEY:
             return [_run_upload_batch(engine, jobs[0])]
         followed = jobs[0].progress if len(jobs) == 1 else None
@@ -140,7 +140,7 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
             followed.start()
         t0 = time.perf_counter()
         try:
-            results = engine.explain(method, layer or None, jobs)
+            results = engine.explain(method, layer or None, jobs, tta=tta)
         except BaseException:
             if followed is not None:
                 followed.finish("cancelled" if followed.cancel_event.is_set() else "failed")
@@ -302,6 +302,10 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
         job: str = Form("", max_length=64, description="a name for this request, to follow a slow "
                                                         "method's progress (GET /api/jobs/{job}) "
                                                         "and cancel it (DELETE)"),
+        tta: str = Form("", max_length=200, description="test-time augmentation, as camloc "
+                                                        "explain --tta: 'flip', 'scales=224:288', "
+                                                        "'flip,scales=224:288,logits'; '' or "
+                                                        "'none': off"),
     ) -> dict[str, Any]:
         if maps not in MAP_ENCODINGS:
             raise ApiError(400, f"maps={maps!r}: expected one of {', '.join(MAP_ENCODINGS)}")
@@ -309,6 +313,7 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
             raise ApiError(400, "all_maps: this model has no GAP -> linear head, so every class's "
                                 "map cannot come from one forward pass")
         await run_in_threadpool(engine.check, method, layer)
+        tta = _tta_text(tta)
         selection: int | list[int] = _parse_classes(classes, names) if classes.strip() else top_k
         slow = method in slow_methods
         tracked = None
@@ -336,15 +341,17 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
                 t0 = time.perf_counter()
                 lane = slow_lane if slow else batcher
                 submitted = lane.submit(
-                    (method, layer), ExplainJob(pil, selection, all_maps, progress=tracked))
+                    (method, layer, tta), ExplainJob(pil, selection, all_maps, progress=tracked))
                 if tracked is None:
                     result, seconds = await submitted
                 else:
                     result, seconds = await _unless_cancelled(submitted, tracked, request)
                 queued = time.perf_counter() - t0 - seconds
                 del pil
-                return await run_in_threadpool(_response, engine, result, threshold, multi, maps,
-                                               seconds, layer, queued)
+                answer = await run_in_threadpool(_response, engine, result, threshold, multi,
+                                                 maps, seconds, layer, queued)
+                answer["tta"] = tta or "none"
+                return answer
         except Cancelled as exc:
             raise ApiError(409, f"{exc}") from exc
         finally:
@@ -368,8 +375,11 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
                           description="explain the k most likely classes of each photo"),
         threshold: float = Form(0.2, ge=0.0, le=1.0, allow_inf_nan=False,
                                 description="box threshold, a fraction of the map maximum"),
+        tta: str = Form("", max_length=200, description="test-time augmentation (as in "
+                                                        "/api/explain)"),
     ) -> dict[str, Any]:
         idx = need_runs()
+        tta = _tta_text(tta)
         if len(images) > MAX_BATCH_IMAGES:
             raise ApiError(400, f"images: at most {MAX_BATCH_IMAGES} photos in one batch "
                                 f"(got {len(images)})")
@@ -382,11 +392,11 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
         job_id = run_id.replace("/", "-")
         tracked = jobs.create(job_id, method, None, len(paths))
         tracked.extra.update({"run": run_id, "images": len(paths), "done": 0, "failed": 0})
-        job = _UploadBatch(paths, str(folder), method, layer, top_k, threshold, tracked)
+        job = _UploadBatch(paths, str(folder), method, layer, top_k, threshold, tracked, tta)
 
         async def follow() -> None:
             try:
-                await slow_lane.submit((BATCH_KEY, run_id), job)
+                await slow_lane.submit((BATCH_KEY, run_id, ""), job)
             except Exception as exc:  # noqa: BLE001 - the job's state says it; the log has why
                 if tracked.state in ("queued", "running"):
                     tracked.finish("failed")
@@ -516,6 +526,7 @@ class _UploadBatch:
     top_k: int
     threshold: float
     progress: Any
+    tta: str = ""
 
 
 def _run_upload_batch(engine: WebEngine, job: _UploadBatch) -> tuple[Any, float]:
@@ -525,7 +536,7 @@ def _run_upload_batch(engine: WebEngine, job: _UploadBatch) -> tuple[Any, float]
     t0 = time.perf_counter()
     try:
         summary = engine.run_folder(job.paths, job.out, job.method, job.layer or None,
-                                    job.top_k, job.threshold, progress=tracked)
+                                    job.top_k, job.threshold, progress=tracked, tta=job.tta)
     except BaseException:
         tracked.finish("cancelled" if tracked.cancel_event.is_set() else "failed")
         raise
@@ -533,6 +544,19 @@ def _run_upload_batch(engine: WebEngine, job: _UploadBatch) -> tuple[Any, float]
     tracked.passes = summary.total
     tracked.finish("done")
     return summary, time.perf_counter() - t0
+
+
+def _tta_text(text: str) -> str:
+    """A ``tta`` field -> its canonical text (``""``: none), or a 400 naming the field."""
+    from camloc.cams.tta import parse_tta
+    from camloc.errors import ConfigError
+
+    try:
+        spec = parse_tta(text)
+    except ConfigError as exc:
+        raise ApiError(400, str(exc).replace("--tta ", "tta=").replace("TTA scales", "tta: scales")
+                       ) from exc
+    return "" if spec is None else spec.describe()
 
 
 def _upload_name(i: int, filename: str | None) -> str:

@@ -395,14 +395,38 @@ class WebEngine:
             self._factor[method] = ratio if old is None else 0.5 * old + 0.5 * ratio
 
     # ------------------------------------------------------------------ explaining
-    def explain(self, method: str, layer: str | None, jobs: Sequence[ExplainJob]) -> list[ImageResult]:
+    def tta_method(self, method: str, layer: str | None, tta: str) -> Any:
+        """The method for (``method``, ``layer``) wrapped in test-time augmentation
+        (:func:`camloc.cams.tta.with_tta`, as ``camloc explain --tta`` wraps it); ``tta`` is a
+        canonical ``--tta`` text (:func:`parse_tta`'s ``describe()``), ``""`` for none. On
+        torch, also with ``--runtime onnx`` (the exported graph has one input size)."""
+        if not tta:
+            return self._make(method, layer)
+        key = (f"{method}+tta={tta}", layer or DEFAULT_LAYER)
+        made = self._made.get(key)
+        if made is None:
+            from camloc.cams.tta import with_tta
+
+            base = self._make(method, layer)
+            if base is self._onnx:
+                base = self._torch_cam()
+            made = self._made[key] = with_tta(base, tta)
+        return made
+
+    def _torch_cam(self) -> Any:
+        from camloc.cams import registry
+
+        return registry.make_method(self.model, "cam", None)
+
+    def explain(self, method: str, layer: str | None, jobs: Sequence[ExplainJob],
+                tta: str = "") -> list[ImageResult]:
         """Explain a batch of images with one method on one layer.
 
         Jobs asking for top-k share one forward pass (the largest k, sliced per image), jobs naming
         classes share another (each row padded to the longest list, then trimmed). A job with a
         ``progress`` tracker, alone in its batch, is followed pass by pass (and can be cancelled).
         """
-        engine = self._make(method, layer)
+        engine = self.tta_method(method, layer, tta)
         followed = [j.progress for j in jobs if j.progress is not None]
         self._local.progress = followed[0] if len(jobs) == 1 and followed else None
         try:
@@ -444,7 +468,7 @@ class WebEngine:
         return results  # type: ignore[return-value]
 
     def run_folder(self, paths: Sequence[str], out: str, method: str, layer: str | None,
-                   top_k: int, threshold: float, progress: Any = None) -> Any:
+                   top_k: int, threshold: float, progress: Any = None, tta: str = "") -> Any:
         """Explain image files into the run folder ``out`` with the library's
         :func:`camloc.explain.run.run_explain` (the folder ``camloc explain`` writes: overlays,
         maps, ``results.jsonl``, ``errors.jsonl``, manifest), on the slow lane's model copy.
@@ -465,7 +489,8 @@ class WebEngine:
             top_k=min(top_k, len(self.class_names)), threshold=threshold, method=method,
             layer=layer or None, preprocess=self.preprocess, batch_size=1, save_maps=True,
             overlays=True, threshold_source={"kind": "given"},
-            runtime=self.runtime if method == "cam" and not layer else "torch")
+            runtime=self.runtime if method == "cam" and not layer and not tta else "torch",
+            tta=tta or None)
         return run_explain(model, list(paths), out, settings, progress=update,
                            source={"model": self.name, "weights": self.model.spec.source,
                                    "head": None})
