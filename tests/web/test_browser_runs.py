@@ -119,3 +119,29 @@ def test_evaluation_run_scoremap_ticks_and_side_by_side(page, eval_run, screensh
     page.click("#open-in-explain")
     _until(page, "document.querySelector('#classes li') && !document.body.dataset.busy")
     assert page.is_visible("#page-explain")
+
+
+def test_tta_in_the_page_and_the_address(chromium, server, samples_dir):
+    """TTA from the address is chosen, sent, labelled on the picture and written back; choosing
+    none explains again without it."""
+    page = chromium.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        page.goto(server.url + "/#method=gradcam&tta=flip&topk=2")
+        page.wait_for_selector("body[data-ready='1']")
+        assert page.eval_on_selector("#tta", "e => e.value") == "flip"
+        page.set_input_files("#file", str(samples_dir / "chelsea.jpg"))
+        _until(page, "document.querySelector('#classes li') && !document.body.dataset.busy")
+        assert page.evaluate("() => window.CamlocApp.state.response.tta") == "flip"
+        assert "with TTA flip" in page.inner_text("#view-label")
+        assert "tta=flip" in page.evaluate("() => location.hash")
+        options = page.eval_on_selector_all("#tta option", "os => os.map(o => o.value)")
+        assert options == ["", "flip", "flip,scales=64:80"]  # the tiny model's input is 64
+        page.select_option("#tta", "flip,scales=64:80")
+        _until(page, "window.CamlocApp.state.response.tta === 'flip,scales=64:80' && "
+                     "!document.body.dataset.busy")
+        page.select_option("#tta", "")
+        _until(page, "window.CamlocApp.state.response.tta === 'none' && !document.body.dataset.busy")
+        assert "tta=" not in page.evaluate("() => location.hash")
+        assert "TTA" not in page.inner_text("#view-label")
+    finally:
+        page.close()

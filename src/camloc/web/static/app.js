@@ -67,7 +67,7 @@
 
   function settings() {
     return {
-      method: $("method").value, layer: $("layer").value,
+      method: $("method").value, layer: $("layer").value, tta: $("tta").value,
       topK: Math.max(1, Math.min(MAX_TOP_K, parseInt($("topk").value, 10) || 5)),
       threshold: parseFloat($("threshold").value), multi: $("multi").checked,
       opacity: parseFloat($("opacity").value),
@@ -111,6 +111,10 @@
         label.appendChild(document.createTextNode(" " + (m.label || m.name) + (m.slow ? " (slow)" : "")));
         $("compare-methods").appendChild(label);
       }
+      // TTA: flip, and flip over two input sizes (the model's and 1.25 times it)
+      const side = health.input_size[0], big = Math.round(side * 1.25);
+      $("tta").appendChild(el("option", { value: "flip,scales=" + side + ":" + big },
+                              "flip, sizes " + side + " and " + big));
       state.layers = methods.layers;
       for (const l of methods.layers) $("layer").appendChild(el("option", { value: l.name }, l.label || l.name));
       updateLayerOptions();
@@ -131,6 +135,9 @@
     const has = function (k) { return q.has(k) && q.get(k) !== ""; };
     if (has("method") && methodMeta(q.get("method")) && methodMeta(q.get("method")).available) {
       $("method").value = q.get("method");
+    }
+    if (q.has("tta") && Array.from($("tta").options).some(function (o) { return o.value === q.get("tta"); })) {
+      $("tta").value = q.get("tta");
     }
     if (q.has("layer") && state.layers.some(function (l) { return l.name === q.get("layer"); })) {
       $("layer").value = q.get("layer");
@@ -157,6 +164,7 @@
     const s = settings(), q = new URLSearchParams();
     q.set("method", s.method); q.set("layer", s.layer); q.set("topk", String(s.topK));
     q.set("threshold", s.threshold.toFixed(2));
+    if (s.tta) q.set("tta", s.tta);
     if (s.multi) q.set("multi", "1");
     if ($("raw-map").checked) q.set("raw", "1");
     q.set("opacity", s.opacity.toFixed(2));
@@ -260,6 +268,7 @@
     form.append("image", state.file, state.fileName);
     form.append("method", s.method);
     form.append("layer", s.layer);
+    form.append("tta", s.tta);
     form.append("top_k", String(s.topK));
     if (classIds) form.append("classes", classIds.join(","));
     form.append("threshold", String(s.threshold));
@@ -309,6 +318,7 @@
         // the picture still shows the last answer: the controls say so too
         $("method").value = state.response.method;
         $("layer").value = state.response.layer;
+        $("tta").value = state.response.tta === "none" ? "" : state.response.tta;
         updateLayerOptions();
         setStatus(e.message + " (still showing " + describe(state.response) + ")", true);
       }
@@ -319,7 +329,7 @@
 
   function describe(r) {
     const layer = (r.layers && r.layers.length) ? r.layers.join(", ") : (r.layer || "default layer");
-    return r.method + " on " + layer;
+    return r.method + " on " + layer + (r.tta && r.tta !== "none" ? " with TTA " + r.tta : "");
   }
 
   // ---------------------------------------------------------------- slow methods: estimate,
@@ -669,6 +679,7 @@
       reexplain();
     });
     $("layer").addEventListener("change", reexplain);
+    $("tta").addEventListener("change", reexplain);
     $("topk").addEventListener("change", function () {
       const raw = parseInt($("topk").value, 10);
       const k = settings().topK;
@@ -729,7 +740,7 @@
     if (!files.length) return;
     const s = settings(), form = new FormData();
     for (const f of files) form.append("images", f, f.name);
-    form.append("method", s.method); form.append("layer", s.layer);
+    form.append("method", s.method); form.append("layer", s.layer); form.append("tta", s.tta);
     form.append("top_k", String(s.topK)); form.append("threshold", String(s.threshold));
     const box = $("batch-job"), info = $("batch-info"), bar = $("batch-progress"), open = $("batch-open");
     box.hidden = false; open.hidden = true; bar.value = 0;
