@@ -140,7 +140,8 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
             followed.start()
         t0 = time.perf_counter()
         try:
-            results = engine.explain(method, layer or None, jobs, tta=tta)
+            results = engine.explain(method, layer or None, jobs, tta=tta) if tta else \
+                engine.explain(method, layer or None, jobs)
         except BaseException:
             if followed is not None:
                 followed.finish("cancelled" if followed.cancel_event.is_set() else "failed")
