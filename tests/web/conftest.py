@@ -230,3 +230,27 @@ def axe_js() -> str | None:
         if c and Path(c).is_file():
             return Path(c).read_text(encoding="utf-8")
     return None
+
+
+def copy_runs_with_changes(root: Path, eval_run: dict) -> Path:
+    """The eval run's folder copied to ``root``; ``changed``: the same report with other IoUs for
+    the first two images (0.95 and 0.0); a saved scoremap (a left-to-right ramp, 24 x 32) for the
+    first image of ``synth-eval``."""
+    import json
+
+    import numpy as np
+
+    shutil.copytree(eval_run["root"], root)
+    changed = root / "changed"
+    changed.mkdir()
+    shutil.copy(root / "synth-eval" / "report.json", changed / "report.json")
+    recs = [dict(r) for r in eval_run["records"]]
+    recs[0]["iou"], recs[1]["iou"] = 0.95, 0.0
+    (changed / "per_image.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    from camloc.data.paths import safe_relpath
+
+    first = eval_run["records"][0]["image_id"]
+    target = root / "synth-eval" / "scoremaps" / safe_relpath(first, ".npy")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    np.save(target, np.tile(np.linspace(0, 1, 32, dtype=np.float32), (24, 1)))
+    return root

@@ -318,3 +318,107 @@ def test_a_queued_slow_request_cancels_at_once(tiny_model_dir):
         first.join(timeout=30)
         assert answers["first"][0] == 200
         assert c.get("/api/jobs/first").json()["state"] == "done"
+
+
+def test_server_settings_bounded_like_the_cli(tiny_model_dir, capsys):
+    """The library's ServerSettings and serve() refuse what `camloc serve` refuses (one checker,
+    camloc.web.limits.check_server_options); --max-decoded-mp sets the decoded-pixel bound."""
+    from camloc.cli import main
+    from camloc.errors import ConfigError
+    from camloc.web.server import serve
+
+    for bad in ({"max_batch": 0}, {"max_wait_ms": float("nan")}, {"max_wait_ms": 1e9},
+                {"limits": UploadLimits(max_bytes=0)},
+                {"limits": UploadLimits(max_pixels=10**12)},
+                {"max_decoded_pixels": 1_000}):  # less than one largest image
+        with pytest.raises(ConfigError):
+            ServerSettings(**bad)
+    assert ServerSettings(max_decoded_pixels=200_000_000).max_decoded_pixels == 200_000_000
+    with pytest.raises(ConfigError, match="--batch-wait-ms"):
+        serve(port=0, model=str(tiny_model_dir), batch_wait_ms=float("inf"))
+    with pytest.raises(ConfigError, match="--max-decoded-mp"):
+        serve(port=0, model=str(tiny_model_dir), max_decoded_mp=-1)
+    assert main(["serve", "--model", str(tiny_model_dir), "--max-decoded-mp", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--max-decoded-mp 1: smaller than one largest image" in err and "Traceback" not in err
+
+
+def test_max_decoded_pixels_reaches_health(engine):
+    from fastapi.testclient import TestClient
+
+    settings = ServerSettings(limits=UploadLimits(max_pixels=1_000_000), max_decoded_pixels=3_000_000)
+    with TestClient(create_app(engine, settings=settings), base_url="http://127.0.0.1") as c:
+        assert c.get("/api/health").json()["limits"]["max_decoded_pixels"] == 3_000_000
+
+
+def test_web_uses_only_public_names_of_the_models_package():
+    """camloc.web imports no private name of camloc.models and no removed module."""
+    import ast
+    from pathlib import Path
+
+    import camloc.web
+
+    for path in Path(camloc.web.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("camloc.models"):
+                assert node.module != "camloc.models.registry", path
+                assert not [a.name for a in node.names if a.name.startswith("_")], path
+
+
+def test_runtime_onnx_answers_as_torch(tiny_model_dir, engine, tmp_path, monkeypatch):
+    """`camloc serve --runtime onnx`: exact CAM on onnxruntime (the engine `camloc explain
+    --runtime onnx` uses) gives the torch server's classes, probabilities and boxes; the other
+    methods still run (on torch); a bad runtime is refused at start."""
+    import camloc
+    from fastapi.testclient import TestClient
+
+    from camloc.errors import ConfigError
+
+    monkeypatch.setenv("CAMLOC_CACHE", str(tmp_path / "cache"))
+    onnx = WebEngine(camloc.load_model(str(tiny_model_dir), device="cpu"), runtime="onnx")
+    assert type(onnx._make("cam", None)).__name__ == "OnnxCAM"
+    answers = {}
+    for name, eng in (("torch", engine), ("onnx", onnx)):
+        with TestClient(create_app(eng), base_url="http://127.0.0.1") as c:
+            assert c.get("/api/health").json()["runtime"] == name
+            r = _post(c, _png(120, 80, seed=3), top_k=3, maps="f32")
+            assert r.status_code == 200, r.text
+            answers[name] = r.json()["classes"]
+            assert _post(c, _png(), method="gradcam", top_k=1).status_code == 200
+    t, o = answers["torch"], answers["onnx"]
+    assert [c["id"] for c in t] == [c["id"] for c in o]
+    assert np.allclose([c["prob"] for c in t], [c["prob"] for c in o], atol=1e-5)
+    assert np.allclose([c["box"] for c in t], [c["box"] for c in o], atol=1.0)
+    assert list((tmp_path / "cache" / "onnx").glob("*.onnx"))
+    with pytest.raises(ConfigError, match="runtime"):
+        WebEngine(camloc.load_model(str(tiny_model_dir), device="cpu"), runtime="tensorrt")
+
+
+def test_tta_equals_the_library(client, engine):
+    """tta=... runs the method wrapped as `camloc explain --tta` wraps it: the same classes,
+    probabilities, boxes and maps as camloc.explain(..., tta=...); a bad value is a 400 naming
+    the field."""
+    from camloc.explain import explain
+
+    data = _png(97, 61, seed=5)
+    for method, tta in (("cam", "flip"), ("gradcam", "scales=64:80,flip")):
+        r = _post(client, data, method=method, top_k=3, maps="f32", threshold=0.3, tta=tta)
+        assert r.status_code == 200, r.text
+        r = r.json()
+        [e] = explain(engine.model, [Image.open(io.BytesIO(data))], top_k=3, threshold=0.3,
+                      method=method, tta=tta)
+        assert r["tta"] == ("flip" if tta == "flip" else "flip,scales=64:80")
+        assert [c["id"] for c in r["classes"]] == e.class_ids
+        assert [c["box"] for c in r["classes"]] == e.boxes.tolist()
+        sent = np.frombuffer(base64.b64decode(r["maps"]["data"]), "<f4").reshape(r["maps"]["shape"])
+        np.testing.assert_allclose(sent, e.maps, atol=1e-6)
+        if tta == "flip":
+            flipped = sent
+    plain = _post(client, data, method="cam", top_k=3, maps="f32").json()
+    assert plain["tta"] == "none"
+    assert not np.allclose(np.frombuffer(base64.b64decode(plain["maps"]["data"]), "<f4"),
+                           flipped.ravel())
+    for bad in ("mirror", "scales=3"):
+        err = _error(_post(client, data, tta=bad), 400)
+        assert "tta" in err and "--tta" not in err

@@ -22,6 +22,12 @@ _BatchWaitMs = Annotated[float, typer.Option(help=(
 _MaxUploadMb = Annotated[float, typer.Option(help="Largest upload accepted (MiB, up to 1024).")]
 _MaxPixels = Annotated[int, typer.Option(help=(
     "Largest image accepted (pixels, up to 100,000,000)."))]
+_MaxDecodedMp = Annotated[float, typer.Option(help=(
+    "Decoded pixels all requests may hold at once, in megapixels (0: twice --max-pixels; at "
+    "least --max-pixels, up to 2000)."))]
+_Runtime = Annotated[str, typer.Option(help=(
+    "torch, onnx or an exported .onnx file: exact CAM (the model's layer) on onnxruntime, as "
+    "`camloc explain --runtime`."))]
 _LogLevel = Annotated[str, typer.Option(help="uvicorn log level (info shows requests).")]
 
 
@@ -32,7 +38,8 @@ def register(app: typer.Typer) -> None:
         weights: Weights = "DEFAULT", head: Head = None, device: Device = "auto",
         runs: _Runs = None, fit: _Fit = "stretch", max_batch: _MaxBatch = 16,
         batch_wait_ms: _BatchWaitMs = 5.0, max_upload_mb: _MaxUploadMb = 20.0,
-        max_pixels: _MaxPixels = 40_000_000, log_level: _LogLevel = "warning",
+        max_pixels: _MaxPixels = 40_000_000, max_decoded_mp: _MaxDecodedMp = 0.0,
+        runtime: _Runtime = "torch", log_level: _LogLevel = "warning",
     ) -> None:
         """Serve a web page and HTTP API: upload an image, see its maps and boxes.
 
@@ -44,4 +51,4 @@ def register(app: typer.Typer) -> None:
         serve(host=host, port=port, model=model, weights=weights, head=head, device=device,
               runs=str(runs) if runs is not None else None, fit=fit, max_batch=max_batch,
               batch_wait_ms=batch_wait_ms, max_upload_mb=max_upload_mb, max_pixels=max_pixels,
-              log_level=log_level)
+              log_level=log_level, max_decoded_mp=max_decoded_mp, runtime=runtime)

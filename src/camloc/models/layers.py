@@ -45,8 +45,9 @@ from camloc.errors import ConfigError, ModelError
 from camloc.models.outputs import OutputSelector, select_output
 
 __all__ = ["LayerSpec", "LayerTap", "MapLayout", "Reshape", "TraceRecord", "declared_prefix",
-           "default_layer_names", "infer_layout", "layer_name", "resolve_layers", "run_with_replaced",
-           "run_with_taps", "spatially_relevant", "token_grid", "trace_modules"]
+           "default_layer_names", "infer_layout", "is_skipped", "layer_name", "resolve_layers",
+           "run_with_replaced", "run_with_taps", "spatially_relevant", "token_grid",
+           "trace_modules"]
 
 LayerSpec = str | nn.Module | Sequence[str | nn.Module] | None
 Reshape = Callable[[torch.Tensor], torch.Tensor]
@@ -354,7 +355,9 @@ _SKIP_TYPES = (nn.Identity, nn.Dropout, nn.Dropout2d, nn.AdaptiveAvgPool2d, nn.A
                nn.Flatten)
 
 
-def _is_skipped(m: nn.Module) -> bool:
+def is_skipped(m: nn.Module) -> bool:
+    """Whether ``m`` is a module whose output is never a map of its own (identity, dropout,
+    adaptive pooling, flatten, drop-path): layer searches pass over it."""
     return isinstance(m, _SKIP_TYPES) or "AdaptivePool" in type(m).__name__ \
         or type(m).__name__ in ("DropPath", "Identity")
 
@@ -424,7 +427,7 @@ def default_layer_names(model: nn.Module, records: Sequence[TraceRecord], input_
     width: int | None = None
     tried = 0
     for rec in reversed(records):  # a container finishes after its children: outermost first
-        if _is_skipped(rec.module):
+        if is_skipped(rec.module):
             continue
         lay = infer_layout(rec.shape, input_hw, prefix)
         if lay is None or _positions(rec.shape, lay, input_hw) < 2:

@@ -46,6 +46,9 @@ __all__ = ["create_app", "ServerSettings", "ApiError"]
 log = logging.getLogger("camloc.web")
 MAX_CLASSES_PER_REQUEST = 50
 SLOW_QUEUE = 8  # slow requests waiting at most (503 beyond)
+MAX_BATCH_IMAGES = 64  # photos in one batch upload
+BATCH_KEY = "__batch__"  # the slow lane's key for a batch upload's run
+BATCH_FOLDER = "uploads"  # where batch runs are written, under --runs DIR
 RUNS_THREADS = 4  # threads reading runs (never the pool that decodes uploads)
 RUNS_TIMEOUT_S = 20.0
 # The pages load nothing from elsewhere and cannot be framed by another site.
@@ -91,6 +94,16 @@ class ServerSettings:
     #: decoded pixels held at once by all requests (0: twice ``limits.max_pixels``)
     max_decoded_pixels: int = 0
 
+    def __post_init__(self) -> None:
+        """The same bounds as ``camloc serve``'s options (:func:`check_server_options`):
+        :class:`~camloc.errors.ConfigError` naming the first one out of bounds."""
+        from camloc.web.limits import check_server_options
+
+        check_server_options(max_batch=self.max_batch, batch_wait_ms=self.max_wait_ms,
+                             max_upload_mb=self.limits.max_bytes / (1024 * 1024),
+                             max_pixels=self.limits.max_pixels,
+                             max_decoded_mp=self.max_decoded_pixels / 1e6)
+
 
 def _error(status: int, reason: str) -> JSONResponse:
     return JSONResponse({"error": reason}, status_code=status)
@@ -117,15 +130,18 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
     engine.layers()  # found now (a dry forward pass, maybe), never while a batch runs
     scratch: dict[str, str | None] = {"dir": None}  # where uploads are decoded, while serving
 
-    def run_batch(key: tuple[str, str], jobs: list[ExplainJob]) -> list[Any]:
+    def run_batch(key: tuple[str, str, str], jobs: list[Any]) -> list[Any]:
         """One pass of a lane: results with the seconds the pass took (never the queueing)."""
-        method, layer = key
+        method, layer, tta = key
+        if method == BATCH_KEY:
+            return [_run_upload_batch(engine, jobs[0])]
         followed = jobs[0].progress if len(jobs) == 1 else None
         if followed is not None:
             followed.start()
         t0 = time.perf_counter()
         try:
-            results = engine.explain(method, layer or None, jobs)
+            results = engine.explain(method, layer or None, jobs, tta=tta) if tta else \
+                engine.explain(method, layer or None, jobs)
         except BaseException:
             if followed is not None:
                 followed.finish("cancelled" if followed.cancel_event.is_set() else "failed")
@@ -241,6 +257,7 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
     @app.get("/api/health", summary="Server status, model, and micro-batching counters")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "version": _version(), "model": engine.name, "device": engine.device,
+                "runtime": engine.runtime,
                 "num_classes": len(names), "input_size": list(engine.input_size),
                 "all_class_maps": engine.has_exact_cam, "runs": runs is not None,
                 "uptime_s": round(time.time() - started, 1), "batching": batcher.stats(),
@@ -286,6 +303,10 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
         job: str = Form("", max_length=64, description="a name for this request, to follow a slow "
                                                         "method's progress (GET /api/jobs/{job}) "
                                                         "and cancel it (DELETE)"),
+        tta: str = Form("", max_length=200, description="test-time augmentation, as camloc "
+                                                        "explain --tta: 'flip', 'scales=224:288', "
+                                                        "'flip,scales=224:288,logits'; '' or "
+                                                        "'none': off"),
     ) -> dict[str, Any]:
         if maps not in MAP_ENCODINGS:
             raise ApiError(400, f"maps={maps!r}: expected one of {', '.join(MAP_ENCODINGS)}")
@@ -293,6 +314,7 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
             raise ApiError(400, "all_maps: this model has no GAP -> linear head, so every class's "
                                 "map cannot come from one forward pass")
         await run_in_threadpool(engine.check, method, layer)
+        tta = _tta_text(tta)
         selection: int | list[int] = _parse_classes(classes, names) if classes.strip() else top_k
         slow = method in slow_methods
         tracked = None
@@ -320,15 +342,17 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
                 t0 = time.perf_counter()
                 lane = slow_lane if slow else batcher
                 submitted = lane.submit(
-                    (method, layer), ExplainJob(pil, selection, all_maps, progress=tracked))
+                    (method, layer, tta), ExplainJob(pil, selection, all_maps, progress=tracked))
                 if tracked is None:
                     result, seconds = await submitted
                 else:
                     result, seconds = await _unless_cancelled(submitted, tracked, request)
                 queued = time.perf_counter() - t0 - seconds
                 del pil
-                return await run_in_threadpool(_response, engine, result, threshold, multi, maps,
-                                               seconds, layer, queued)
+                answer = await run_in_threadpool(_response, engine, result, threshold, multi,
+                                                 maps, seconds, layer, queued)
+                answer["tta"] = tta or "none"
+                return answer
         except Cancelled as exc:
             raise ApiError(409, f"{exc}") from exc
         finally:
@@ -337,6 +361,55 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
             if tracked is not None and tracked.state in ("queued", "running"):
                 tracked.cancel_event.set()  # never started (a refused upload, the queue full)
                 tracked.finish("cancelled")
+
+    batch_ids = itertools.count(1)
+    background: set[asyncio.Task[Any]] = set()
+
+    @app.post("/api/batch", status_code=202, responses=_EXPLAIN_ERRORS,
+              summary="Several photos -> a small explain run under --runs DIR (followed as a job)")
+    async def batch(
+        images: list[UploadFile] = File(..., description="the photos (at most 64; together at "
+                                                         "most the upload limit)"),
+        method: str = Form("cam", description="a method from /api/methods"),
+        layer: str = Form(DEFAULT_LAYER, description="a layer from /api/methods; '' = the model's"),
+        top_k: int = Form(5, ge=1, le=MAX_CLASSES_PER_REQUEST,
+                          description="explain the k most likely classes of each photo"),
+        threshold: float = Form(0.2, ge=0.0, le=1.0, allow_inf_nan=False,
+                                description="box threshold, a fraction of the map maximum"),
+        tta: str = Form("", max_length=200, description="test-time augmentation (as in "
+                                                        "/api/explain)"),
+    ) -> dict[str, Any]:
+        idx = need_runs()
+        tta = _tta_text(tta)
+        if len(images) > MAX_BATCH_IMAGES:
+            raise ApiError(400, f"images: at most {MAX_BATCH_IMAGES} photos in one batch "
+                                f"(got {len(images)})")
+        await run_in_threadpool(engine.check, method, layer)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_id = f"{BATCH_FOLDER}/batch-{stamp}-{next(batch_ids)}"
+        folder = idx.root / run_id
+        payloads = [(_upload_name(i, f.filename), await f.read()) for i, f in enumerate(images)]
+        paths = await run_in_threadpool(_save_uploads, folder, payloads)
+        job_id = run_id.replace("/", "-")
+        tracked = jobs.create(job_id, method, None, len(paths))
+        tracked.extra.update({"run": run_id, "images": len(paths), "done": 0, "failed": 0})
+        job = _UploadBatch(paths, str(folder), method, layer, top_k, threshold, tracked, tta)
+
+        async def follow() -> None:
+            try:
+                await slow_lane.submit((BATCH_KEY, run_id, ""), job)
+            except Exception as exc:  # noqa: BLE001 - the job's state says it; the log has why
+                if tracked.state in ("queued", "running"):
+                    tracked.finish("failed")
+                tracked.extra["error"] = str(exc) or type(exc).__name__
+                if not isinstance(exc, (Cancelled, CamlocError)):
+                    log.exception("batch %s failed", run_id)
+
+        task = asyncio.ensure_future(follow())
+        background.add(task)
+        task.add_done_callback(background.discard)
+        return {"job": job_id, "run": run_id, "images": len(paths),
+                "state_url": f"/api/jobs/{job_id}"}
 
     @app.get("/api/estimate", summary="Before explaining: which lane, expected passes, seconds")
     async def estimate(method: str = Query("cam", max_length=100),
@@ -391,13 +464,32 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
     async def run_report(run: str = Query(..., max_length=1000, description=_RUN)) -> dict[str, Any]:
         return await in_runs_pool(need_runs().run, run)
 
+    @app.get("/api/runs/compare", summary="Two runs side by side: curves, per-image IoU changes")
+    async def run_compare(a: str = Query(..., max_length=1000, description=_RUN),
+                          b: str = Query(..., max_length=1000, description=_RUN)
+                          ) -> dict[str, Any]:
+        return await in_runs_pool(need_runs().compare, a, b)
+
     @app.get("/api/runs/image", summary="One image of a run: ground-truth and predicted boxes")
     async def run_image(run: str = Query(..., max_length=1000, description=_RUN),
                         image_id: str = Query(..., max_length=1000, description=_IMAGE_ID)
                         ) -> dict[str, Any]:
         info = await in_runs_pool(need_runs().image_info, run, image_id)
-        info["url"] = app.url_path_for("run_image_jpeg") + "?" + _query(run=run, image_id=image_id)
+        query = _query(run=run, image_id=image_id)
+        if info.get("kind") != "explain":
+            info["url"] = app.url_path_for("run_image_jpeg") + "?" + query
+        for m in info.get("saved_maps") or []:
+            if m["url"] is None:
+                m["url"] = app.url_path_for("run_map_png") + "?" + query
         return info
+
+    @app.get("/api/runs/map.png", name="run_map_png",
+             summary="One image's saved map (scoremaps/ of an evaluation, maps/ of an explain run)")
+    async def run_map_png(run: str = Query(..., max_length=1000, description=_RUN),
+                          image_id: str = Query(..., max_length=1000, description=_IMAGE_ID)
+                          ) -> Response:
+        data = await in_runs_pool(need_runs().map_png, run, image_id)
+        return Response(data, media_type="image/png", headers={"X-Content-Type-Options": "nosniff"})
 
     @app.get("/api/runs/image.jpg", name="run_image_jpeg", summary="One image of a run, as JPEG")
     async def run_image_jpeg(run: str = Query(..., max_length=1000, description=_RUN),
@@ -422,6 +514,73 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
     if settings.allowed_hosts is not None:
         app.add_middleware(LoopbackHosts, allowed=settings.allowed_hosts)
     return app
+
+
+@dataclass
+class _UploadBatch:
+    """A batch upload waiting in the slow lane: its saved photos and the run to write."""
+
+    paths: list[str]
+    out: str
+    method: str
+    layer: str
+    top_k: int
+    threshold: float
+    progress: Any
+    tta: str = ""
+
+
+def _run_upload_batch(engine: WebEngine, job: _UploadBatch) -> tuple[Any, float]:
+    """The batch's run (in the slow lane's thread): the library's ``run_explain``, followed."""
+    tracked = job.progress
+    tracked.start()
+    t0 = time.perf_counter()
+    try:
+        summary = engine.run_folder(job.paths, job.out, job.method, job.layer or None,
+                                    job.top_k, job.threshold, progress=tracked, tta=job.tta)
+    except BaseException:
+        tracked.finish("cancelled" if tracked.cancel_event.is_set() else "failed")
+        raise
+    tracked.extra.update({"done": summary.done, "failed": len(summary.failed)})
+    tracked.passes = summary.total
+    tracked.finish("done")
+    return summary, time.perf_counter() - t0
+
+
+def _tta_text(text: str) -> str:
+    """A ``tta`` field -> its canonical text (``""``: none), or a 400 naming the field."""
+    from camloc.cams.tta import parse_tta
+    from camloc.errors import ConfigError
+
+    try:
+        spec = parse_tta(text)
+    except ConfigError as exc:
+        raise ApiError(400, str(exc).replace("--tta ", "tta=").replace("TTA scales", "tta: scales")
+                       ) from exc
+    return "" if spec is None else spec.describe()
+
+
+def _upload_name(i: int, filename: str | None) -> str:
+    """A safe file name for the ``i``-th photo of a batch (its own name kept where it can be)."""
+    import re
+    from pathlib import PurePath
+
+    base = PurePath((filename or "").replace("\\", "/")).name
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._")[:80] or "image"
+    return f"{i + 1:03d}-{base}"
+
+
+def _save_uploads(folder: Any, payloads: list[tuple[str, bytes]]) -> list[str]:
+    """Write a batch's photos under ``folder/inputs`` (atomically); their paths."""
+    from camloc.io import atomic_write_bytes
+
+    inputs = folder / "inputs"
+    inputs.mkdir(parents=True, exist_ok=False)
+    paths = []
+    for name, data in payloads:
+        atomic_write_bytes(inputs / name, data)
+        paths.append(str(inputs / name))
+    return paths
 
 
 async def _unless_cancelled(submitted: Any, tracked: Any, request: Request) -> Any:

@@ -34,7 +34,7 @@ from camloc.errors import CamlocError, ConfigError
 if TYPE_CHECKING:
     from PIL import Image
 
-    from camloc.models.registry import CamModel
+    from camloc.models.loader import CamModel
     from camloc.models.spec import Geometry
 
 __all__ = ["WebEngine", "ExplainJob", "ImageResult", "DEFAULT_LAYER"]
@@ -149,9 +149,19 @@ class WebEngine:
     ``"crop"``).
     """
 
-    def __init__(self, model: CamModel, fit: str = "stretch") -> None:
+    def __init__(self, model: CamModel, fit: str = "stretch", runtime: str = "torch") -> None:
         self.model = model
         self.preprocess = model.spec.preprocess.with_(fit=fit)
+        #: ``torch``, ``onnx`` or an exported ``.onnx`` file: exact CAM on the model's own layer
+        #: then runs on onnxruntime (the engine ``camloc explain --runtime`` uses); the other
+        #: methods and layers on torch
+        self.runtime = str(runtime or "torch").strip()
+        self._onnx: Any = None
+        if self.runtime.lower() != "torch":
+            from camloc.runtime_onnx import make_runtime_engine
+
+            self._onnx = make_runtime_engine(model, self.runtime, "cam",
+                                             tuple(self.preprocess.input_size))
         self._layers: list[dict[str, Any]] | None = None
         self._methods: list[dict[str, Any]] | None = None
         self._made: dict[tuple[str, str], Any] = {}
@@ -167,6 +177,10 @@ class WebEngine:
         layer hooks (added and removed around every pass) never see each other's passes."""
         if not any(m["name"] == method and m.get("slow") for m in self.methods()):
             return self.model
+        return self._slow_copy()
+
+    def _slow_copy(self) -> CamModel:
+        """The slow lane's own copy of the model (made on first use)."""
         with self._slow_lock:
             if self._slow_model is None:
                 import copy
@@ -180,11 +194,12 @@ class WebEngine:
 
     @classmethod
     def load(cls, name: str = "efficientnet_lite0", weights: Any = "DEFAULT", device: str = "auto",
-             head: str | None = None, fit: str = "stretch") -> WebEngine:
+             head: str | None = None, fit: str = "stretch", runtime: str = "torch") -> WebEngine:
         """Load a model once (``camloc.load_model``) and wrap it."""
         from camloc.models import load_model
 
-        return cls(load_model(name, weights=weights, device=device, head=head), fit=fit)
+        return cls(load_model(name, weights=weights, device=device, head=head), fit=fit,
+                   runtime=runtime)
 
     # ------------------------------------------------------------------ what the model offers
     @property
@@ -297,6 +312,8 @@ class WebEngine:
         made = self._made.get(key)
         if made is not None:
             return made
+        if self._onnx is not None and method == "cam" and not layer:
+            return self._onnx
         if method not in METHODS:
             raise ConfigError(f"method={method!r}: expected one of {', '.join(METHODS)}")
         meta = next(m for m in self.methods() if m["name"] == method)
@@ -378,14 +395,38 @@ class WebEngine:
             self._factor[method] = ratio if old is None else 0.5 * old + 0.5 * ratio
 
     # ------------------------------------------------------------------ explaining
-    def explain(self, method: str, layer: str | None, jobs: Sequence[ExplainJob]) -> list[ImageResult]:
+    def tta_method(self, method: str, layer: str | None, tta: str) -> Any:
+        """The method for (``method``, ``layer``) wrapped in test-time augmentation
+        (:func:`camloc.cams.tta.with_tta`, as ``camloc explain --tta`` wraps it); ``tta`` is a
+        canonical ``--tta`` text (:func:`parse_tta`'s ``describe()``), ``""`` for none. On
+        torch, also with ``--runtime onnx`` (the exported graph has one input size)."""
+        if not tta:
+            return self._make(method, layer)
+        key = (f"{method}+tta={tta}", layer or DEFAULT_LAYER)
+        made = self._made.get(key)
+        if made is None:
+            from camloc.cams.tta import with_tta
+
+            base = self._make(method, layer)
+            if base is self._onnx:
+                base = self._torch_cam()
+            made = self._made[key] = with_tta(base, tta)
+        return made
+
+    def _torch_cam(self) -> Any:
+        from camloc.cams import registry
+
+        return registry.make_method(self.model, "cam", None)
+
+    def explain(self, method: str, layer: str | None, jobs: Sequence[ExplainJob],
+                tta: str = "") -> list[ImageResult]:
         """Explain a batch of images with one method on one layer.
 
         Jobs asking for top-k share one forward pass (the largest k, sliced per image), jobs naming
         classes share another (each row padded to the longest list, then trimmed). A job with a
         ``progress`` tracker, alone in its batch, is followed pass by pass (and can be cancelled).
         """
-        engine = self._make(method, layer)
+        engine = self.tta_method(method, layer, tta)
         followed = [j.progress for j in jobs if j.progress is not None]
         self._local.progress = followed[0] if len(jobs) == 1 and followed else None
         try:
@@ -426,6 +467,34 @@ class WebEngine:
                 results[i].all_maps = m  # type: ignore[union-attr]
         return results  # type: ignore[return-value]
 
+    def run_folder(self, paths: Sequence[str], out: str, method: str, layer: str | None,
+                   top_k: int, threshold: float, progress: Any = None, tta: str = "") -> Any:
+        """Explain image files into the run folder ``out`` with the library's
+        :func:`camloc.explain.run.run_explain` (the folder ``camloc explain`` writes: overlays,
+        maps, ``results.jsonl``, ``errors.jsonl``, manifest), on the slow lane's model copy.
+        ``progress``: a followed request (``camloc.web.jobs.Job``): images done of the total,
+        and Cancel between images. Returns the :class:`~camloc.explain.run.RunSummary`."""
+        from camloc.explain.run import ExplainSettings, run_explain
+
+        def update(done: int, total: int | None) -> None:
+            if progress is not None:
+                progress.passes = done
+                if total is not None:
+                    progress.expected_passes = total
+                if progress.cancel_event.is_set():
+                    progress.tick()  # raises Cancelled: the run stops between images
+
+        model = self._slow_copy()
+        settings = ExplainSettings(
+            top_k=min(top_k, len(self.class_names)), threshold=threshold, method=method,
+            layer=layer or None, preprocess=self.preprocess, batch_size=1, save_maps=True,
+            overlays=True, threshold_source={"kind": "given"},
+            runtime=self.runtime if method == "cam" and not layer and not tta else "torch",
+            tta=tta or None)
+        return run_explain(model, list(paths), out, settings, progress=update,
+                           source={"model": self.name, "weights": self.model.spec.source,
+                                   "head": None})
+
     def all_class_maps(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Raw maps of every class, ``(N, C, h, w)`` float32, from one forward pass (exact CAM)."""
         import torch
@@ -459,10 +528,10 @@ def _spatial_layers(module: Any, input_size: tuple[int, int], device: Any) -> li
 
     import torch
 
-    from camloc.models.layers import _is_skipped, declared_prefix, infer_layout, trace_modules
+    from camloc.models.layers import declared_prefix, infer_layout, is_skipped, trace_modules
 
     prefix = declared_prefix(module)
-    only = [m for n, m in module.named_modules() if n and n.count(".") <= 1 and not _is_skipped(m)]
+    only = [m for n, m in module.named_modules() if n and n.count(".") <= 1 and not is_skipped(m)]
     was_training = module.training
     module.eval()
     try:

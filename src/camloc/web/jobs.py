@@ -50,6 +50,8 @@ class Job:
         self.started: float | None = None
         self.finished: float | None = None
         self.cancel_event = threading.Event()
+        #: what the request adds to its state (a batch: its run folder, images done and failed)
+        self.extra: dict[str, Any] = {}
 
     def start(self) -> None:
         """Called by the worker as the request's first pass begins (raises if cancelled)."""
@@ -89,7 +91,7 @@ class Job:
                 "elapsed_s": round(elapsed, 2),
                 "queued_s": round(((self.started or now) - self.created), 2),
                 "fraction": None if fraction is None else round(fraction, 3),
-                "left_s": None if left is None else round(left, 1)}
+                "left_s": None if left is None else round(left, 1), **self.extra}
 
 
 class Jobs:

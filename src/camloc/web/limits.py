@@ -19,7 +19,7 @@ from typing import Any
 from camloc.errors import ConfigError
 
 __all__ = ["check_server_options", "MAX_BATCH", "MAX_BATCH_WAIT_MS", "MAX_UPLOAD_MB",
-           "MAX_IMAGE_PIXELS"]
+           "MAX_IMAGE_PIXELS", "MAX_DECODED_MP"]
 
 #: The most requests one forward pass may take.
 MAX_BATCH = 256
@@ -29,6 +29,8 @@ MAX_BATCH_WAIT_MS = 1000.0
 MAX_UPLOAD_MB = 1024.0
 #: The largest decoded-image limit (pixels): the library's own default reader limit.
 MAX_IMAGE_PIXELS = 100_000_000
+#: The largest bound on decoded pixels held by all requests at once (megapixels).
+MAX_DECODED_MP = 2000.0
 
 
 def _number(name: str, value: Any, low: float, high: float, what: str,
@@ -43,8 +45,12 @@ def _number(name: str, value: Any, low: float, high: float, what: str,
 
 
 def check_server_options(max_batch: int = 16, batch_wait_ms: float = 5.0,
-                         max_upload_mb: float = 20.0, max_pixels: int = 40_000_000) -> None:
-    """Raise :class:`ConfigError` unless every option is finite and within its bound."""
+                         max_upload_mb: float = 20.0, max_pixels: int = 40_000_000,
+                         max_decoded_mp: float = 0.0) -> None:
+    """Raise :class:`ConfigError` unless every option is finite and within its bound.
+
+    ``max_decoded_mp``: the decoded pixels all requests may hold at once, in megapixels (0: twice
+    ``max_pixels``); at least one largest image (``max_pixels``), so that one always fits."""
     if isinstance(max_batch, bool) or not isinstance(max_batch, int) \
             or not 1 <= max_batch <= MAX_BATCH:
         raise ConfigError(f"--max-batch {max_batch!r}: expected a whole number from 1 to "
@@ -55,3 +61,9 @@ def check_server_options(max_batch: int = 16, batch_wait_ms: float = 5.0,
             or not 1 <= max_pixels <= MAX_IMAGE_PIXELS:
         raise ConfigError(f"--max-pixels {max_pixels!r}: expected a whole number from 1 to "
                           f"{MAX_IMAGE_PIXELS}")
+    _number("--max-decoded-mp", max_decoded_mp, 0.0, MAX_DECODED_MP, "megapixels (0: twice "
+            "--max-pixels)")
+    if max_decoded_mp and max_decoded_mp * 1e6 < max_pixels:
+        raise ConfigError(f"--max-decoded-mp {max_decoded_mp:g}: smaller than one largest image "
+                          f"(--max-pixels {max_pixels} = {max_pixels / 1e6:g} MP); give at "
+                          f"least that, or 0 for twice it")

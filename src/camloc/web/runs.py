@@ -38,11 +38,14 @@ __all__ = ["PathRefused", "RunsIndex", "safe_join", "REPORT_NAME", "PER_IMAGE_NA
 
 REPORT_NAME = "report.json"
 PER_IMAGE_NAME = "per_image.jsonl"
+MANIFEST_NAME = "manifest.json"  # an explain run's (``camloc explain``, or a batch upload)
+RESULTS_NAME = "results.jsonl"
 MAX_RUNS = 1000
 MAX_DEPTH = 8
 MAX_REPORT_BYTES = 256 * 1024 * 1024
 MAX_PER_IMAGE_BYTES = 512 * 1024 * 1024
 IOU_CORRECT = 0.5
+MAX_MAP_BYTES = 64 * 1024 * 1024
 
 
 class PathRefused(Exception):
@@ -147,9 +150,14 @@ class RunsIndex:
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             if len(here.parts) - base_depth >= MAX_DEPTH:
                 dirnames[:] = []
-            if REPORT_NAME not in filenames:
-                continue
             rel = here.relative_to(self.root).as_posix()
+            if REPORT_NAME not in filenames:
+                if MANIFEST_NAME in filenames:
+                    summary = self._explain_summary(rel)
+                    if summary is not None:
+                        runs.append(summary)
+                        dirnames[:] = []  # its own overlays/, maps/, inputs/
+                continue
             try:
                 report = self.report(rel)
             except PathRefused:
@@ -192,6 +200,159 @@ class RunsIndex:
         except PathRefused:
             return False
 
+    # ------------------------------------------------------------------ explain runs
+    def manifest(self, run_id: str) -> dict[str, Any] | None:
+        """An explain run's manifest.json (``command: explain``), or ``None``."""
+        rel = MANIFEST_NAME if run_id in ("", ".") else f"{run_id}/{MANIFEST_NAME}"
+        try:
+            data = json.loads(read_regular(safe_join(self.root, rel), MAX_REPORT_BYTES))
+        except (PathRefused, OSError, UnicodeDecodeError, ValueError, RecursionError):
+            return None
+        return data if isinstance(data, dict) and data.get("command") == "explain" else None
+
+    def _explain_only(self, run_id: str) -> dict[str, Any] | None:
+        """The manifest of an explain run that has no report.json (else ``None``)."""
+        try:
+            safe_join(self.root, REPORT_NAME if run_id in ("", ".") else f"{run_id}/{REPORT_NAME}")
+            return None
+        except PathRefused as exc:
+            if exc.status != 404:
+                raise
+        return self.manifest(run_id)
+
+    def _explain_summary(self, run_id: str) -> dict[str, Any] | None:
+        man = self.manifest(run_id)
+        if man is None:
+            return None
+        counts = man.get("counts") or {}
+        return {"id": run_id, "kind": "explain", "model": str(man.get("model") or ""),
+                "method": str(man.get("method") or ""), "dataset": "explain run",
+                "split": man.get("status"), "images": counts.get("explained"),
+                "protocol": None, "maxboxacc_v2": None, "gt_known_loc": None,
+                "figures": _explain_rows(man), "has_html": False, "has_per_image": True}
+
+    def _results(self, run_id: str) -> list[dict[str, Any]]:
+        """An explain run's ``results.jsonl`` records (``image_id``: the overlay's or maps' file
+        stem, unique in the run)."""
+        try:
+            data = read_regular(safe_join(self.root, f"{run_id}/{RESULTS_NAME}"),
+                                MAX_PER_IMAGE_BYTES)
+        except PathRefused:
+            return []
+        except OSError as exc:
+            raise PathRefused(422, f"run {run_id!r}: {RESULTS_NAME} cannot be read: "
+                                   f"{exc}") from None
+        out = []
+        for line in data.splitlines():
+            try:
+                rec = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError, RecursionError):
+                continue
+            if not isinstance(rec, dict):
+                continue
+            ref = rec.get("overlay") or rec.get("maps") or rec.get("path") or ""
+            rec["image_id"] = PurePosixPath(str(ref)).stem or str(len(out))
+            out.append(rec)
+        return out
+
+    def _explain_run(self, run_id: str, man: dict[str, Any]) -> dict[str, Any]:
+        rows = []
+        for rec in self._results(run_id):
+            names, probs = rec.get("class_names") or [], rec.get("probs") or []
+            boxes = rec.get("boxes") or []
+            rows.append({"image_id": rec["image_id"],
+                         "name": PurePosixPath(str(rec.get("path") or "")).name,
+                         "class_name": str(names[0]) if names else None,
+                         "prob": _finite(probs[0]) if probs else None,
+                         "box": boxes[0] if boxes else None, "iou": None, "correct": None})
+        return {"id": run_id, "kind": "explain", "report": {"manifest": man},
+                "figures": _explain_rows(man), "per_image": rows, "iou_correct": IOU_CORRECT,
+                "has_html": False}
+
+    def _explain_image(self, run_id: str, image_id: str) -> dict[str, Any]:
+        rec = next((r for r in self._results(run_id) if r["image_id"] == image_id), None)
+        if rec is None:
+            raise PathRefused(404, f"image {image_id!r} is not in run {run_id!r}")
+        prefix = "/runs/files/" + ("" if run_id in ("", ".") else run_id + "/")
+        maps = []
+        rel = rec.get("overlay")
+        if isinstance(rel, str):
+            try:
+                safe_join(self.root, f"{run_id}/{rel}")
+                maps.append({"kind": "overlay", "url": prefix + rel})
+            except PathRefused:
+                pass
+        if self._map_file(run_id, image_id) is not None:
+            maps.append({"kind": "maps", "url": None})  # the app fills in /api/runs/map.png
+        path = str(rec.get("path") or "")
+        source = None
+        try:
+            source_rel = Path(path).resolve().relative_to(self.root).as_posix()
+            safe_join(self.root, source_rel)
+            source = "/runs/files/" + source_rel
+        except (ValueError, OSError, PathRefused):
+            pass  # a photo outside the runs folder is never served
+        classes = [{"id": c, "name": n, "prob": p, "box": b} for c, n, p, b in zip(
+            rec.get("class_ids") or [], rec.get("class_names") or [], rec.get("probs") or [],
+            rec.get("boxes") or [])]
+        return {"image_id": image_id, "kind": "explain",
+                "name": PurePosixPath(str(rec.get("path") or "")).name,
+                "width": rec.get("width"), "height": rec.get("height"),
+                "method": rec.get("method"), "layers": rec.get("layers"),
+                "class_name": classes[0]["name"] if classes else None, "classes": classes,
+                "saved_maps": maps, "source_url": source, "gt_boxes": [], "pred_box": None,
+                "iou": None, "correct": None}
+
+    def _map_file(self, run_id: str, image_id: str) -> Path | None:
+        """The saved map of one image: an explain run's ``maps/<name>.npy``, an evaluation run's
+        ``scoremaps/<image_id>.npy`` (``camloc evaluate --save-maps``); ``None`` if not saved."""
+        prefix = "" if run_id in ("", ".") else f"{run_id}/"
+        if self._explain_only(run_id) is not None:
+            rec = next((r for r in self._results(run_id) if r["image_id"] == image_id), None)
+            rel = rec.get("maps") if rec else None
+            if not isinstance(rel, str):
+                return None
+        else:
+            from camloc.data.paths import safe_relpath
+
+            try:
+                rel = "scoremaps/" + safe_relpath(image_id, ".npy")
+            except Exception:  # noqa: BLE001 - an id that cannot name a file has no map
+                return None
+        try:
+            return safe_join(self.root, prefix + rel)
+        except PathRefused as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def map_png(self, run_id: str, image_id: str) -> bytes:
+        """An image's saved map (the first class's, for an explain run) as a colour PNG (jet,
+        0 = the map's minimum, 255 = its maximum)."""
+        import cv2
+        import numpy as np
+
+        path = self._map_file(run_id, image_id)
+        if path is None:
+            raise PathRefused(404, f"run {run_id!r} saved no map for image {image_id!r}")
+        try:
+            arr = np.load(io.BytesIO(read_regular(path, MAX_MAP_BYTES)), allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise PathRefused(422, f"the saved map of {image_id!r} cannot be read: {exc}") from None
+        arr = np.asarray(arr, dtype=np.float32)
+        while arr.ndim > 2:
+            arr = arr[0]
+        if arr.ndim != 2 or not arr.size:
+            raise PathRefused(422, f"the saved map of {image_id!r} is not a 2-D array")
+        arr = np.nan_to_num(arr)
+        lo, hi = float(arr.min()), float(arr.max())
+        gray = np.uint8(np.round(255 * (arr - lo) / (hi - lo))) if hi > lo else \
+            np.zeros(arr.shape, np.uint8)
+        ok, buf = cv2.imencode(".png", cv2.applyColorMap(gray, cv2.COLORMAP_JET))
+        if not ok:
+            raise PathRefused(422, "the map cannot be encoded")
+        return buf.tobytes()
+
     # ------------------------------------------------------------------ one run
     def report(self, run_id: str) -> dict[str, Any]:
         """The run's report.json (a dict with only ``error`` when it cannot be read)."""
@@ -230,6 +391,9 @@ class RunsIndex:
         """A run's report, figures and normalised per-image records."""
         from camloc.report import figure_rows
 
+        man = self._explain_only(run_id)
+        if man is not None:
+            return self._explain_run(run_id, man)
         report = self.report(run_id)
         if "error" in report and len(report) == 1:
             raise PathRefused(422, f"run {run_id!r}: {report['error']}")
@@ -243,6 +407,29 @@ class RunsIndex:
                 "figures": [list(r) for r in _safe_rows(figure_rows, report)],
                 "per_image": records, "iou_correct": IOU_CORRECT,
                 "has_html": (self.root / run_id / "report.html").is_file()}
+
+    def compare(self, a: str, b: str) -> dict[str, Any]:
+        """Two evaluation runs side by side: their figures and curves, and the per-image IoU of
+        the images both scored, ``diff = iou_b - iou_a``, largest change first."""
+        runs = [self.run(a), self.run(b)]
+        for r in runs:
+            if r.get("kind") == "explain":
+                raise PathRefused(422, f"run {r['id']!r} is an explain run (no IoU to compare): "
+                                       f"choose evaluation runs")
+        ious = [{rec["image_id"]: rec["iou"] for rec in r["per_image"]} for r in runs]
+        common = [i for i in ious[0] if i in ious[1]]
+        rows = []
+        for i in common:
+            x, y = ious[0][i], ious[1][i]
+            diff = None if x is None or y is None else y - x
+            rows.append({"image_id": i, "iou_a": x, "iou_b": y, "diff": diff})
+        rows.sort(key=lambda r: (r["diff"] is None, -abs(r["diff"] or 0.0), r["image_id"]))
+        return {"a": a, "b": b, "figures": [r["figures"] for r in runs],
+                "curves": [(r["report"].get("localization") or {}).get("curves") for r in runs],
+                "per_image": rows, "common": len(common),
+                "only_a": len(ious[0]) - len(common), "only_b": len(ious[1]) - len(common),
+                "better": sum(1 for r in rows if (r["diff"] or 0) > 0),
+                "worse": sum(1 for r in rows if (r["diff"] or 0) < 0)}
 
     # ------------------------------------------------------------------ images of a run
     def _dataset(self, report: dict[str, Any]) -> Any:
@@ -269,6 +456,8 @@ class RunsIndex:
         """Ground-truth boxes (original pixels), the predicted box scaled from evaluation size to
         original pixels (inclusive corners: the last pixel ends at ``x1 + 1``, as the gallery
         draws it), the IoU and whether it counts as correct."""
+        if self._explain_only(run_id) is not None:
+            return self._explain_image(run_id, image_id)
         report = self.report(run_id)
         records = {str(r.get("image_id", r.get("id", ""))): r
                    for r in self._raw_per_image(run_id, report)}
@@ -287,6 +476,8 @@ class RunsIndex:
         return {"image_id": image_id, "width": w, "height": h,
                 "gt_boxes": [[float(v) for v in b] for b in sample.boxes],
                 "label": sample.label, "class_name": class_name, "pred_box": pred,
+                "saved_maps": [{"kind": "scoremap", "url": None}]
+                if self._map_file(run_id, image_id) is not None else [],
                 "iou": rec["iou"] if rec else None, "correct": rec["correct"] if rec else None,
                 "eval_size": eval_size}
 
@@ -312,6 +503,17 @@ class RunsIndex:
             return sample, load_image(path)
         except ImageError as exc:
             raise PathRefused(404, f"image {image_id!r}: {exc.reason}") from None
+
+
+def _explain_rows(man: dict[str, Any]) -> list[list[str]]:
+    """An explain run's manifest as figure rows (what, value)."""
+    counts = man.get("counts") or {}
+    rows = [("kind", "explain run (camloc explain)"), ("status", man.get("status")),
+            ("model", man.get("model")), ("method", man.get("method")),
+            ("layers", ", ".join(str(x) for x in man.get("layers") or [])),
+            ("threshold", man.get("threshold")), ("images explained", counts.get("explained")),
+            ("images failed", counts.get("failed")), ("seconds", man.get("seconds"))]
+    return [[k, "" if v is None else str(v)] for k, v in rows]
 
 
 def _safe_rows(fn: Any, report: dict[str, Any]) -> list[tuple[str, str]]:

@@ -53,24 +53,27 @@ def serve(host: str = "127.0.0.1", port: int = 8765, model: str = "efficientnet_
           weights: str | None = "DEFAULT", head: str | None = None, device: str = "auto",
           runs: str | None = None, fit: str = "stretch", max_batch: int = 16,
           batch_wait_ms: float = 5.0, max_upload_mb: float = 20.0, max_pixels: int = 40_000_000,
-          log_level: str = "warning", out: TextIO | None = None) -> None:
+          log_level: str = "warning", out: TextIO | None = None,
+          max_decoded_mp: float = 0.0, runtime: str = "torch") -> None:
     """Load the model once, bind ``host:port`` and serve until interrupted (Ctrl-C).
 
-    Every option is checked (:func:`camloc.web.limits.check_server_options`) before the model
-    loads; ``weights``: ``"none"`` (or None) for random weights.
-    """
+    The options are ``camloc serve``'s, bounded as it bounds them
+    (:func:`camloc.web.limits.check_server_options`; :class:`ConfigError` otherwise).
+    ``max_decoded_mp``: megapixels all requests may hold decoded at once (0: twice
+    ``max_pixels``). ``runtime``: ``torch``, ``onnx`` or an exported ``.onnx`` file: exact CAM
+    on the model's own layer runs on onnxruntime, as ``camloc explain --runtime`` does."""
     import uvicorn
 
     from camloc.web.app import ServerSettings, create_app
     from camloc.web.engine import WebEngine
+    from camloc.web.limits import check_server_options
     from camloc.web.runs import RunsIndex
     from camloc.web.uploads import UploadLimits
 
-    from camloc.web.limits import check_server_options
-
     out = out or sys.stderr
     check_server_options(max_batch=max_batch, batch_wait_ms=batch_wait_ms,
-                         max_upload_mb=max_upload_mb, max_pixels=max_pixels)
+                         max_upload_mb=max_upload_mb, max_pixels=max_pixels,
+                         max_decoded_mp=max_decoded_mp)
     if weights is not None and weights.lower() == "none":
         weights = None
     if runs is not None:
@@ -81,15 +84,18 @@ def serve(host: str = "127.0.0.1", port: int = 8765, model: str = "efficientnet_
               f"machine can use the server (no authentication, no TLS)", file=out, flush=True)
     sock = bind(host, port)
     try:
-        engine = WebEngine.load(model, weights=weights, device=device, head=head, fit=fit)
+        engine = WebEngine.load(model, weights=weights, device=device, head=head, fit=fit,
+                                runtime=runtime)
         settings = ServerSettings(
             limits=UploadLimits(max_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels),
             max_batch=max_batch, max_wait_ms=batch_wait_ms,
+            max_decoded_pixels=int(max_decoded_mp * 1e6),
             allowed_hosts=ServerSettings.allowed_hosts if loopback else None)
         app = create_app(engine, runs_dir=runs, settings=settings)
         bound = sock.getsockname()
         shown = f"[{bound[0]}]" if sock.family == socket.AF_INET6 else bound[0]
-        print(f"camloc serve: http://{shown}:{bound[1]}/ (model {engine.name} on {engine.device}"
+        on = engine.device + ("" if engine.runtime == "torch" else f", runtime {engine.runtime}")
+        print(f"camloc serve: http://{shown}:{bound[1]}/ (model {engine.name} on {on}"
               f"{', runs ' + str(runs) if runs else ''}; API docs at /docs; Ctrl-C stops)",
               file=out, flush=True)
         config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on",

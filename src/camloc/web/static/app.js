@@ -67,7 +67,7 @@
 
   function settings() {
     return {
-      method: $("method").value, layer: $("layer").value,
+      method: $("method").value, layer: $("layer").value, tta: $("tta").value,
       topK: Math.max(1, Math.min(MAX_TOP_K, parseInt($("topk").value, 10) || 5)),
       threshold: parseFloat($("threshold").value), multi: $("multi").checked,
       opacity: parseFloat($("opacity").value),
@@ -89,7 +89,8 @@
       state.health = health;
       state.methods = methods.methods;
       state.classNames = classes.classes.map(function (c) { return c.name; });
-      $("model-info").textContent = health.model + " on " + health.device + " (" +
+      $("model-info").textContent = health.model + " on " + health.device +
+        (health.runtime && health.runtime !== "torch" ? ", runtime " + health.runtime : "") + " (" +
         health.num_classes + " classes, input " + health.input_size.join("x") + ")";
       for (const m of methods.methods) {
         const tip = [m.description, m.family ? "family: " + m.family : "", m.cost ? "cost: " + m.cost : "",
@@ -110,11 +111,15 @@
         label.appendChild(document.createTextNode(" " + (m.label || m.name) + (m.slow ? " (slow)" : "")));
         $("compare-methods").appendChild(label);
       }
+      // TTA: flip, and flip over two input sizes (the model's and 1.25 times it)
+      const side = health.input_size[0], big = Math.round(side * 1.25);
+      $("tta").appendChild(el("option", { value: "flip,scales=" + side + ":" + big },
+                              "flip, sizes " + side + " and " + big));
       state.layers = methods.layers;
       for (const l of methods.layers) $("layer").appendChild(el("option", { value: l.name }, l.label || l.name));
       updateLayerOptions();
       readHash();
-      if (health.runs) $("tab-runs").hidden = false;
+      if (health.runs) { $("tab-runs").hidden = false; $("batch").hidden = false; }
       document.body.dataset.ready = "1";
     } catch (e) {
       setStatus("cannot reach the server: " + e.message, true);
@@ -130,6 +135,9 @@
     const has = function (k) { return q.has(k) && q.get(k) !== ""; };
     if (has("method") && methodMeta(q.get("method")) && methodMeta(q.get("method")).available) {
       $("method").value = q.get("method");
+    }
+    if (q.has("tta") && Array.from($("tta").options).some(function (o) { return o.value === q.get("tta"); })) {
+      $("tta").value = q.get("tta");
     }
     if (q.has("layer") && state.layers.some(function (l) { return l.name === q.get("layer"); })) {
       $("layer").value = q.get("layer");
@@ -156,6 +164,7 @@
     const s = settings(), q = new URLSearchParams();
     q.set("method", s.method); q.set("layer", s.layer); q.set("topk", String(s.topK));
     q.set("threshold", s.threshold.toFixed(2));
+    if (s.tta) q.set("tta", s.tta);
     if (s.multi) q.set("multi", "1");
     if ($("raw-map").checked) q.set("raw", "1");
     q.set("opacity", s.opacity.toFixed(2));
@@ -259,6 +268,7 @@
     form.append("image", state.file, state.fileName);
     form.append("method", s.method);
     form.append("layer", s.layer);
+    form.append("tta", s.tta);
     form.append("top_k", String(s.topK));
     if (classIds) form.append("classes", classIds.join(","));
     form.append("threshold", String(s.threshold));
@@ -308,6 +318,7 @@
         // the picture still shows the last answer: the controls say so too
         $("method").value = state.response.method;
         $("layer").value = state.response.layer;
+        $("tta").value = state.response.tta === "none" ? "" : state.response.tta;
         updateLayerOptions();
         setStatus(e.message + " (still showing " + describe(state.response) + ")", true);
       }
@@ -318,7 +329,7 @@
 
   function describe(r) {
     const layer = (r.layers && r.layers.length) ? r.layers.join(", ") : (r.layer || "default layer");
-    return r.method + " on " + layer;
+    return r.method + " on " + layer + (r.tta && r.tta !== "none" ? " with TTA " + r.tta : "");
   }
 
   // ---------------------------------------------------------------- slow methods: estimate,
@@ -668,6 +679,7 @@
       reexplain();
     });
     $("layer").addEventListener("change", reexplain);
+    $("tta").addEventListener("change", reexplain);
     $("topk").addEventListener("change", function () {
       const raw = parseInt($("topk").value, 10);
       const k = settings().topK;
@@ -715,7 +727,68 @@
     }
   }
 
-  window.CamlocApp = { state: state, resultJson: resultJson };
+  // ---------------------------------------------------------------- batch upload
+  // Several photos -> a small explain run (the run folder `camloc explain` writes) under --runs,
+  // with the current method, layer, top-k and threshold; progress while it runs.
+  function showTab(name) {
+    for (const t of document.querySelectorAll(".tab")) t.classList.toggle("active", t.dataset.tab === name);
+    $("page-explain").hidden = name !== "explain";
+    $("page-runs").hidden = name !== "runs";
+  }
+
+  async function batchUpload(files) {
+    if (!files.length) return;
+    const s = settings(), form = new FormData();
+    for (const f of files) form.append("images", f, f.name);
+    form.append("method", s.method); form.append("layer", s.layer); form.append("tta", s.tta);
+    form.append("top_k", String(s.topK)); form.append("threshold", String(s.threshold));
+    const box = $("batch-job"), info = $("batch-info"), bar = $("batch-progress"), open = $("batch-open");
+    box.hidden = false; open.hidden = true; bar.value = 0;
+    info.textContent = "uploading " + files.length + " photo(s)...";
+    let answer;
+    try { answer = await api("/api/batch", { method: "POST", body: form }); } catch (e) {
+      info.textContent = "batch refused: " + e.message; return;
+    }
+    box.dataset.run = answer.run;
+    box.dataset.job = answer.job;
+    delete box.dataset.state;
+    $("batch-cancel").hidden = false;
+    const poll = async function () {
+      let st;
+      try { st = await api("/api/jobs/" + answer.job); } catch (e) { info.textContent = e.message; return; }
+      bar.value = st.images ? st.passes / st.images : 0;
+      if (st.state === "queued" || st.state === "running") {
+        info.textContent = (st.state === "queued" ? "waiting for the slow lane; " : "") +
+          st.passes + " of " + st.images + " photo(s) explained";
+        setTimeout(poll, 300);
+        return;
+      }
+      bar.value = 1;
+      info.textContent = st.state === "done" ?
+        answer.run + ": " + st.done + " explained" + (st.failed ? ", " + st.failed + " failed (errors.jsonl)" : "") :
+        answer.run + ": " + st.state + (st.error ? " (" + st.error + ")" : "");
+      box.dataset.state = st.state;
+      open.hidden = st.state !== "done";
+      $("batch-cancel").hidden = true;
+    };
+    poll();
+  }
+
+  $("batch-files").addEventListener("change", function () {
+    const files = Array.from($("batch-files").files || []);
+    $("batch-files").value = "";  // the same files again start another run
+    batchUpload(files);
+  });
+  $("batch-cancel").addEventListener("click", function () {
+    const job = $("batch-job").dataset.job;
+    if (job) fetch("/api/jobs/" + job, { method: "DELETE" }).catch(function () {});
+  });
+  $("batch-open").addEventListener("click", async function () {
+    showTab("runs");
+    if (window.CamlocRuns) { await window.CamlocRuns.show(); window.CamlocRuns.openRun($("batch-job").dataset.run); }
+  });
+
+  window.CamlocApp = { state: state, resultJson: resultJson, showTab: showTab, takeFile: takeFile };
   wireInput();
   wireControls();
   init();
