@@ -254,3 +254,17 @@ def copy_runs_with_changes(root: Path, eval_run: dict) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     np.save(target, np.tile(np.linspace(0, 1, 32, dtype=np.float32), (24, 1)))
     return root
+
+
+def until(page, expr: str, timeout: float = 60.0) -> None:
+    """Poll the page until the JavaScript expression ``expr`` is truthy (``AssertionError`` after
+    ``timeout`` seconds): the browser tests' one way to wait for the page (``page.evaluate`` runs
+    outside the page's Content-Security-Policy; ``wait_for_function`` would need 'unsafe-eval',
+    which the page rightly refuses)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(f"() => Boolean({expr})"):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {expr}")
+        page.wait_for_timeout(50)

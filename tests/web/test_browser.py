@@ -20,6 +20,8 @@ from camloc.cams import upsample
 from camloc.localize import boxes_from_map
 from camloc.web.encode import encode_maps
 
+from .conftest import until as _until
+
 pytestmark = pytest.mark.slow
 
 PHOTO = "chelsea.jpg"
@@ -43,19 +45,6 @@ def _readout(page) -> dict:
     el = page.locator("#box-readout")
     return {"box": json.loads(el.get_attribute("data-box")), "boxes": json.loads(el.get_attribute("data-boxes")),
             "threshold": float(el.get_attribute("data-threshold")), "class": int(el.get_attribute("data-class-id"))}
-
-
-def _until(page, expr: str, timeout: float = 60.0) -> None:
-    """Poll a JavaScript expression until it is true (``page.evaluate`` runs outside the page's
-    Content-Security-Policy; ``wait_for_function`` would need 'unsafe-eval', which the page
-    rightly refuses)."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not page.evaluate(f"() => Boolean({expr})"):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {expr}")
-        page.wait_for_timeout(50)
 
 
 def _settle(page) -> None:

@@ -8,19 +8,11 @@ from __future__ import annotations
 
 import pytest
 
+from .conftest import until as _until
+
 pytestmark = pytest.mark.slow
 
 PHOTO = "chelsea.jpg"
-
-
-def _until(page, expr: str, timeout: float = 60.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not page.evaluate(f"() => Boolean({expr})"):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {expr}")
-        page.wait_for_timeout(50)
 
 
 def _tab_to(page, selector: str, limit: int = 120) -> None:

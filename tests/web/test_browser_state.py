@@ -12,19 +12,11 @@ import json
 import pytest
 from PIL import Image
 
+from .conftest import until as _until
+
 pytestmark = pytest.mark.slow
 
 PHOTO = "chelsea.jpg"
-
-
-def _until(page, expr: str, timeout: float = 60.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not page.evaluate(f"() => Boolean({expr})"):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {expr}")
-        page.wait_for_timeout(50)
 
 
 def _settle(page) -> None:
