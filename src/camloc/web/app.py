@@ -121,6 +121,33 @@ def _parse_classes(text: str, names: list[str]) -> list[int]:
     return ids
 
 
+def _parse_target(text: str, names: list[str]) -> tuple[Any, str]:
+    """``"margin:CLASS"`` or ``"margin:CLASS:OTHER"`` (ids or names) -> the
+    :class:`~camloc.targets.Margin` and its canonical text (``"margin:281:285"``)."""
+    from camloc.data.classes import parse_classes
+    from camloc.targets import Margin
+
+    kind, _, rest = text.strip().partition(":")
+    parts = rest.split(":") if rest else []
+    if kind.strip().lower() != "margin" or not 1 <= len(parts) <= 2:
+        raise ApiError(400, f"target={text!r}: expected 'margin:CLASS' or 'margin:CLASS:OTHER' "
+                            f"(a class id or name)")
+    ids = []
+    for part in parts:
+        # one class per part: ";" makes a name with commas ("tabby, tabby cat") one item
+        found = parse_classes(part + ";", names, option="target") or []
+        if len(found) != 1:
+            raise ApiError(400, f"target={text!r}: expected one class in {part!r}, got "
+                                f"{len(found)}")
+        ids.append(found[0])
+    if len(ids) == 2 and ids[0] == ids[1]:
+        raise ApiError(400, f"target={text!r}: a class cannot lead itself; name another class")
+    if len(ids) == 1 and len(names) < 2:
+        raise ApiError(400, "target: a model with one class has no other class to lead")
+    return Margin(ids[0], against=ids[1] if len(ids) == 2 else None), \
+        "margin:" + ":".join(map(str, ids))
+
+
 def create_app(engine: WebEngine, runs_dir: str | None = None,
                settings: ServerSettings = ServerSettings()) -> FastAPI:
     """Build the application around a loaded engine (and, optionally, a runs folder)."""
@@ -307,6 +334,10 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
                                                         "explain --tta: 'flip', 'scales=224:288', "
                                                         "'flip,scales=224:288,logits'; '' or "
                                                         "'none': off"),
+        target: str = Form("", max_length=400, description="instead of classes: 'margin:CLASS' "
+                                                           "(how far CLASS leads the best other "
+                                                           "class) or 'margin:CLASS:OTHER' (ids "
+                                                           "or names)"),
     ) -> dict[str, Any]:
         if maps not in MAP_ENCODINGS:
             raise ApiError(400, f"maps={maps!r}: expected one of {', '.join(MAP_ENCODINGS)}")
@@ -316,6 +347,17 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
         await run_in_threadpool(engine.check, method, layer)
         tta = _tta_text(tta)
         selection: int | list[int] = _parse_classes(classes, names) if classes.strip() else top_k
+        margin, target = _parse_target(target, names) if target.strip() else (None, "")
+        if margin is not None:
+            from camloc.cams.catalog import CATALOG
+
+            if classes.strip():
+                raise ApiError(400, "target: give target or classes, not both")
+            info = CATALOG.get(method.strip().lower())
+            if info is not None and info.family == "exact":
+                raise ApiError(400, f"target: {method!r} maps class logits through the classifier "
+                                    f"only; choose a gradient or perturbation method for a margin")
+            selection = 1
         slow = method in slow_methods
         tracked = None
         if slow and not job:  # followed all the same (Cancel on hang-up), under a private name
@@ -342,7 +384,8 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
                 t0 = time.perf_counter()
                 lane = slow_lane if slow else batcher
                 submitted = lane.submit(
-                    (method, layer, tta), ExplainJob(pil, selection, all_maps, progress=tracked))
+                    (method, layer, tta), ExplainJob(pil, selection, all_maps, progress=tracked,
+                                                     target=margin))
                 if tracked is None:
                     result, seconds = await submitted
                 else:
@@ -352,6 +395,7 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
                 answer = await run_in_threadpool(_response, engine, result, threshold, multi,
                                                  maps, seconds, layer, queued)
                 answer["tta"] = tta or "none"
+                answer["target"] = target or None
                 return answer
         except Cancelled as exc:
             raise ApiError(409, f"{exc}") from exc

@@ -45,13 +45,15 @@ _SIMPLE = (str, bool, int, float)
 
 @dataclass
 class ExplainJob:
-    """One image to explain: ``selection`` is a top-k count or a list of class ids."""
+    """One image to explain: ``selection`` is a top-k count or a list of class ids; ``target``
+    (a :class:`~camloc.targets.Target`, e.g. a margin), when given, replaces it."""
 
     image: Image.Image
     selection: int | list[int]
     all_maps: bool = False
     #: a followed request (``camloc.web.jobs.Job``): ``tick()`` before each pass of the network
     progress: Any = None
+    target: Any = None
 
 
 @dataclass
@@ -423,7 +425,8 @@ class WebEngine:
         """Explain a batch of images with one method on one layer.
 
         Jobs asking for top-k share one forward pass (the largest k, sliced per image), jobs naming
-        classes share another (each row padded to the longest list, then trimmed). A job with a
+        classes share another (each row padded to the longest list, then trimmed), a job with a
+        ``target`` has its own (:func:`camloc.explain.explain_batch`'s ``target``). A job with a
         ``progress`` tracker, alone in its batch, is followed pass by pass (and can be cancelled).
         """
         engine = self.tta_method(method, layer, tta)
@@ -441,9 +444,11 @@ class WebEngine:
         from camloc.explain import explain_batch
 
         results: list[ImageResult | None] = [None] * len(jobs)
-        top = {i: j.selection for i, j in enumerate(jobs) if isinstance(j.selection, int)}
-        named = {i: list(j.selection) for i, j in enumerate(jobs) if not isinstance(j.selection, int)}
-        groups: list[tuple[list[int], Any]] = []
+        plain = [(i, j) for i, j in enumerate(jobs) if j.target is None]
+        top = {i: j.selection for i, j in plain if isinstance(j.selection, int)}
+        named = {i: list(j.selection) for i, j in plain if not isinstance(j.selection, int)}
+        groups: list[tuple[list[int], Any]] = [([i], j.target) for i, j in enumerate(jobs)
+                                               if j.target is not None]
         if top:
             groups.append((list(top), max(top.values())))
         if named:
@@ -456,7 +461,8 @@ class WebEngine:
                                      method=engine, preprocess=self.preprocess)
             for i, e in zip(idx, exps):
                 sel = jobs[i].selection
-                k = min(int(sel), len(e.class_ids)) if isinstance(sel, int) else len(sel)
+                k = len(e.class_ids) if jobs[i].target is not None else \
+                    min(int(sel), len(e.class_ids)) if isinstance(sel, int) else len(sel)
                 results[i] = ImageResult(e.method, e.class_ids[:k], e.class_names[:k], e.probs[:k],
                                          e.logits[:k], e.maps[:k], e.geometry,
                                          layers=list(e.layers))
