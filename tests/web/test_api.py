@@ -473,3 +473,20 @@ def test_localizer_equals_the_library(loc_client, loc_dir, client, engine):
                            sent.ravel())
     err = _error(_post(client, data, localizer="true"), 400)
     assert "localizer" in err and "--localizer" in err
+
+
+def test_serve_localizer_start_up_errors_exit_2(tiny_model_dir, loc_dir, tmp_path, capsys):
+    """`camloc serve --localizer`: a missing folder or one fitted on other weights is exit 2
+    with the reason, before anything is served."""
+    from camloc.cli import main
+    from camloc.localizer import load_localizer, save_localizer
+
+    assert main(["serve", "--model", str(tiny_model_dir), "--port", "0", "--localizer",
+                 str(tmp_path / "nope")]) == 2
+    assert "nope" in capsys.readouterr().err
+    loc = load_localizer(loc_dir)
+    bad = save_localizer(loc.with_(model={**loc.model, "fingerprint": "0" * 16}), tmp_path / "b")
+    assert main(["serve", "--model", str(tiny_model_dir), "--port", "0", "--localizer",
+                 str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "other weights" in err and "Traceback" not in err
