@@ -422,3 +422,71 @@ def test_tta_equals_the_library(client, engine):
     for bad in ("mirror", "scales=3"):
         err = _error(_post(client, data, tta=bad), 400)
         assert "tta" in err and "--tta" not in err
+
+
+@pytest.fixture(scope="module")
+def loc_dir(engine, tmp_path_factory):
+    """A localizer folder for the tiny model (the class-agnostic PC1 kind, threshold 0.35)."""
+    from camloc.localizer import Localizer, save_localizer
+    from camloc.localizer.fit import auto_layers
+    from camloc.localizer.model import model_fingerprint
+
+    model = engine.model
+    loc = Localizer(kind="pc1", layers=auto_layers(model)[-1:], threshold=0.35,
+                    model={"name": model.spec.name, "fingerprint": model_fingerprint(model)})
+    return save_localizer(loc, tmp_path_factory.mktemp("web-loc") / "loc")
+
+
+@pytest.fixture(scope="module")
+def loc_client(engine, loc_dir):
+    """A server started with the localizer."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(WebEngine(engine.model, localizer=loc_dir)),
+                    base_url="http://127.0.0.1") as c:
+        yield c
+
+
+def test_localizer_equals_the_library(loc_client, loc_dir, client, engine):
+    """localizer=true on a server started with one: the maps and boxes of
+    camloc.explain(..., localizer=DIR) (min-max maps, boxes at the localizer's threshold)."""
+    from camloc.explain import explain
+    from camloc.localizer import load_localizer
+
+    health = loc_client.get("/api/health").json()
+    assert health["localizer"]["threshold"] == 0.35 and client.get("/api/health").json()[
+        "localizer"] is None
+    data = _png(97, 61, seed=7)
+    r = _post(loc_client, data, method="cam", top_k=3, maps="f32", localizer="true")
+    assert r.status_code == 200, r.text
+    r = r.json()
+    [e] = explain(engine.model, [Image.open(io.BytesIO(data))], top_k=3, threshold=None,
+                  method="cam", localizer=load_localizer(loc_dir))
+    assert r["localizer"] is True and r["threshold"] == 0.35 and r["normalization"] == "minmax"
+    assert [c["id"] for c in r["classes"]] == e.class_ids
+    assert [c["box"] for c in r["classes"]] == e.boxes.tolist()
+    sent = np.frombuffer(base64.b64decode(r["maps"]["data"]), "<f4").reshape(r["maps"]["shape"])
+    np.testing.assert_allclose(sent, e.maps, atol=1e-6)
+    off = _post(loc_client, data, method="cam", top_k=3, maps="f32").json()
+    assert off["localizer"] is False and off["normalization"] == "max"
+    assert not np.allclose(np.frombuffer(base64.b64decode(off["maps"]["data"]), "<f4"),
+                           sent.ravel())
+    err = _error(_post(client, data, localizer="true"), 400)
+    assert "localizer" in err and "--localizer" in err
+
+
+def test_serve_localizer_start_up_errors_exit_2(tiny_model_dir, loc_dir, tmp_path, capsys):
+    """`camloc serve --localizer`: a missing folder or one fitted on other weights is exit 2
+    with the reason, before anything is served."""
+    from camloc.cli import main
+    from camloc.localizer import load_localizer, save_localizer
+
+    assert main(["serve", "--model", str(tiny_model_dir), "--port", "0", "--localizer",
+                 str(tmp_path / "nope")]) == 2
+    assert "nope" in capsys.readouterr().err
+    loc = load_localizer(loc_dir)
+    bad = save_localizer(loc.with_(model={**loc.model, "fingerprint": "0" * 16}), tmp_path / "b")
+    assert main(["serve", "--model", str(tiny_model_dir), "--port", "0", "--localizer",
+                 str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "other weights" in err and "Traceback" not in err

@@ -36,6 +36,9 @@ _Workers = Annotated[int, typer.Option(help="DataLoader workers decoding images 
 _FaithBatchSize = Annotated[int, typer.Option(help="Perturbed inputs per forward.")]
 _Gallery = Annotated[int, typer.Option(help="Rows of the disagreement gallery.")]
 _Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")]
+_Localizer = Annotated[str, typer.Option(help="A `camloc localizer fit` folder: its foreground "
+                                              "combined into every method's maps (and its TTA "
+                                              "unless --tta).")]
 _Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
 
 
@@ -53,6 +56,7 @@ def register(app: typer.Typer) -> None:
         fixed_threshold: _FixedThreshold = DEFAULT_THRESHOLD, batch_size: _BatchSize = 16,
         workers: _Workers = 2, faith_batch_size: _FaithBatchSize = 64, gallery: _Gallery = 6,
         device: _Device = "auto", out: _Out = Path("camloc-compare"),
+        localizer: _Localizer = None,
     ) -> None:
         """Compare map methods on a dataset: MaxBoxAccV2, calibrated Top-1 / GT-known Loc, PxAP,
         Average Drop / Increase, deletion / insertion AUC, ROAD, seconds per image.
@@ -69,7 +73,7 @@ def register(app: typer.Typer) -> None:
             tta=tta, limit=limit, faith_limit=faith_limit, faithfulness=not no_faithfulness,
             steps=steps, road=road, fixed_threshold=fixed_threshold, batch_size=batch_size,
             workers=workers, faith_batch_size=faith_batch_size, gallery=gallery, device=device,
-            progress=progress_bar)
+            progress=progress_bar, localizer=localizer)
         if report is None:  # a torchrun rank other than 0: rank 0 reports
             return
         from camloc.compare.report import markdown_table

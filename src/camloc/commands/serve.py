@@ -28,6 +28,9 @@ _MaxDecodedMp = Annotated[float, typer.Option(help=(
 _Runtime = Annotated[str, typer.Option(help=(
     "torch, onnx or an exported .onnx file: exact CAM (the model's layer) on onnxruntime, as "
     "`camloc explain --runtime`."))]
+_Localizer = Annotated[str, typer.Option(help=(
+    "A `camloc localizer fit` folder: requests may combine its foreground into the maps "
+    "(the page's Localizer box; the API's localizer=true)."))]
 _LogLevel = Annotated[str, typer.Option(help="uvicorn log level (info shows requests).")]
 
 
@@ -40,6 +43,7 @@ def register(app: typer.Typer) -> None:
         batch_wait_ms: _BatchWaitMs = 5.0, max_upload_mb: _MaxUploadMb = 20.0,
         max_pixels: _MaxPixels = 40_000_000, max_decoded_mp: _MaxDecodedMp = 0.0,
         runtime: _Runtime = "torch", log_level: _LogLevel = "warning",
+        localizer: _Localizer = None,
     ) -> None:
         """Serve a web page and HTTP API: upload an image, see its maps and boxes.
 
@@ -51,4 +55,5 @@ def register(app: typer.Typer) -> None:
         serve(host=host, port=port, model=model, weights=weights, head=head, device=device,
               runs=str(runs) if runs is not None else None, fit=fit, max_batch=max_batch,
               batch_wait_ms=batch_wait_ms, max_upload_mb=max_upload_mb, max_pixels=max_pixels,
-              log_level=log_level, max_decoded_mp=max_decoded_mp, runtime=runtime)
+              log_level=log_level, max_decoded_mp=max_decoded_mp, runtime=runtime,
+              localizer=localizer)

@@ -123,6 +123,17 @@ def calibrate(model: Any, dataset: Any, methods: dict[str, Any], *, tta: TTA | N
     return cal if dist is None else dist.broadcast_object(cal)
 
 
+def _localizer(model: Any, localizer: Any) -> Any:
+    """``localizer`` (a folder or a Localizer) loaded and checked against ``model``; None: none."""
+    if localizer is None:
+        return None
+    from camloc.localizer.model import Localizer, load_localizer
+
+    loc = localizer if isinstance(localizer, Localizer) else load_localizer(localizer)
+    loc.check_model(model)
+    return loc
+
+
 def check_inputs(model: Any, dataset: Any, methods: str | Sequence[str], layer: Any = None,
                  method_batch_size: int | None = None, check_dataset: bool = True) -> dict[str, Any]:
     """What :func:`compare` refuses before any work, in its order: unknown methods, methods the
@@ -152,7 +163,8 @@ def compare(model: Any, dataset: Any, methods: str | Sequence[str] = "all", *, l
             workers: int = 0, method_batch_size: int | None = None, gallery: int = 6,
             out: str | os.PathLike[str] | None = None,
             progress: Callable[[str, int, int], None] | None = None,
-            dist: Any = None, check_dataset: bool = True) -> dict[str, Any] | None:
+            dist: Any = None, check_dataset: bool = True,
+            localizer: Any = None) -> dict[str, Any] | None:
     """Compare map ``methods`` on ``dataset`` with ``model``; returns the compare.json dict.
 
     Under torchrun pass ``dist`` (a :class:`camloc.distributed.DistContext`): every rank scores
@@ -183,6 +195,9 @@ def compare(model: Any, dataset: Any, methods: str | Sequence[str] = "all", *, l
         check_dataset: first refuse a dataset whose class ids do not mean the model's classes,
             or whose metadata sizes disagree with the image headers (as ``camloc evaluate``
             does); with ``False``, such an image is a failed image, not scored.
+        localizer: a localizer folder or :class:`~camloc.localizer.Localizer` (checked against
+            ``model``): its foreground is combined into every method's maps, and its recommended
+            TTA applies unless ``tta`` is given; recorded in the report's ``settings.localizer``.
 
     Raises:
         DatasetError: the dataset's classes do not match the model's (count, names or synsets).
@@ -195,11 +210,19 @@ def compare(model: Any, dataset: Any, methods: str | Sequence[str] = "all", *, l
     if faithfulness is None:
         faithfulness = FaithfulnessSettings()
     names = resolve_methods(methods)
+    tta_given = tta is not None  # "none" too: it overrides a localizer's recommended TTA
     if isinstance(tta, str):
         tta = parse_tta(tta)
     if calibrate_with is not None and calibration_split is not None:
         raise ConfigError("give either --calibrate or --calibration-split, not both")
     built = check_inputs(model, dataset, methods, layer, method_batch_size, False)
+    loc = _localizer(model, localizer)
+    if loc is not None:
+        from camloc.localizer.model import with_localizer
+
+        built = {n: with_localizer(m, loc) for n, m in built.items()}
+        if not tta_given:
+            tta = parse_tta(loc.tta)
     if check_dataset:  # refused, or numbered as the model's classes (WordNet ids)
         from camloc.evaluation.evaluate import check_fits_model
 
@@ -239,6 +262,8 @@ def compare(model: Any, dataset: Any, methods: str | Sequence[str] = "all", *, l
                 "batch_size": batch_size, "workers": workers, "faithfulness": faithfulness.to_dict(),
                 "calibration_split": calibration_split,
                 "world_size": dist.world_size if dist is not None else 1}
+    if loc is not None:
+        settings["localizer"] = loc.settings()
     from camloc.compare.report import build_compare_report, render_cells, write_outputs
 
     report = build_compare_report(state, model, scored, settings, cal_info, gallery)

@@ -60,15 +60,17 @@ def run_compare_job(
     faithfulness: bool = True, steps: int = 20, road: str | Sequence[float] = "20,40,60,80",
     fixed_threshold: float = DEFAULT_THRESHOLD, batch_size: int = 16, workers: int = 2,
     faith_batch_size: int = 64, gallery: int = 6, device: str = "auto",
-    progress: ProgressFactory | None = None,
+    progress: ProgressFactory | None = None, localizer: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any] | None:
     """Compare map ``methods`` of ``model`` on the ``dataset`` folder into ``out``, as
     ``camloc compare`` does (the options are its flags; ``None``: not given); returns the
-    compare.json dict on rank 0, ``None`` on the other ranks of a torchrun job.
+    compare.json dict on rank 0, ``None`` on the other ranks of a torchrun job. ``localizer``:
+    a ``camloc localizer fit`` folder, combined into every method's maps (its TTA unless ``tta``).
 
     Raises:
         ConfigError: an unknown method, bad ``--tta`` / ``--road`` / counts, both calibration
-            sources, a method the model cannot run, an ``out`` in use.
+            sources, a method the model cannot run, an ``out`` in use, a localizer folder that
+            cannot be read or was fitted on another model.
         DatasetError, ModelError, WeightsError: the dataset or model cannot be used.
     """
     from camloc.compare import compare, parse_tta, resolve_methods
@@ -84,6 +86,11 @@ def run_compare_job(
     if workers < 0:
         raise ConfigError(f"--workers {workers}: expected 0 or more")
     faith = _faithfulness(faithfulness, steps, road, faith_limit, faith_batch_size)
+    loc = None
+    if localizer is not None:  # a bad folder refused before the model is loaded
+        from camloc.localizer.model import load_localizer
+
+        loc = load_localizer(localizer)
     from camloc.compare import check_inputs
     from camloc.data.datasets import open_dataset
     from camloc.distributed import DistContext
@@ -91,7 +98,9 @@ def run_compare_job(
     from camloc.models import load_model
 
     ds = open_dataset(dataset, format=fmt, split=split)
-    kw: dict[str, Any] = {"layer": layer, "tta": tta_spec, "calibrate_with": cal,
+    # a --tta given (even "none") overrides the localizer's recommended one
+    kw: dict[str, Any] = {"layer": layer, "tta": tta_spec if tta is None else tta_spec or "none",
+                          "calibrate_with": cal,
                           "calibration_split": calibration_split, "limit": limit,
                           "faithfulness": faith, "fixed_threshold": fixed_threshold,
                           "batch_size": batch_size, "workers": workers, "gallery": gallery}
@@ -102,6 +111,9 @@ def run_compare_job(
         # what compare() refuses, refused on every rank before --out is created; the dataset
         # numbered as the model's classes (WordNet ids) once, for every stage
         check_inputs(cam_model, ds, methods, layer, check_dataset=False)
+        if loc is not None:
+            loc.check_model(cam_model)
+            kw["localizer"] = loc
         ds = check_fits_model(cam_model, ds)
         kw["check_dataset"] = False
         if not ctx.is_main:  # a torchrun worker: scores its shard; rank 0 merges and writes

@@ -157,9 +157,10 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
     engine.layers()  # found now (a dry forward pass, maybe), never while a batch runs
     scratch: dict[str, str | None] = {"dir": None}  # where uploads are decoded, while serving
 
-    def run_batch(key: tuple[str, str, str], jobs: list[Any]) -> list[Any]:
+    def run_batch(key: tuple[str, ...], jobs: list[Any]) -> list[Any]:
         """One pass of a lane: results with the seconds the pass took (never the queueing)."""
-        method, layer, tta = key
+        method, layer, tta, *rest = key
+        localized = bool(rest and rest[0])
         if method == BATCH_KEY:
             return [_run_upload_batch(engine, jobs[0])]
         followed = jobs[0].progress if len(jobs) == 1 else None
@@ -167,8 +168,11 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
             followed.start()
         t0 = time.perf_counter()
         try:
-            results = engine.explain(method, layer or None, jobs, tta=tta) if tta else \
-                engine.explain(method, layer or None, jobs)
+            if localized:
+                results = engine.explain(method, layer or None, jobs, tta=tta, localizer=True)
+            else:
+                results = engine.explain(method, layer or None, jobs, tta=tta) if tta else \
+                    engine.explain(method, layer or None, jobs)
         except BaseException:
             if followed is not None:
                 followed.finish("cancelled" if followed.cancel_event.is_set() else "failed")
@@ -287,6 +291,7 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
                 "runtime": engine.runtime,
                 "num_classes": len(names), "input_size": list(engine.input_size),
                 "all_class_maps": engine.has_exact_cam, "runs": runs is not None,
+                "localizer": _localizer_info(engine),
                 "uptime_s": round(time.time() - started, 1), "batching": batcher.stats(),
                 "slow_lane": slow_lane.stats(),
                 "limits": {"max_bytes": settings.limits.max_bytes,
@@ -338,6 +343,9 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
                                                            "(how far CLASS leads the best other "
                                                            "class) or 'margin:CLASS:OTHER' (ids "
                                                            "or names)"),
+        localizer: bool = Form(False, description="combine the server's --localizer foreground "
+                                                  "into the maps (min-max maps, boxes at its "
+                                                  "threshold)"),
     ) -> dict[str, Any]:
         if maps not in MAP_ENCODINGS:
             raise ApiError(400, f"maps={maps!r}: expected one of {', '.join(MAP_ENCODINGS)}")
@@ -346,6 +354,11 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
                                 "map cannot come from one forward pass")
         await run_in_threadpool(engine.check, method, layer)
         tta = _tta_text(tta)
+        loc = getattr(engine, "localizer", None) if localizer else None
+        if localizer and loc is None:
+            raise ApiError(400, "localizer: this server was started without --localizer")
+        if loc is not None and loc.threshold is not None:
+            threshold = float(loc.threshold)  # the threshold the localizer's maps were tuned with
         selection: int | list[int] = _parse_classes(classes, names) if classes.strip() else top_k
         margin, target = _parse_target(target, names) if target.strip() else (None, "")
         if margin is not None:
@@ -383,9 +396,9 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
                 del data
                 t0 = time.perf_counter()
                 lane = slow_lane if slow else batcher
+                key = (method, layer, tta, "localizer") if loc is not None else (method, layer, tta)
                 submitted = lane.submit(
-                    (method, layer, tta), ExplainJob(pil, selection, all_maps, progress=tracked,
-                                                     target=margin))
+                    key, ExplainJob(pil, selection, all_maps, progress=tracked, target=margin))
                 if tracked is None:
                     result, seconds = await submitted
                 else:
@@ -396,6 +409,9 @@ def create_app(engine: WebEngine, runs_dir: str | None = None,
                                                  maps, seconds, layer, queued)
                 answer["tta"] = tta or "none"
                 answer["target"] = target or None
+                answer["localizer"] = loc is not None
+                if loc is not None:
+                    answer["normalization"] = "minmax"
                 return answer
         except Cancelled as exc:
             raise ApiError(409, f"{exc}") from exc
@@ -589,6 +605,15 @@ def _run_upload_batch(engine: WebEngine, job: _UploadBatch) -> tuple[Any, float]
     tracked.passes = summary.total
     tracked.finish("done")
     return summary, time.perf_counter() - t0
+
+
+def _localizer_info(engine: Any) -> dict[str, Any] | None:
+    """What /api/health says of the server's localizer (None: started without one)."""
+    loc = getattr(engine, "localizer", None)
+    if loc is None:
+        return None
+    return {"key": loc.key, "kind": loc.kind, "combine": loc.combine, "threshold": loc.threshold,
+            "tta": loc.tta}
 
 
 def _tta_text(text: str) -> str:

@@ -151,8 +151,18 @@ class WebEngine:
     ``"crop"``).
     """
 
-    def __init__(self, model: CamModel, fit: str = "stretch", runtime: str = "torch") -> None:
+    def __init__(self, model: CamModel, fit: str = "stretch", runtime: str = "torch",
+                 localizer: Any = None) -> None:
         self.model = model
+        #: a :class:`camloc.localizer.Localizer` (or its folder), checked against the model:
+        #: requests may ask for its foreground combined into the maps (``localizer=True``)
+        self.localizer: Any = None
+        if localizer is not None:
+            from camloc.localizer.model import Localizer, load_localizer
+
+            loc = localizer if isinstance(localizer, Localizer) else load_localizer(localizer)
+            loc.check_model(model)
+            self.localizer = loc
         self.preprocess = model.spec.preprocess.with_(fit=fit)
         #: ``torch``, ``onnx`` or an exported ``.onnx`` file: exact CAM on the model's own layer
         #: then runs on onnxruntime (the engine ``camloc explain --runtime`` uses); the other
@@ -196,12 +206,14 @@ class WebEngine:
 
     @classmethod
     def load(cls, name: str = "efficientnet_lite0", weights: Any = "DEFAULT", device: str = "auto",
-             head: str | None = None, fit: str = "stretch", runtime: str = "torch") -> WebEngine:
-        """Load a model once (``camloc.load_model``) and wrap it."""
+             head: str | None = None, fit: str = "stretch", runtime: str = "torch",
+             localizer: Any = None) -> WebEngine:
+        """Load a model once (``camloc.load_model``) and wrap it (with ``localizer``, a
+        ``camloc localizer fit`` folder fitted on that model)."""
         from camloc.models import load_model
 
         return cls(load_model(name, weights=weights, device=device, head=head), fit=fit,
-                   runtime=runtime)
+                   runtime=runtime, localizer=localizer)
 
     # ------------------------------------------------------------------ what the model offers
     @property
@@ -397,22 +409,29 @@ class WebEngine:
             self._factor[method] = ratio if old is None else 0.5 * old + 0.5 * ratio
 
     # ------------------------------------------------------------------ explaining
-    def tta_method(self, method: str, layer: str | None, tta: str) -> Any:
+    def tta_method(self, method: str, layer: str | None, tta: str, localizer: bool = False) -> Any:
         """The method for (``method``, ``layer``) wrapped in test-time augmentation
         (:func:`camloc.cams.tta.with_tta`, as ``camloc explain --tta`` wraps it); ``tta`` is a
         canonical ``--tta`` text (:func:`parse_tta`'s ``describe()``), ``""`` for none. On
-        torch, also with ``--runtime onnx`` (the exported graph has one input size)."""
-        if not tta:
+        torch, also with ``--runtime onnx`` (the exported graph has one input size). With
+        ``localizer``, the server's localizer foreground is combined in first (as ``camloc
+        explain --localizer`` does)."""
+        if localizer and self.localizer is None:
+            raise ConfigError("localizer: this server was started without --localizer")
+        if not tta and not localizer:
             return self._make(method, layer)
-        key = (f"{method}+tta={tta}", layer or DEFAULT_LAYER)
+        key = (f"{method}+tta={tta}" + ("+localizer" if localizer else ""), layer or DEFAULT_LAYER)
         made = self._made.get(key)
         if made is None:
             from camloc.cams.tta import with_tta
+            from camloc.localizer.model import with_localizer
 
             base = self._make(method, layer)
             if base is self._onnx:
                 base = self._torch_cam()
-            made = self._made[key] = with_tta(base, tta)
+            if localizer:
+                base = with_localizer(base, self.localizer)
+            made = self._made[key] = with_tta(base, tta or None)
         return made
 
     def _torch_cam(self) -> Any:
@@ -421,24 +440,27 @@ class WebEngine:
         return registry.make_method(self.model, "cam", None)
 
     def explain(self, method: str, layer: str | None, jobs: Sequence[ExplainJob],
-                tta: str = "") -> list[ImageResult]:
+                tta: str = "", localizer: bool = False) -> list[ImageResult]:
         """Explain a batch of images with one method on one layer.
 
         Jobs asking for top-k share one forward pass (the largest k, sliced per image), jobs naming
         classes share another (each row padded to the longest list, then trimmed), a job with a
         ``target`` has its own (:func:`camloc.explain.explain_batch`'s ``target``). A job with a
         ``progress`` tracker, alone in its batch, is followed pass by pass (and can be cancelled).
+        With ``localizer`` the maps are the localizer's combination, min-max normalised (the
+        normalisation its threshold was chosen with).
         """
-        engine = self.tta_method(method, layer, tta)
+        engine = self.tta_method(method, layer, tta, localizer)
         followed = [j.progress for j in jobs if j.progress is not None]
         self._local.progress = followed[0] if len(jobs) == 1 and followed else None
         try:
-            return self._explain(self._model_for(method), engine, jobs)
+            return self._explain(self._model_for(method), engine, jobs,
+                                 "minmax" if localizer else None)
         finally:
             self._local.progress = None
 
-    def _explain(self, model: CamModel, engine: Any, jobs: Sequence[ExplainJob]
-                 ) -> list[ImageResult]:
+    def _explain(self, model: CamModel, engine: Any, jobs: Sequence[ExplainJob],
+                 normalization: str | None = None) -> list[ImageResult]:
         import torch
 
         from camloc.explain import explain_batch
@@ -457,8 +479,9 @@ class WebEngine:
             groups.append((list(named), torch.tensor(rows, dtype=torch.long)))
         for idx, selection in groups:
             with torch.inference_mode(not getattr(engine, "needs_grad", True)):
+                norm = {"normalization": normalization} if normalization else {}
                 exps = explain_batch(model, [jobs[i].image for i in idx], None, selection,
-                                     method=engine, preprocess=self.preprocess)
+                                     method=engine, preprocess=self.preprocess, **norm)
             for i, e in zip(idx, exps):
                 sel = jobs[i].selection
                 k = len(e.class_ids) if jobs[i].target is not None else \

@@ -54,14 +54,17 @@ def serve(host: str = "127.0.0.1", port: int = 8765, model: str = "efficientnet_
           runs: str | None = None, fit: str = "stretch", max_batch: int = 16,
           batch_wait_ms: float = 5.0, max_upload_mb: float = 20.0, max_pixels: int = 40_000_000,
           log_level: str = "warning", out: TextIO | None = None,
-          max_decoded_mp: float = 0.0, runtime: str = "torch") -> None:
+          max_decoded_mp: float = 0.0, runtime: str = "torch",
+          localizer: str | None = None) -> None:
     """Load the model once, bind ``host:port`` and serve until interrupted (Ctrl-C).
 
     The options are ``camloc serve``'s, bounded as it bounds them
     (:func:`camloc.web.limits.check_server_options`; :class:`ConfigError` otherwise).
     ``max_decoded_mp``: megapixels all requests may hold decoded at once (0: twice
     ``max_pixels``). ``runtime``: ``torch``, ``onnx`` or an exported ``.onnx`` file: exact CAM
-    on the model's own layer runs on onnxruntime, as ``camloc explain --runtime`` does."""
+    on the model's own layer runs on onnxruntime, as ``camloc explain --runtime`` does.
+    ``localizer``: a ``camloc localizer fit`` folder (fitted on this model) that requests may
+    switch on (``localizer=true``)."""
     import uvicorn
 
     from camloc.web.app import ServerSettings, create_app
@@ -76,6 +79,11 @@ def serve(host: str = "127.0.0.1", port: int = 8765, model: str = "efficientnet_
                          max_decoded_mp=max_decoded_mp)
     if weights is not None and weights.lower() == "none":
         weights = None
+    loc = None
+    if localizer is not None:  # a bad folder is an error before the port is taken
+        from camloc.localizer.model import load_localizer
+
+        loc = load_localizer(localizer)
     if runs is not None:
         RunsIndex(runs)  # a missing folder is an error now, not at the first click
     loopback = is_loopback(host)
@@ -85,7 +93,7 @@ def serve(host: str = "127.0.0.1", port: int = 8765, model: str = "efficientnet_
     sock = bind(host, port)
     try:
         engine = WebEngine.load(model, weights=weights, device=device, head=head, fit=fit,
-                                runtime=runtime)
+                                runtime=runtime, localizer=loc)
         settings = ServerSettings(
             limits=UploadLimits(max_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels),
             max_batch=max_batch, max_wait_ms=batch_wait_ms,
@@ -95,6 +103,7 @@ def serve(host: str = "127.0.0.1", port: int = 8765, model: str = "efficientnet_
         bound = sock.getsockname()
         shown = f"[{bound[0]}]" if sock.family == socket.AF_INET6 else bound[0]
         on = engine.device + ("" if engine.runtime == "torch" else f", runtime {engine.runtime}")
+        on += f", localizer {localizer}" if loc is not None else ""
         print(f"camloc serve: http://{shown}:{bound[1]}/ (model {engine.name} on {on}"
               f"{', runs ' + str(runs) if runs else ''}; API docs at /docs; Ctrl-C stops)",
               file=out, flush=True)

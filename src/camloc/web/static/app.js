@@ -68,6 +68,7 @@
   function settings() {
     return {
       method: $("method").value, layer: $("layer").value, tta: $("tta").value,
+      localizer: !$("localizer-row").hidden && $("localizer").checked,
       topK: Math.max(1, Math.min(MAX_TOP_K, parseInt($("topk").value, 10) || 5)),
       threshold: parseFloat($("threshold").value), multi: $("multi").checked,
       opacity: parseFloat($("opacity").value),
@@ -120,6 +121,7 @@
       updateLayerOptions();
       readHash();
       if (health.runs) { $("tab-runs").hidden = false; $("batch").hidden = false; }
+      if (health.localizer) $("localizer-row").hidden = false;  // served with --localizer
       document.body.dataset.ready = "1";
     } catch (e) {
       setStatus("cannot reach the server: " + e.message, true);
@@ -269,6 +271,7 @@
     form.append("method", s.method);
     form.append("layer", s.layer);
     form.append("tta", s.tta);
+    if (s.localizer) form.append("localizer", "true");
     form.append("top_k", String(s.topK));
     if (classIds) form.append("classes", classIds.join(","));
     form.append("threshold", String(s.threshold));
@@ -319,6 +322,7 @@
         $("method").value = state.response.method;
         $("layer").value = state.response.layer;
         $("tta").value = state.response.tta === "none" ? "" : state.response.tta;
+        $("localizer").checked = !!state.response.localizer;
         updateLayerOptions();
         setStatus(e.message + " (still showing " + describe(state.response) + ")", true);
       }
@@ -329,7 +333,8 @@
 
   function describe(r) {
     const layer = (r.layers && r.layers.length) ? r.layers.join(", ") : (r.layer || "default layer");
-    return r.method + " on " + layer + (r.tta && r.tta !== "none" ? " with TTA " + r.tta : "");
+    return r.method + " on " + layer + (r.tta && r.tta !== "none" ? " with TTA " + r.tta : "") +
+      (r.localizer ? " with the localizer" : "");
   }
 
   // ---------------------------------------------------------------- slow methods: estimate,
@@ -680,6 +685,14 @@
     });
     $("layer").addEventListener("change", reexplain);
     $("tta").addEventListener("change", reexplain);
+    $("localizer").addEventListener("change", function () {
+      // the localizer's maps are min-max normalised and its boxes tuned at its own threshold
+      const t = state.health && state.health.localizer && state.health.localizer.threshold;
+      if ($("localizer").checked && typeof t === "number") {
+        $("threshold").value = String(t); $("threshold-value").textContent = t.toFixed(2);
+      }
+      reexplain();
+    });
     $("topk").addEventListener("change", function () {
       const raw = parseInt($("topk").value, 10);
       const k = settings().topK;
